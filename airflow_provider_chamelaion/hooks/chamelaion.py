@@ -1,0 +1,465 @@
+"""ChamelaionHook: the connection and every Chamelaion API call, sync (requests) and async (httpx)."""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import functools
+import re
+import ssl
+from collections.abc import Iterator, Mapping
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
+
+import httpx
+import requests
+from airflow.sdk import BaseHook
+from airflow.sdk.exceptions import AirflowNotFoundException
+
+from airflow_provider_chamelaion import __version__
+from airflow_provider_chamelaion.connection import (
+    ApiSettings,
+    missing_connection_error,
+    origin_of,
+    settings_from_connection,
+)
+from airflow_provider_chamelaion.exceptions import (
+    ChamelaionAuthError,
+    ChamelaionError,
+    ChamelaionNotFoundError,
+    ChamelaionTransportError,
+)
+from airflow_provider_chamelaion.media import (
+    MediaDestination,
+    MediaSource,
+    atomic_write,
+    inspect_source,
+    open_source,
+    resolve_destination,
+)
+from airflow_provider_chamelaion.models import LipsyncRequest, RequestPage
+from airflow_provider_chamelaion.multipart import FilePart, MultipartBody
+from airflow_provider_chamelaion.retry import RetryPolicy
+from airflow_provider_chamelaion.wire import (
+    API_KEY_HEADER,
+    GENERATE_PATH,
+    GENERATE_WITH_MEDIA_PATH,
+    REQUESTS_PATH,
+    decode_response,
+    generate_body,
+    list_params,
+    parse_model,
+    read_request_id,
+    request_path,
+    validate_reference_id,
+)
+
+if TYPE_CHECKING:
+    from pathlib import Path
+
+    from airflow.sdk import ObjectStoragePath
+
+USER_AGENT = f"airflow-provider-chamelaion/{__version__}"
+_QUERY = re.compile(r"\?[^\s)'\"]*")
+DOWNLOAD_CHUNK_SIZE = 1 << 20
+
+
+class _KeySafeSession(requests.Session):
+    """A session that drops the API key whenever a redirect leaves the origin it was meant for.
+
+    requests strips ``Authorization`` on such redirects but knows nothing of ``x-api-key``.
+    """
+
+    def rebuild_auth(self, prepared_request: requests.PreparedRequest, response: requests.Response) -> None:
+        super().rebuild_auth(prepared_request, response)
+        previous_url = response.request.url if response.request is not None else None
+        if (
+            previous_url
+            and prepared_request.url
+            and origin_of(previous_url) != origin_of(prepared_request.url)
+        ):
+            prepared_request.headers.pop(API_KEY_HEADER, None)
+
+
+def _transport_error(err: Exception, method: str, path: str) -> ChamelaionTransportError:
+    """Map a requests or httpx exception to a typed error that says whether the server may have seen it."""
+    never_sent = isinstance(
+        err, (requests.exceptions.ConnectTimeout, httpx.ConnectError, httpx.ConnectTimeout)
+    )
+    if isinstance(err, requests.exceptions.ConnectionError) and not never_sent:
+        reason = getattr(err.args[0], "reason", None) if err.args else None
+        never_sent = type(reason).__name__ in (
+            "NewConnectionError",
+            "ConnectTimeoutError",
+            "NameResolutionError",
+        )
+    # The cause's text names host and path; query strings are cut (a signed output URL carries its
+    # signature there) and it never holds the key, which travels only in a header.
+    detail = _QUERY.sub("", str(err))[:300]
+    return ChamelaionTransportError(
+        f"{type(err).__name__}: {detail}", method=method, path=path, sent=not never_sent
+    )
+
+
+@functools.cache
+def _shared_ssl_context() -> ssl.SSLContext:
+    # Building an SSL context costs tens of milliseconds; every async client shares this one, so a
+    # triggerer starting a thousand waits does not pay it a thousand times.
+    return ssl.create_default_context()
+
+
+class ChamelaionHook(BaseHook):
+    """Talks to the Chamelaion lip-sync API.
+
+    The connection holds the API key in ``password`` and the base URL in ``host`` (a full URL such as
+    ``https://api.chamelaion.com/api``; empty means that one, no scheme means https).
+
+    Every GET is retried on connection errors, timeouts, 429 (honouring ``Retry-After``) and
+    500/502/503/504 with exponential backoff and jitter; POSTs are retried only when the server
+    certainly did not act on them (see :mod:`airflow_provider_chamelaion.retry`). Other errors raise a
+    typed :class:`~airflow_provider_chamelaion.exceptions.ChamelaionAPIError` at once.
+
+    :param chamelaion_conn_id: the Airflow connection to use.
+    :param max_attempts: attempts per call, the first included (overrides ``retry_policy``'s).
+    :param retry_policy: the full retry policy; the default is ``RetryPolicy()``.
+    :param timeout: (connect, read) timeout in seconds of every API call.
+    :param download_timeout: (connect, read) timeout of output downloads; the read timeout applies
+        between two chunks, not to the whole file.
+    """
+
+    conn_name_attr = "chamelaion_conn_id"
+    default_conn_name = "chamelaion_default"
+    conn_type = "chamelaion"
+    hook_name = "Chamelaion"
+
+    def __init__(
+        self,
+        chamelaion_conn_id: str = default_conn_name,
+        *,
+        max_attempts: int | None = None,
+        retry_policy: RetryPolicy | None = None,
+        timeout: tuple[float, float] = (10.0, 60.0),
+        download_timeout: tuple[float, float] = (10.0, 120.0),
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.chamelaion_conn_id = chamelaion_conn_id
+        policy = retry_policy or RetryPolicy()
+        if max_attempts is not None:
+            policy = dataclasses.replace(policy, max_attempts=max_attempts)
+        self.retry_policy = policy
+        self.timeout = timeout
+        self.download_timeout = download_timeout
+        self._settings: ApiSettings | None = None
+        self._session: requests.Session | None = None
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(chamelaion_conn_id={self.chamelaion_conn_id!r})"
+
+    # -- connection -------------------------------------------------------------------------------
+
+    def get_settings(self) -> ApiSettings:
+        """Base URL and API key from the connection (looked up once per hook)."""
+        if self._settings is None:
+            try:
+                conn = self.get_connection(self.chamelaion_conn_id)
+            except AirflowNotFoundException:
+                raise missing_connection_error(self.chamelaion_conn_id) from None
+            settings = settings_from_connection(conn, self.chamelaion_conn_id)
+            from airflow.sdk.log import mask_secret
+
+            mask_secret(settings.api_key)
+            self._settings = settings
+        return self._settings
+
+    async def aget_settings(self) -> ApiSettings:
+        """Async :meth:`get_settings`: no sync database or supervisor call on the event loop."""
+        if self._settings is None:
+            try:
+                conn = await self.aget_connection(self.chamelaion_conn_id)
+            except AirflowNotFoundException:
+                raise missing_connection_error(self.chamelaion_conn_id) from None
+            settings = settings_from_connection(conn, self.chamelaion_conn_id)
+            from airflow.sdk.log import amask_secret
+
+            await amask_secret(settings.api_key)
+            self._settings = settings
+        return self._settings
+
+    def get_conn(self) -> requests.Session:
+        """The hook's ``requests`` session (one per hook, so connections are reused)."""
+        if self._session is None:
+            session = _KeySafeSession()
+            session.headers["User-Agent"] = USER_AGENT
+            self._session = session
+        return self._session
+
+    def close(self) -> None:
+        if self._session is not None:
+            self._session.close()
+            self._session = None
+
+    def _auth_headers(self, url: str, settings: ApiSettings) -> dict[str, str]:
+        """The API key header, only for URLs on the API's own origin."""
+        return {API_KEY_HEADER: settings.api_key} if origin_of(url) == settings.origin else {}
+
+    # -- the sync path ----------------------------------------------------------------------------
+
+    def _send(
+        self,
+        method: str,
+        path: str,
+        *,
+        params: Mapping[str, Any] | None = None,
+        json: Any = None,
+        data: Any = None,
+        headers: Mapping[str, str] | None = None,
+    ) -> Any:
+        """One HTTP call, no retry: JSON on success, a typed error otherwise."""
+        settings = self.get_settings()
+        url = settings.base_url + path
+        try:
+            response = self.get_conn().request(
+                method,
+                url,
+                params=params,
+                json=json,
+                data=data,
+                headers={**self._auth_headers(url, settings), **(headers or {})},
+                timeout=self.timeout,
+                allow_redirects=False,
+            )
+            content = response.content
+        except requests.RequestException as err:
+            raise _transport_error(err, method, path) from None
+        return decode_response(response.status_code, response.headers, content, method=method, path=path)
+
+    def _call(self, method: str, path: str, *, idempotent: bool, **kwargs: Any) -> Any:
+        for attempt in self.retry_policy.retrying(idempotent=idempotent, what=f"{method} {path}"):
+            with attempt:
+                return self._send(method, path, **kwargs)
+        raise AssertionError("unreachable: tenacity re-raises the last error")  # pragma: no cover
+
+    def generate(
+        self,
+        video_url: str,
+        audio_url: str,
+        *,
+        reference_id: str | None = None,
+        disable_active_speaker_detection: bool | None = None,
+    ) -> str:
+        """Start a lip-sync job from two http(s) URLs (``POST /v1/lipsync/generate``).
+
+        :return: the new request's id.
+        """
+        body = generate_body(
+            video_url,
+            audio_url,
+            reference_id=reference_id,
+            disable_active_speaker_detection=disable_active_speaker_detection,
+        )
+        payload = self._call("POST", GENERATE_PATH, idempotent=False, json=body)
+        request_id = read_request_id(payload, method="POST", path=GENERATE_PATH)
+        self.log.info("Submitted Chamelaion lip-sync request %s (reference_id=%s)", request_id, reference_id)
+        return request_id
+
+    def generate_with_media(self, video: MediaSource, audio: MediaSource) -> str:
+        """Start a lip-sync job by uploading two files (``POST /v1/lipsync/generate-with-media``).
+
+        Each of ``video`` and ``audio`` is a local path, an object-storage path (``ObjectStoragePath``
+        or a URI such as ``s3://bucket/key``) or an open, seekable binary file. The body is streamed:
+        memory use does not grow with file size.
+
+        :return: the new request's id.
+        """
+        infos = {"video": inspect_source(video, "video"), "audio": inspect_source(audio, "audio")}
+        self.get_settings()  # a bad connection fails before a file is opened
+        path = GENERATE_WITH_MEDIA_PATH
+        for attempt in self.retry_policy.retrying(idempotent=False, what=f"POST {path}"):
+            with attempt, open_source(video) as video_file, open_source(audio) as audio_file:
+                body = MultipartBody(
+                    [
+                        FilePart("video", infos["video"], video_file),
+                        FilePart("audio", infos["audio"], audio_file),
+                    ]
+                )
+                payload = self._send("POST", path, data=body, headers={"Content-Type": body.content_type})
+        request_id = read_request_id(payload, method="POST", path=path)
+        self.log.info(
+            "Uploaded %s (%d bytes) and %s (%d bytes): Chamelaion lip-sync request %s",
+            infos["video"].filename,
+            infos["video"].size,
+            infos["audio"].filename,
+            infos["audio"].size,
+            request_id,
+        )
+        return request_id
+
+    def get_request(self, request_id: str) -> LipsyncRequest:
+        """One request, by request UUID or by ``reference_id`` (``GET /v1/lipsync/requests/{id}``)."""
+        path = request_path(validate_reference_id(request_id, "request_id"))
+        payload = self._call("GET", path, idempotent=True)
+        return parse_model(LipsyncRequest.from_api, payload, method="GET", path=path)
+
+    def list_requests(
+        self, *, limit: int | None = None, offset: int | None = None, reference_id: str | None = None
+    ) -> RequestPage:
+        """One page of the account's requests (``GET /v1/lipsync/requests``)."""
+        params = list_params(limit=limit, offset=offset, reference_id=reference_id)
+        payload = self._call("GET", REQUESTS_PATH, idempotent=True, params=params)
+        return parse_model(RequestPage.from_api, payload, method="GET", path=REQUESTS_PATH)
+
+    def iter_requests(
+        self, *, reference_id: str | None = None, page_size: int = 100
+    ) -> Iterator[LipsyncRequest]:
+        """Every matching request, paging with limit/offset until ``total``; no id is yielded twice."""
+        list_params(limit=page_size)  # validate before the first call
+        seen: set[str] = set()
+        offset = 0
+        while True:
+            page = self.list_requests(limit=page_size, offset=offset, reference_id=reference_id)
+            for request in page.data:
+                if request.id not in seen:
+                    seen.add(request.id)
+                    yield request
+            offset += len(page.data)
+            if not page.data or offset >= page.total:
+                return
+
+    def find_requests(self, reference_id: str) -> list[LipsyncRequest]:
+        """Every request with exactly this ``reference_id``, newest first."""
+        matches = [r for r in self.iter_requests(reference_id=reference_id) if r.reference_id == reference_id]
+        return sorted(matches, key=lambda r: r.created_at or "", reverse=True)
+
+    def test_connection(self) -> tuple[bool, str]:
+        """Airflow's "Test" button: one cheap authenticated call (a one-item list)."""
+        try:
+            page = self.list_requests(limit=1)
+        except ChamelaionError as err:
+            return False, str(err)
+        except Exception as err:  # the UI wants a message, not a traceback
+            return False, f"{type(err).__name__}: {err}"
+        return True, f"Connected to Chamelaion at {self.get_settings().base_url} ({page.total} requests)"
+
+    # -- downloads --------------------------------------------------------------------------------
+
+    def download_output(
+        self, request: str | LipsyncRequest, destination: MediaDestination
+    ) -> Path | ObjectStoragePath:
+        """Download a finished request's output to a local or object-storage path.
+
+        Streamed in 1 MiB chunks to a temporary sibling and renamed into place only once complete
+        (and, when the server sent ``Content-Length``, only if the size matches): on any failure
+        nothing is left at ``destination``. A dropped connection is retried like any GET. If the
+        storage host refuses the output URL (403/404: a signed URL that expired), the request is
+        fetched again for a fresh URL, once. The API key is sent only when the output URL is on the
+        API's own origin.
+
+        :param request: a request id, ``reference_id`` or :class:`LipsyncRequest`.
+        :param destination: a file path; an existing directory (or a path ending in ``/``) gets the
+            output's own file name.
+        :return: the path written.
+        """
+        lipsync = request if isinstance(request, LipsyncRequest) else self.get_request(request)
+        target = resolve_destination(destination, _output_filename(lipsync))
+        refreshed = False
+        while True:
+            if not lipsync.output_url:
+                raise ChamelaionError(
+                    f"Chamelaion lip-sync request {lipsync.id} has no output_url yet (status "
+                    f"{lipsync.status!r}); wait for it to complete before downloading"
+                )
+            try:
+                for attempt in self.retry_policy.retrying(idempotent=True, what=f"download of {lipsync.id}"):
+                    with attempt:
+                        self._download_once(lipsync.output_url, target)
+                self.log.info("Downloaded output of %s to %s", lipsync.id, target)
+                return target
+            except (ChamelaionAuthError, ChamelaionNotFoundError) as err:
+                if refreshed:
+                    raise
+                refreshed = True
+                self.log.warning(
+                    "Output URL of %s was refused (%s); fetching the request again for a fresh URL",
+                    lipsync.id,
+                    err.status_code,
+                )
+                lipsync = self.get_request(lipsync.id)
+
+    def _download_once(self, url: str, target: Path | ObjectStoragePath) -> None:
+        settings = self.get_settings()
+        path = urlsplit(url).path  # no query string: signed URLs carry their signature there
+        headers = {"Accept-Encoding": "identity", **self._auth_headers(url, settings)}
+        try:
+            with self.get_conn().get(
+                url, headers=headers, stream=True, timeout=self.download_timeout
+            ) as response:
+                if response.status_code >= 300:
+                    decode_response(
+                        response.status_code, response.headers, response.content, method="GET", path=path
+                    )
+                expected = response.headers.get("Content-Length")
+                written = 0
+                with atomic_write(target) as handle:
+                    for chunk in response.iter_content(DOWNLOAD_CHUNK_SIZE):
+                        handle.write(chunk)
+                        written += len(chunk)
+                    encoded = bool(response.headers.get("Content-Encoding"))
+                    if expected is not None and not encoded and written != int(expected):
+                        raise ChamelaionTransportError(
+                            f"download ended after {written} of {expected} bytes", method="GET", path=path
+                        )
+        except requests.RequestException as err:
+            raise _transport_error(err, "GET", path) from None
+
+    # -- the async path (triggers) ----------------------------------------------------------------
+
+    def async_client(self) -> httpx.AsyncClient:
+        """A new ``httpx.AsyncClient`` for this hook's calls; use it with ``async with``."""
+        connect, read = self.timeout
+        return httpx.AsyncClient(
+            timeout=httpx.Timeout(read, connect=connect),
+            verify=_shared_ssl_context(),
+            headers={"User-Agent": USER_AGENT},
+            follow_redirects=False,
+            limits=httpx.Limits(max_connections=4, max_keepalive_connections=1),
+        )
+
+    async def _acall(
+        self,
+        method: str,
+        path: str,
+        *,
+        client: httpx.AsyncClient | None = None,
+        params: Mapping[str, Any] | None = None,
+    ) -> Any:
+        settings = await self.aget_settings()
+        url = settings.base_url + path
+        async with contextlib.AsyncExitStack() as stack:
+            if client is None:
+                client = await stack.enter_async_context(self.async_client())
+            async for attempt in self.retry_policy.async_retrying(idempotent=True, what=f"{method} {path}"):
+                with attempt:
+                    try:
+                        response = await client.request(
+                            method, url, params=params, headers=self._auth_headers(url, settings)
+                        )
+                    except httpx.HTTPError as err:
+                        raise _transport_error(err, method, path) from None
+                    return decode_response(
+                        response.status_code, response.headers, response.content, method=method, path=path
+                    )
+        raise AssertionError("unreachable: tenacity re-raises the last error")  # pragma: no cover
+
+    async def aget_request(
+        self, request_id: str, *, client: httpx.AsyncClient | None = None
+    ) -> LipsyncRequest:
+        """Async :meth:`get_request` (same retry policy). Pass ``client`` to reuse one across polls."""
+        path = request_path(validate_reference_id(request_id, "request_id"))
+        payload = await self._acall("GET", path, client=client)
+        return parse_model(LipsyncRequest.from_api, payload, method="GET", path=path)
+
+
+def _output_filename(request: LipsyncRequest) -> str:
+    name = urlsplit(request.output_url or "").path.rsplit("/", 1)[-1]
+    return name or f"{request.id}.mp4"

@@ -1,0 +1,167 @@
+"""Media the hook uploads (sources) and writes (destinations): local paths, object storage, file objects.
+
+A *source* is a local path (``str`` or ``os.PathLike``), an object-storage path (Airflow's
+``ObjectStoragePath`` or a URI string such as ``s3://bucket/key`` or ``file:///data/x.mp4``) or an open,
+seekable binary file object. A *destination* is a local or object-storage file path (or an existing
+directory, in which case the request's own file name is used).
+
+Both are checked before any HTTP call, so a typo fails the task at once and costs nothing.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import mimetypes
+import os
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, TYPE_CHECKING, Any, Union
+
+from airflow_provider_chamelaion.exceptions import ChamelaionConfigError
+
+if TYPE_CHECKING:
+    from airflow.sdk import ObjectStoragePath
+
+MediaSource = Union[str, "os.PathLike[str]", "ObjectStoragePath", IO[bytes]]
+MediaDestination = Union[str, "os.PathLike[str]", "ObjectStoragePath"]
+
+
+def _is_uri(value: str) -> bool:
+    return "://" in value
+
+
+def _object_storage_path(value: Any) -> ObjectStoragePath:
+    from airflow.sdk import ObjectStoragePath  # imported here: object storage is optional and heavy
+
+    return value if isinstance(value, ObjectStoragePath) else ObjectStoragePath(value)
+
+
+def _is_object_storage(value: Any) -> bool:
+    if isinstance(value, str):
+        return _is_uri(value)
+    # Avoid importing airflow.sdk's object storage just to find out a Path is not one of them.
+    return type(value).__module__.startswith(("airflow.", "upath"))
+
+
+def is_file_object(value: Any) -> bool:
+    return hasattr(value, "read") and not isinstance(value, (str, bytes, os.PathLike))
+
+
+@dataclass(frozen=True)
+class MediaInfo:
+    """What the multipart part needs to know about one source, learned without reading it."""
+
+    filename: str
+    content_type: str
+    size: int
+
+
+def _content_type(filename: str) -> str:
+    return mimetypes.guess_type(filename)[0] or "application/octet-stream"
+
+
+def inspect_source(source: MediaSource, field: str) -> MediaInfo:
+    """Check that ``source`` is a non-empty readable file and describe it; raise naming ``field``."""
+    if source is None or (isinstance(source, str) and not source.strip()):
+        raise ChamelaionConfigError(
+            f"{field} is required: give a local path, an object-storage path or a file"
+        )
+    if is_file_object(source):
+        return _inspect_file_object(source, field)  # type: ignore[arg-type]
+    if _is_object_storage(source):
+        path = _object_storage_path(source)
+        try:
+            is_file = path.is_file()
+            size = path.stat().st_size if is_file else 0
+        except FileNotFoundError:
+            is_file, size = False, 0
+        except Exception as err:
+            raise ChamelaionConfigError(f"{field} {str(path)!r} cannot be read: {err}") from None
+        name = path.name
+        shown = str(path)
+    else:
+        local = Path(os.fspath(source))  # type: ignore[arg-type]
+        is_file = local.is_file()
+        size = local.stat().st_size if is_file else 0
+        name = local.name
+        shown = str(local)
+    if not is_file:
+        raise ChamelaionConfigError(f"{field} {shown!r} does not exist or is not a file")
+    if size == 0:
+        raise ChamelaionConfigError(f"{field} {shown!r} is empty (0 bytes)")
+    return MediaInfo(filename=name, content_type=_content_type(name), size=size)
+
+
+def _inspect_file_object(fileobj: IO[bytes], field: str) -> MediaInfo:
+    name = os.path.basename(str(getattr(fileobj, "name", "") or field))
+    if not (hasattr(fileobj, "seekable") and fileobj.seekable()):
+        raise ChamelaionConfigError(
+            f"{field} is a file object that cannot seek; pass a path, or a seekable file opened in 'rb' mode "
+            "(the upload needs its size up front and must be able to start again after a 429)"
+        )
+    start = fileobj.tell()
+    size = fileobj.seek(0, os.SEEK_END) - start
+    fileobj.seek(start)
+    if size <= 0:
+        raise ChamelaionConfigError(f"{field} file object {name!r} has no bytes left to read")
+    return MediaInfo(filename=name, content_type=_content_type(name), size=size)
+
+
+@contextlib.contextmanager
+def open_source(source: MediaSource) -> Iterator[IO[bytes]]:
+    """Open a source for reading from its start; a caller's file object is rewound, not closed."""
+    if is_file_object(source):
+        fileobj: IO[bytes] = source  # type: ignore[assignment]
+        start = fileobj.tell()
+        try:
+            yield fileobj
+        finally:
+            fileobj.seek(start)
+        return
+    if _is_object_storage(source):
+        with _object_storage_path(source).open("rb") as remote:
+            yield remote
+        return
+    with open(os.fspath(source), "rb") as local:  # type: ignore[arg-type]
+        yield local
+
+
+def resolve_destination(destination: MediaDestination, default_name: str) -> Path | ObjectStoragePath:
+    """Turn ``destination`` into a file path; an existing directory (or a trailing '/') gets ``default_name``."""
+    if destination is None or (isinstance(destination, str) and not destination.strip()):
+        raise ChamelaionConfigError("destination is required: give a local or object-storage file path")
+    if _is_object_storage(destination):
+        path = _object_storage_path(destination)
+        if str(destination).endswith("/") or path.is_dir():
+            path = path / default_name
+        return path
+    text = os.fspath(destination)  # type: ignore[arg-type]
+    local = Path(text).expanduser()
+    if text.endswith(os.sep) or local.is_dir():
+        local = local / default_name
+    return local
+
+
+@contextlib.contextmanager
+def atomic_write(destination: Path | ObjectStoragePath) -> Iterator[IO[bytes]]:
+    """Write to a temporary sibling and move it into place only when the block succeeds.
+
+    On any failure the temporary file is removed and ``destination`` is left as it was: a reader never
+    sees a partial output, and a retry starts clean.
+    """
+    temporary = destination.with_name(f".{destination.name}.{uuid.uuid4().hex[:12]}.part")
+    if isinstance(destination, Path):
+        destination.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        with temporary.open("wb") as handle:
+            yield handle
+        if isinstance(destination, Path):
+            os.replace(temporary, destination)  # type: ignore[arg-type]
+        else:
+            temporary.rename(destination)  # type: ignore[arg-type]
+    except BaseException:
+        with contextlib.suppress(Exception):
+            temporary.unlink(missing_ok=True)
+        raise

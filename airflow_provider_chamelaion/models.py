@@ -1,0 +1,121 @@
+"""What the API returns, as typed objects, and the one place API statuses map to outcomes.
+
+The reference types ``status`` as a free string and documents only ``queued``, ``completed`` and
+``failed``. This module is liberal in what it accepts (case, a few common synonyms, unknown fields)
+and treats every status it does not know as "still running", so a new status on the server side
+makes a DAG wait rather than fail.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+
+class Outcome(str, enum.Enum):
+    """What a request's status means for the task waiting on it."""
+
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    RUNNING = "running"
+
+
+#: Statuses that mean the output is ready. ``success`` is deliberately absent: the generate call
+#: answers ``"status": "success"`` for a job that was only *accepted*.
+SUCCESS_STATUSES = frozenset({"completed", "complete", "succeeded"})
+#: Statuses after which the job will never produce an output. Cancelled jobs count as failed: waiting
+#: on them would only end in a timeout.
+FAILURE_STATUSES = frozenset(
+    {"failed", "failure", "error", "errored", "cancelled", "canceled", "rejected", "expired"}
+)
+
+
+def outcome_of(status: str | None) -> Outcome:
+    """Map an API status to an :class:`Outcome` (case-insensitive; unknown means running)."""
+    normalized = (status or "").strip().lower()
+    if normalized in SUCCESS_STATUSES:
+        return Outcome.SUCCEEDED
+    if normalized in FAILURE_STATUSES:
+        return Outcome.FAILED
+    return Outcome.RUNNING
+
+
+def _optional_str(value: Any) -> str | None:
+    return None if value is None else str(value)
+
+
+@dataclass(frozen=True)
+class LipsyncRequest:
+    """One lip-sync request as the API describes it (``LipsyncRequest`` in the reference).
+
+    Timestamps are kept as the API's ISO-8601 strings so that :meth:`to_dict` round-trips exactly.
+    """
+
+    id: str
+    status: str
+    created_at: str | None = None
+    started_at: str | None = None
+    finished_at: str | None = None
+    output_url: str | None = None
+    reference_id: str | None = None
+    error_message: str | None = None
+
+    @classmethod
+    def from_api(cls, payload: Mapping[str, Any]) -> LipsyncRequest:
+        """Build from the API's JSON object, ignoring fields this client does not know.
+
+        :raises ValueError: when ``id`` or ``status`` is missing (the reference says they always
+            are present).
+        """
+        if not isinstance(payload, Mapping):
+            raise ValueError(f"expected a JSON object for a lip-sync request, got {type(payload).__name__}")
+        missing = [name for name in ("id", "status") if payload.get(name) in (None, "")]
+        if missing:
+            raise ValueError(f"lip-sync request is missing {', '.join(missing)}")
+        return cls(
+            id=str(payload["id"]),
+            status=str(payload["status"]),
+            created_at=_optional_str(payload.get("created_at")),
+            started_at=_optional_str(payload.get("started_at")),
+            finished_at=_optional_str(payload.get("finished_at")),
+            output_url=_optional_str(payload.get("output_url")),
+            reference_id=_optional_str(payload.get("reference_id")),
+            error_message=_optional_str(payload.get("error_message")),
+        )
+
+    @property
+    def outcome(self) -> Outcome:
+        return outcome_of(self.status)
+
+    @property
+    def is_terminal(self) -> bool:
+        return self.outcome is not Outcome.RUNNING
+
+    def to_dict(self) -> dict[str, str | None]:
+        """JSON-safe dict with the API's field names (safe to push to XCom)."""
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class RequestPage:
+    """One page of ``GET /v1/lipsync/requests``."""
+
+    data: list[LipsyncRequest] = field(default_factory=list)
+    total: int = 0
+    limit: int = 0
+    offset: int = 0
+
+    @classmethod
+    def from_api(cls, payload: Mapping[str, Any]) -> RequestPage:
+        if not isinstance(payload, Mapping) or not isinstance(payload.get("data"), list):
+            raise ValueError("expected an object with a 'data' list")
+        pagination = payload.get("pagination") or {}
+        data = [LipsyncRequest.from_api(item) for item in payload["data"]]
+        return cls(
+            data=data,
+            total=int(pagination.get("total", len(data))),
+            limit=int(pagination.get("limit", len(data))),
+            offset=int(pagination.get("offset", 0)),
+        )

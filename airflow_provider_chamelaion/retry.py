@@ -1,0 +1,142 @@
+"""The one retry policy shared by the hook's sync (requests) and async (httpx) paths.
+
+Both paths first turn whatever went wrong into a typed :class:`~.exceptions.ChamelaionAPIError`, then
+hand it to the same :class:`RetryPolicy`, so "what is retried and how long to wait" is decided here
+and only here:
+
+* idempotent calls (GETs) are retried on transport errors (connection refused or reset, timeouts,
+  truncated bodies), on 429 and on 500/502/503/504;
+* non-idempotent calls (POSTs, which create a paid job) are retried only when the server certainly did
+  not act on them: a 429, or a connection that was never established. A POST that may have reached the
+  server is never sent again by the hook;
+* the wait is the server's ``Retry-After`` when it gave one (seconds or HTTP-date, capped), otherwise
+  exponential backoff with jitter.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import email.utils
+import logging
+import random
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+
+import tenacity
+
+from airflow_provider_chamelaion.exceptions import (
+    ChamelaionRateLimitError,
+    ChamelaionServerError,
+    ChamelaionTransportError,
+)
+
+log = logging.getLogger(__name__)
+
+RETRYABLE_SERVER_STATUSES = frozenset({500, 502, 503, 504})
+
+
+def parse_retry_after(value: str | None, *, now: datetime | None = None) -> float | None:
+    """Seconds to wait from a ``Retry-After`` header (delta-seconds or HTTP-date); ``None`` if absent/bad."""
+    if value is None:
+        return None
+    value = value.strip()
+    if not value:
+        return None
+    try:
+        seconds = float(value)
+    except ValueError:
+        try:
+            when = email.utils.parsedate_to_datetime(value)
+        except (TypeError, ValueError, IndexError):
+            return None
+        if when.tzinfo is None:
+            when = when.replace(tzinfo=timezone.utc)
+        seconds = (when - (now or datetime.now(timezone.utc))).total_seconds()
+    if seconds != seconds:  # NaN
+        return None
+    return max(0.0, seconds)
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """How the hook retries a failed call.
+
+    :param max_attempts: attempts in all, the first included (1 disables retries).
+    :param initial_backoff: seconds before the first retry when the server gave no ``Retry-After``;
+        doubled for each further retry.
+    :param max_backoff: cap on one backoff wait.
+    :param max_retry_after: cap on a server-requested ``Retry-After`` wait, so a misbehaving server
+        cannot park a task for hours.
+    :param jitter: fraction of each backoff wait that is randomized (0 = none, 1 = "full jitter").
+    """
+
+    max_attempts: int = 5
+    initial_backoff: float = 0.5
+    max_backoff: float = 20.0
+    max_retry_after: float = 60.0
+    jitter: float = 0.5
+    sleep: Callable[[float], None] = field(default=time.sleep, repr=False, compare=False)
+    async_sleep: Callable[[float], Awaitable[None]] = field(default=asyncio.sleep, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        if self.max_attempts < 1:
+            raise ValueError("max_attempts must be at least 1")
+        if min(self.initial_backoff, self.max_backoff, self.max_retry_after) < 0:
+            raise ValueError("backoff and Retry-After caps must not be negative")
+        if not 0 <= self.jitter <= 1:
+            raise ValueError("jitter must be between 0 and 1")
+
+    def is_retryable(self, error: BaseException, *, idempotent: bool) -> bool:
+        """Whether ``error`` may be retried for a call that is (or is not) idempotent."""
+        if isinstance(error, ChamelaionRateLimitError):
+            # 429 means the server refused the call without acting on it: safe even for a POST.
+            return True
+        if isinstance(error, ChamelaionTransportError):
+            return idempotent or not error.sent
+        if isinstance(error, ChamelaionServerError):
+            return idempotent and error.status_code in RETRYABLE_SERVER_STATUSES
+        return False
+
+    def wait_before_retry(self, error: BaseException | None, retry_number: int) -> float:
+        """Seconds to wait before retry number ``retry_number`` (1 for the first retry)."""
+        retry_after = getattr(error, "retry_after", None)
+        if retry_after is not None:
+            return min(float(retry_after), self.max_retry_after)
+        backoff = min(self.max_backoff, self.initial_backoff * 2 ** max(0, retry_number - 1))
+        return backoff * (1 - self.jitter) + random.uniform(0, backoff * self.jitter)
+
+    def _tenacity_kwargs(self, idempotent: bool, what: str) -> dict:
+        def wait(state: tenacity.RetryCallState) -> float:
+            error = state.outcome.exception() if state.outcome else None
+            return self.wait_before_retry(error, state.attempt_number)
+
+        def before_sleep(state: tenacity.RetryCallState) -> None:
+            error = state.outcome.exception() if state.outcome else None
+            log.warning(
+                "%s failed (attempt %d of %d), retrying in %.1f s: %s",
+                what,
+                state.attempt_number,
+                self.max_attempts,
+                state.upcoming_sleep,
+                error,
+            )
+
+        return {
+            "stop": tenacity.stop_after_attempt(self.max_attempts),
+            "wait": wait,
+            "retry": tenacity.retry_if_exception(lambda e: self.is_retryable(e, idempotent=idempotent)),
+            "before_sleep": before_sleep,
+            "reraise": True,
+        }
+
+    def retrying(self, *, idempotent: bool, what: str = "Chamelaion API call") -> tenacity.Retrying:
+        """A tenacity ``Retrying`` for the sync path."""
+        return tenacity.Retrying(sleep=self.sleep, **self._tenacity_kwargs(idempotent, what))
+
+    def async_retrying(
+        self, *, idempotent: bool, what: str = "Chamelaion API call"
+    ) -> tenacity.AsyncRetrying:
+        """A tenacity ``AsyncRetrying`` for the async path: same decisions, ``asyncio.sleep`` waits."""
+        return tenacity.AsyncRetrying(sleep=self.async_sleep, **self._tenacity_kwargs(idempotent, what))

@@ -1,0 +1,96 @@
+"""``python -m airflow_provider_chamelaion.simulator``: run the simulator in the foreground."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+from airflow_provider_chamelaion.simulator.server import Simulator
+from airflow_provider_chamelaion.simulator.state import Fault, SimulatorConfig
+
+
+def _phases(text: str) -> tuple[tuple[str, float], ...]:
+    try:
+        pairs = [item.split("=", 1) for item in text.split(",") if item.strip()]
+        return tuple((name.strip(), float(seconds)) for name, seconds in pairs)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            "expected NAME=SECONDS[,NAME=SECONDS...], e.g. queued=1,running=2"
+        ) from None
+
+
+def _fault(text: str) -> Fault:
+    """KIND[:STATUS][@PATH_REGEX][xTIMES], e.g. ``status:503x3`` or ``status:429@/requests/x2``."""
+    times = 1
+    if "x" in text.rsplit("@", 1)[-1]:
+        text, _, count = text.rpartition("x")
+        times = int(count)
+    path = None
+    if "@" in text:
+        text, path = text.split("@", 1)
+    kind, _, status = text.partition(":")
+    try:
+        return Fault(kind=kind, status=int(status or 503), path=path, times=times)
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
+
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    defaults = SimulatorConfig()
+    parser = argparse.ArgumentParser(
+        prog="python -m airflow_provider_chamelaion.simulator", description=__doc__
+    )
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=8089)
+    parser.add_argument("--api-key", default=defaults.api_key, help="the key clients must send (x-api-key)")
+    parser.add_argument(
+        "--phases",
+        type=_phases,
+        default=defaults.phases,
+        help="non-terminal statuses and their durations in seconds (default queued=0.5,running=1)",
+    )
+    parser.add_argument(
+        "--failure-rate", type=float, default=defaults.failure_rate, help="fraction of jobs that fail"
+    )
+    parser.add_argument("--output-size", type=int, default=defaults.output_size, help="bytes of each output")
+    parser.add_argument("--output-url-ttl", type=float, default=defaults.output_url_ttl)
+    parser.add_argument(
+        "--output-base-url", default=None, help="origin output URLs point at (default: the API's)"
+    )
+    parser.add_argument(
+        "--fault-rate", type=float, default=0.0, help="fraction of calls given a random transient fault"
+    )
+    parser.add_argument(
+        "--fault",
+        type=_fault,
+        action="append",
+        default=[],
+        help="script a fault, e.g. status:503x3 (repeatable)",
+    )
+    parser.add_argument("--seed", type=int, default=None)
+    return parser.parse_args(argv)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    config = SimulatorConfig(
+        api_key=args.api_key,
+        phases=args.phases,
+        failure_rate=args.failure_rate,
+        output_size=args.output_size,
+        output_url_ttl=args.output_url_ttl,
+        output_base_url=args.output_base_url,
+        fault_rate=args.fault_rate,
+        seed=args.seed,
+    )
+    simulator = Simulator(config, host=args.host, port=args.port)
+    for fault in args.fault:
+        simulator.state.add_fault(fault)
+    print(f"Chamelaion simulator: base URL http://{args.host}:{args.port}/api", flush=True)
+    simulator.serve_forever()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,290 @@
+"""The simulator's memory: jobs and their lifecycle, scripted and random faults, and a call log.
+
+Everything here is plain Python guarded by one lock, so tests can inspect and steer a simulator that
+serves requests on another thread.
+"""
+
+from __future__ import annotations
+
+import random
+import re
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
+
+#: Fault kinds. ``status``: answer with ``status`` (and ``retry_after``/``body``); ``drop``: close the
+#: connection without answering and without acting; ``drop_after``: act (e.g. create the job), then
+#: close without answering; ``slow``: wait ``delay`` seconds, then answer normally; ``malformed``:
+#: answer 200 with a body that is not JSON; ``truncate``: (outputs) send the headers and ``cut_at``
+#: bytes of the body, then close.
+FAULT_KINDS = ("status", "drop", "drop_after", "slow", "malformed", "truncate")
+
+
+@dataclass
+class Fault:
+    """One scripted fault, applied to the next ``times`` calls that match ``method`` and ``path``.
+
+    :param path: a regular expression searched in the request path (``/api/...`` or ``/outputs/...``);
+        ``None`` matches every path.
+    """
+
+    kind: str = "status"
+    status: int = 503
+    retry_after: str | None = None
+    body: str | None = None
+    content_type: str = "application/json"
+    delay: float = 0.0
+    cut_at: int = 0
+    method: str | None = None
+    path: str | None = None
+    times: int = 1
+
+    def __post_init__(self) -> None:
+        if self.kind not in FAULT_KINDS:
+            raise ValueError(f"unknown fault kind {self.kind!r}; expected one of {', '.join(FAULT_KINDS)}")
+
+    def matches(self, method: str, path: str) -> bool:
+        if self.method and self.method.upper() != method.upper():
+            return False
+        return self.path is None or re.search(self.path, path) is not None
+
+
+#: What a random fault can be. POSTs only ever get a 429 (refused without acting), so random faults
+#: never make a well-behaved client pay twice; GETs get the whole transient range.
+RANDOM_GET_FAULTS: tuple[Fault, ...] = (
+    Fault("status", status=503),
+    Fault(
+        "status",
+        status=502,
+        body="<html><body><h1>502 Bad Gateway</h1></body></html>",
+        content_type="text/html",
+    ),
+    Fault("status", status=429, retry_after="0"),
+    Fault("drop"),
+    Fault("slow", delay=0.2),
+)
+RANDOM_POST_FAULTS: tuple[Fault, ...] = (Fault("status", status=429, retry_after="0"),)
+
+
+def _iso(moment: datetime) -> str:
+    return moment.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+@dataclass
+class Job:
+    id: str
+    created_wall: datetime
+    created_clock: float
+    reference_id: str | None
+    will_fail: bool
+    source: str
+    inputs: dict[str, object]
+    forced_status: str | None = None
+    forced_error: str | None = None
+
+
+@dataclass
+class SimulatorConfig:
+    """How the simulator behaves; every field has a CLI flag of the same name.
+
+    :param phases: the non-terminal statuses a job goes through and how long each lasts (seconds).
+    :param failure_rate: fraction of jobs that end ``failed`` instead of ``completed``.
+    :param output_size: bytes of each job's output.
+    :param output_url_ttl: seconds an ``output_url`` stays valid after the request was read.
+    :param output_base_url: origin that output URLs point at; default: the origin the client used.
+    :param max_page_size: the list call never returns more than this, whatever ``limit`` asks.
+    :param fault_rate: fraction of calls answered with a random transient fault.
+    """
+
+    api_key: str = "sim-key"
+    phases: tuple[tuple[str, float], ...] = (("queued", 0.5), ("running", 1.0))
+    failure_rate: float = 0.0
+    failure_message: str = "Lip sync failed: no face was detected in the video"
+    output_size: int = 256 * 1024
+    output_url_ttl: float = 3600.0
+    output_base_url: str | None = None
+    max_page_size: int = 100
+    fault_rate: float = 0.0
+    seed: int | None = None
+
+
+@dataclass
+class CallRecord:
+    method: str
+    path: str
+    status: int | None
+    had_api_key: bool
+    fault: str | None = None
+
+
+class SimulatorState:
+    """Jobs, faults and the call log of one simulator."""
+
+    def __init__(self, config: SimulatorConfig, clock: Callable[[], float] = time.monotonic) -> None:
+        self.config = config
+        self.clock = clock
+        self.lock = threading.RLock()
+        self.jobs: dict[str, Job] = {}
+        self.faults: list[Fault] = []
+        self.calls: list[CallRecord] = []
+        self.uploads: list[dict[str, int]] = []
+        self._fail_next = 0
+        self._random = random.Random(config.seed)
+        self.signing_key = uuid.uuid4().hex
+
+    # -- jobs ------------------------------------------------------------------------------------
+
+    def create_job(self, *, reference_id: str | None, source: str, inputs: dict[str, object]) -> Job:
+        with self.lock:
+            will_fail = self._fail_next > 0 or self._random.random() < self.config.failure_rate
+            if self._fail_next:
+                self._fail_next -= 1
+            job = Job(
+                id=str(uuid.uuid4()),
+                created_wall=datetime.now(timezone.utc),
+                created_clock=self.clock(),
+                reference_id=reference_id,
+                will_fail=will_fail,
+                source=source,
+                inputs=inputs,
+            )
+            self.jobs[job.id] = job
+            return job
+
+    def fail_next(self, count: int = 1) -> None:
+        """Make the next ``count`` jobs fail."""
+        with self.lock:
+            self._fail_next += count
+
+    def force_status(self, job_id: str, status: str, error_message: str | None = None) -> None:
+        """Pin a job to a status (any string), e.g. to test statuses a client does not know."""
+        with self.lock:
+            job = self.jobs[job_id]
+            job.forced_status = status
+            job.forced_error = error_message
+
+    def find(self, id_or_reference: str) -> Job | None:
+        with self.lock:
+            if id_or_reference in self.jobs:
+                return self.jobs[id_or_reference]
+            matches = [job for job in self.jobs.values() if job.reference_id == id_or_reference]
+            return matches[-1] if matches else None  # newest wins
+
+    def listing(self, reference_id: str | None) -> list[Job]:
+        with self.lock:
+            jobs = [
+                job for job in self.jobs.values() if reference_id is None or job.reference_id == reference_id
+            ]
+        return list(reversed(jobs))  # newest first
+
+    def status_of(self, job: Job) -> tuple[str, float | None, float | None]:
+        """(status, seconds from creation to start, seconds from creation to finish)."""
+        if job.forced_status is not None:
+            return job.forced_status, None, None
+        elapsed = self.clock() - job.created_clock
+        phases = self.config.phases
+        # The job "starts" when it leaves its first phase (queued) and finishes after the last one.
+        started = phases[0][1] if phases else 0.0
+        offset = 0.0
+        for index, (status, duration) in enumerate(phases):
+            offset += duration
+            if elapsed < offset:
+                return status, (started if index > 0 else None), None
+        return ("failed" if job.will_fail else "completed"), started, offset
+
+    def describe(self, job: Job, output_origin: str) -> dict[str, object]:
+        """The job as a ``LipsyncRequest`` JSON object."""
+        status, started, finished = self.status_of(job)
+        payload: dict[str, object] = {"id": job.id, "created_at": _iso(job.created_wall), "status": status}
+        if job.reference_id is not None:
+            payload["reference_id"] = job.reference_id
+        if started is not None:
+            payload["started_at"] = _iso(job.created_wall + timedelta(seconds=started))
+        if finished is not None:
+            payload["finished_at"] = _iso(job.created_wall + timedelta(seconds=finished))
+        if status == "completed":
+            payload["output_url"] = self.output_url(job, output_origin)
+        if status == "failed" or job.forced_error:
+            payload["error_message"] = job.forced_error or self.config.failure_message
+        return payload
+
+    # -- outputs ---------------------------------------------------------------------------------
+
+    def _signature(self, job_id: str, expires: int) -> str:
+        import hashlib
+        import hmac
+
+        digest = hmac.new(self.signing_key.encode(), f"{job_id}:{expires}".encode(), hashlib.sha256)
+        return digest.hexdigest()[:24]
+
+    def output_url(self, job: Job, origin: str) -> str:
+        expires = int(time.time() + self.config.output_url_ttl)
+        base = (self.config.output_base_url or origin).rstrip("/")
+        return f"{base}/outputs/{job.id}.mp4?expires={expires}&sig={self._signature(job.id, expires)}"
+
+    def check_output_signature(self, job_id: str, expires: str, sig: str) -> str | None:
+        """``None`` if the signed URL is valid, else why not."""
+        try:
+            expires_at = int(expires)
+        except ValueError:
+            return "malformed expires"
+        if sig != self._signature(job_id, expires_at):
+            return "bad signature"
+        if time.time() > expires_at:
+            return "output URL expired"
+        return None
+
+    # -- faults and the call log -----------------------------------------------------------------
+
+    def add_fault(self, fault: Fault | None = None, **kwargs: object) -> Fault:
+        """Script a fault: ``add_fault(kind="status", status=503, times=3, path="/requests/")``."""
+        fault = fault or Fault(**kwargs)  # type: ignore[arg-type]
+        with self.lock:
+            self.faults.append(fault)
+        return fault
+
+    def clear_faults(self) -> None:
+        with self.lock:
+            self.faults.clear()
+
+    def take_fault(self, method: str, path: str) -> Fault | None:
+        with self.lock:
+            for fault in self.faults:
+                if fault.times > 0 and fault.matches(method, path):
+                    fault.times -= 1
+                    if fault.times == 0:
+                        self.faults.remove(fault)
+                    return fault
+            if (
+                self.config.fault_rate
+                and path.startswith("/api/")
+                and self._random.random() < self.config.fault_rate
+            ):
+                choices = RANDOM_POST_FAULTS if method == "POST" else RANDOM_GET_FAULTS
+                return self._random.choice(choices)
+        return None
+
+    def record(self, record: CallRecord) -> None:
+        with self.lock:
+            self.calls.append(record)
+
+    def calls_to(self, method: str | None = None, path: str | None = None) -> list[CallRecord]:
+        """Recorded calls, filtered by method and a regular expression searched in the path."""
+        with self.lock:
+            return [
+                call
+                for call in self.calls
+                if (method is None or call.method == method) and (path is None or re.search(path, call.path))
+            ]
+
+    def reset(self) -> None:
+        """Forget every job, fault and call (the config stays)."""
+        with self.lock:
+            self.jobs.clear()
+            self.faults.clear()
+            self.calls.clear()
+            self.uploads.clear()
+            self._fail_next = 0

@@ -1,0 +1,183 @@
+"""The Chamelaion HTTP contract in one place: paths, request bodies, response decoding, error mapping.
+
+The hook's sync (requests) and async (httpx) paths both build requests and read responses through
+these functions, so the two can never drift apart.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Mapping
+from typing import Any
+from urllib.parse import quote, urlsplit
+
+from airflow_provider_chamelaion.exceptions import (
+    ChamelaionConfigError,
+    ChamelaionResponseError,
+    error_for_status,
+)
+from airflow_provider_chamelaion.retry import parse_retry_after
+
+GENERATE_PATH = "/v1/lipsync/generate"
+GENERATE_WITH_MEDIA_PATH = "/v1/lipsync/generate-with-media"
+REQUESTS_PATH = "/v1/lipsync/requests"
+API_KEY_HEADER = "x-api-key"
+
+_MAX_MESSAGE_CHARS = 500
+_TAG = re.compile(r"<[^>]+>")
+
+
+def request_path(request_id: str) -> str:
+    """Path of one request; the id (a UUID or a ``reference_id``) is escaped as one path segment."""
+    return f"{REQUESTS_PATH}/{quote(request_id, safe='')}"
+
+
+def validate_http_url(value: object, field: str) -> str:
+    """Return ``value`` if it is an absolute http(s) URL, else raise naming ``field``."""
+    if not isinstance(value, str) or not value.strip():
+        raise ChamelaionConfigError(f"{field} must be a non-empty http(s) URL, got {value!r}")
+    parts = urlsplit(value.strip())
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        raise ChamelaionConfigError(
+            f"{field} must be an absolute http:// or https:// URL the Chamelaion API can fetch, got "
+            f"{value!r}; to send a local or object-storage file, use upload mode instead"
+        )
+    return value.strip()
+
+
+def validate_reference_id(value: object, field: str = "reference_id") -> str:
+    """Return ``value`` if it can be used as a ``reference_id``, else raise naming ``field``.
+
+    A ``/`` is refused because the API looks requests up by ``reference_id`` in a URL path segment.
+    """
+    if not isinstance(value, str) or not value.strip():
+        raise ChamelaionConfigError(f"{field} must be a non-empty string, got {value!r}")
+    if "/" in value or any(ord(char) < 32 for char in value):
+        raise ChamelaionConfigError(
+            f"{field} {value!r} contains '/' or a control character; the API looks requests up by "
+            "reference_id in a URL path, so use letters, digits and -_.: only"
+        )
+    return value
+
+
+def generate_body(
+    video_url: str,
+    audio_url: str,
+    *,
+    reference_id: str | None = None,
+    disable_active_speaker_detection: bool | None = None,
+) -> dict[str, Any]:
+    """The JSON body of ``POST /v1/lipsync/generate``; optional keys appear only when given."""
+    body: dict[str, Any] = {
+        "inputs": [
+            {"type": "video", "url": validate_http_url(video_url, "video_url")},
+            {"type": "audio", "url": validate_http_url(audio_url, "audio_url")},
+        ]
+    }
+    if disable_active_speaker_detection is not None:
+        if not isinstance(disable_active_speaker_detection, bool):
+            raise ChamelaionConfigError(
+                "disable_active_speaker_detection must be True, False or None, got "
+                f"{disable_active_speaker_detection!r}"
+            )
+        body["disable_active_speaker_detection"] = disable_active_speaker_detection
+    if reference_id is not None:
+        body["reference_id"] = validate_reference_id(reference_id)
+    return body
+
+
+def list_params(
+    *, limit: int | None = None, offset: int | None = None, reference_id: str | None = None
+) -> dict[str, str | int]:
+    """Query parameters of ``GET /v1/lipsync/requests``; only those given."""
+    params: dict[str, str | int] = {}
+    if limit is not None:
+        if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
+            raise ChamelaionConfigError(f"limit must be a whole number of at least 1, got {limit!r}")
+        params["limit"] = limit
+    if offset is not None:
+        if isinstance(offset, bool) or not isinstance(offset, int) or offset < 0:
+            raise ChamelaionConfigError(f"offset must be a whole number of at least 0, got {offset!r}")
+        params["offset"] = offset
+    if reference_id is not None:
+        if not isinstance(reference_id, str) or not reference_id:
+            raise ChamelaionConfigError(f"reference_id must be a non-empty string, got {reference_id!r}")
+        params["reference_id"] = reference_id
+    return params
+
+
+def error_message(content: bytes, content_type: str | None) -> str:
+    """The API's own message from an error body, or a short readable description of the body."""
+    text = content.decode("utf-8", errors="replace").strip()
+    if not text:
+        return "empty response body"
+    try:
+        payload = json.loads(text)
+    except ValueError:
+        payload = None
+    if isinstance(payload, Mapping):
+        for key in ("message", "error_message", "detail", "error"):
+            value = payload.get(key)
+            if isinstance(value, str) and value:
+                return value[:_MAX_MESSAGE_CHARS]
+            if value:
+                return json.dumps(value)[:_MAX_MESSAGE_CHARS]
+        return json.dumps(payload)[:_MAX_MESSAGE_CHARS]
+    if payload is not None:
+        return json.dumps(payload)[:_MAX_MESSAGE_CHARS]
+    # Not JSON: most likely an HTML error page from a proxy. Keep it readable and short.
+    flat = " ".join(_TAG.sub(" ", text).split())
+    kind = (content_type or "unknown content type").split(";")[0]
+    return f"non-JSON response ({kind}): {flat[:_MAX_MESSAGE_CHARS]}"
+
+
+def decode_response(
+    status_code: int,
+    headers: Mapping[str, str],
+    content: bytes,
+    *,
+    method: str,
+    path: str,
+) -> Any:
+    """Return the JSON of a 2xx response, or raise the typed error for anything else."""
+    if status_code >= 300:
+        raise error_for_status(
+            status_code,
+            error_message(content, headers.get("content-type")),
+            method=method,
+            path=path,
+            retry_after=parse_retry_after(headers.get("retry-after")),
+        )
+    try:
+        return json.loads(content)
+    except ValueError:
+        raise ChamelaionResponseError(
+            f"HTTP {status_code} with a body that is not JSON: {error_message(content, headers.get('content-type'))}",
+            status_code=status_code,
+            method=method,
+            path=path,
+        ) from None
+
+
+def read_request_id(payload: Any, *, method: str, path: str) -> str:
+    """The ``request_id`` of a generate answer, or a typed error if it has none."""
+    request_id = payload.get("request_id") if isinstance(payload, Mapping) else None
+    if not isinstance(request_id, str) or not request_id:
+        raise ChamelaionResponseError(
+            f"answer has no request_id: {json.dumps(payload)[:_MAX_MESSAGE_CHARS]}",
+            status_code=200,
+            method=method,
+            path=path,
+        )
+    return request_id
+
+
+def parse_model(parser: Any, payload: Any, *, method: str, path: str) -> Any:
+    """Run ``parser(payload)`` and turn a shape error into a typed :class:`ChamelaionResponseError`."""
+    try:
+        return parser(payload)
+    except (ValueError, TypeError, KeyError) as err:
+        raise ChamelaionResponseError(
+            f"unexpected answer shape: {err}", status_code=200, method=method, path=path
+        ) from None
