@@ -130,6 +130,14 @@ class LipsyncJobFailedError(ChamelaionError):
         return (type(self), (self.request_id, self.error_message, self.status))
 
 
+def is_permanent(error: BaseException) -> bool:
+    """Whether asking again cannot help: a wrong key, an unknown id, rejected input, a bad connection."""
+    return isinstance(
+        error,
+        (ChamelaionAuthError, ChamelaionNotFoundError, ChamelaionValidationError, ChamelaionConfigError),
+    )
+
+
 def error_for_status(
     status_code: int,
     message: str,

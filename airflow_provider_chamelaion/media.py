@@ -128,10 +128,19 @@ def open_source(source: MediaSource) -> Iterator[IO[bytes]]:
         yield local
 
 
-def resolve_destination(destination: MediaDestination, default_name: str) -> Path | ObjectStoragePath:
-    """Turn ``destination`` into a file path; an existing directory (or a trailing '/') gets ``default_name``."""
+def check_destination(destination: object) -> None:
+    """Reject a missing destination before anything is fetched."""
     if destination is None or (isinstance(destination, str) and not destination.strip()):
         raise ChamelaionConfigError("destination is required: give a local or object-storage file path")
+    if not isinstance(destination, (str, os.PathLike)) and not _is_object_storage(destination):
+        raise ChamelaionConfigError(
+            f"destination must be a path or an object-storage URI, got {type(destination).__name__}"
+        )
+
+
+def resolve_destination(destination: MediaDestination, default_name: str) -> Path | ObjectStoragePath:
+    """Turn ``destination`` into a file path; an existing directory (or a trailing '/') gets ``default_name``."""
+    check_destination(destination)
     if _is_object_storage(destination):
         path = _object_storage_path(destination)
         if str(destination).endswith("/") or path.is_dir():

@@ -33,6 +33,7 @@ from airflow_provider_chamelaion.media import (
     MediaDestination,
     MediaSource,
     atomic_write,
+    check_destination,
     inspect_source,
     open_source,
     resolve_destination,
@@ -360,6 +361,7 @@ class ChamelaionHook(BaseHook):
             output's own file name.
         :return: the path written.
         """
+        check_destination(destination)  # before the request is fetched
         lipsync = request if isinstance(request, LipsyncRequest) else self.get_request(request)
         target = resolve_destination(destination, _output_filename(lipsync))
         refreshed = False

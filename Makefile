@@ -1,0 +1,44 @@
+# Two commands do all set-up on a fresh machine with only Python 3.10+ and git:
+#   make demo   - the nightly localization DAG end to end against the local simulator
+#   make test   - ruff, mypy and the whole test suite
+SHELL := /bin/bash
+PYTHON ?= python3
+# uv must never try to download a Python build: use the machine's.
+export UV_PYTHON_DOWNLOADS := never
+UV := $(or $(shell command -v uv 2>/dev/null),$(CURDIR)/.tools/bin/uv)
+VENV := $(CURDIR)/.venv
+BIN := $(VENV)/bin
+
+.PHONY: install test lint typecheck pytest demo bench clean
+
+# uv from PyPI when the machine has none, in a private venv (works on externally-managed Pythons).
+$(CURDIR)/.tools/bin/uv:
+	$(PYTHON) -m venv $(CURDIR)/.tools
+	$(CURDIR)/.tools/bin/python -m pip install --quiet --disable-pip-version-check uv
+
+$(VENV)/.installed: pyproject.toml uv.lock | $(UV)
+	$(UV) sync --frozen --python $(PYTHON)
+	touch $@
+
+install: $(VENV)/.installed
+
+lint: install
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+typecheck: install
+	$(BIN)/mypy
+
+pytest: install
+	$(BIN)/pytest
+
+test: lint typecheck pytest
+
+demo: install
+	$(BIN)/python scripts/demo.py
+
+bench: install
+	$(BIN)/python -m benchmarks
+
+clean:
+	rm -rf $(VENV) .tools .demo .pytest_cache .mypy_cache .ruff_cache benchmarks/.work

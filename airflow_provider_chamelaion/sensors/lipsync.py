@@ -1,0 +1,110 @@
+"""LipsyncRequestSensor: wait until a lip-sync request has finished."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from functools import cached_property
+from typing import TYPE_CHECKING, Any
+
+from airflow.sdk import BaseSensorOperator, conf
+from airflow.sdk.bases.sensor import PokeReturnValue
+from airflow.sdk.exceptions import AirflowFailException, AirflowSensorTimeout
+
+from airflow_provider_chamelaion.events import poll_once, resolve_wait_event
+from airflow_provider_chamelaion.exceptions import LipsyncJobFailedError
+from airflow_provider_chamelaion.wire import validate_reference_id
+
+if TYPE_CHECKING:
+    from airflow.sdk import Context, XComArg
+
+    from airflow_provider_chamelaion.hooks.chamelaion import ChamelaionHook
+
+
+class LipsyncRequestSensor(BaseSensorOperator):
+    """Waits for a Chamelaion lip-sync request to finish.
+
+    Succeeds when the request is ``completed`` and returns the request as a dict (XCom
+    ``return_value``, with ``output_url``). Fails when it is ``failed``, with the API's message and the
+    request id (no task retry: polling a failed job again cannot help; ``soft_fail`` skips instead).
+    Keeps waiting on any other status, and through transient API errors.
+
+    Works in ``poke`` and ``reschedule`` modes and deferrable: then ``execute`` looks once, returns at
+    once if the request has already finished, and otherwise defers to
+    :class:`~airflow_provider_chamelaion.triggers.lipsync.LipsyncRequestTrigger` with an absolute deadline
+    of now + ``timeout``. A timeout raises ``AirflowSensorTimeout`` in every mode (``soft_fail`` honoured).
+
+    .. seealso::
+        :class:`~airflow_provider_chamelaion.operators.lipsync.LipsyncGenerateOperator` with
+        ``wait_for_completion=True`` waits the same way, through the same trigger.
+
+    :param request_id: a request UUID or a ``reference_id`` (templated).
+    :param chamelaion_conn_id: the Airflow connection (default ``chamelaion_default``).
+    :param deferrable: wait in the triggerer instead of a worker slot (default: ``[operators]
+        default_deferrable``).
+    :param poke_interval: seconds between polls in every mode (default 30).
+    :param timeout: seconds to wait in all before timing out (default 7 days).
+    """
+
+    template_fields: Sequence[str] = ("request_id",)
+    ui_color = "#e8d5f5"
+
+    def __init__(
+        self,
+        *,
+        request_id: str | XComArg,
+        chamelaion_conn_id: str = "chamelaion_default",
+        deferrable: bool = conf.getboolean("operators", "default_deferrable", fallback=False),
+        poke_interval: float = 30,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(poke_interval=poke_interval, **kwargs)
+        self.request_id = request_id
+        self.chamelaion_conn_id = chamelaion_conn_id
+        self.deferrable = deferrable
+
+    @cached_property
+    def hook(self) -> ChamelaionHook:
+        from airflow_provider_chamelaion.hooks.chamelaion import ChamelaionHook
+
+        return ChamelaionHook(self.chamelaion_conn_id)
+
+    def poke(self, context: Context) -> bool | PokeReturnValue:
+        try:
+            request = poll_once(self.hook, validate_reference_id(self.request_id, "request_id"), self.log)
+        except LipsyncJobFailedError as err:
+            raise AirflowFailException(str(err)) from err
+        if request is None:
+            return False
+        return PokeReturnValue(is_done=True, xcom_value=request)
+
+    def execute(self, context: Context) -> Any:
+        if not self.deferrable:
+            return super().execute(context)
+        finished = self.poke(context)
+        if isinstance(finished, PokeReturnValue):
+            return finished.xcom_value
+        from airflow_provider_chamelaion.triggers.lipsync import LipsyncRequestTrigger
+
+        self.defer(
+            trigger=LipsyncRequestTrigger(
+                request_id=validate_reference_id(self.request_id, "request_id"),
+                chamelaion_conn_id=self.chamelaion_conn_id,
+                poll_interval=self.poke_interval,
+                end_time=time.time() + self.timeout,
+            ),
+            method_name="execute_complete",
+        )
+
+    def execute_complete(
+        self, context: Context, event: dict[str, Any] | None = None
+    ) -> dict[str, str | None]:
+        """Resume after the trigger fired; needs nothing but ``event`` (``dag.test()`` passes only that)."""
+        try:
+            request = resolve_wait_event(event, timeout_error=AirflowSensorTimeout)
+        except LipsyncJobFailedError as err:
+            raise AirflowFailException(str(err)) from err
+        self.log.info(
+            "Chamelaion lip-sync request %s completed: %s", request.get("id"), request.get("output_url")
+        )
+        return request

@@ -1,0 +1,108 @@
+"""LipsyncRequestTrigger: waits on a lip-sync request in the triggerer, async end to end."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+from airflow.triggers.base import BaseTrigger, TriggerEvent
+
+from airflow_provider_chamelaion.events import error_event, event_for_request, timeout_event
+from airflow_provider_chamelaion.exceptions import ChamelaionAPIError, ChamelaionConfigError, is_permanent
+from airflow_provider_chamelaion.models import LipsyncRequest
+
+
+class LipsyncRequestTrigger(BaseTrigger):
+    """Polls ``GET /v1/lipsync/requests/{id}`` until the request finishes, then yields one event.
+
+    The event's payload is a :class:`~airflow_provider_chamelaion.events.WaitEvent`: ``status`` is
+    ``completed``, ``failed``, ``timeout`` or ``error``, with the request dict (or ``None``) and a
+    message. Transient errors (connection errors, timeouts, 429, 5xx: each poll already retries them
+    per the hook's policy) do not end the wait until ``max_consecutive_errors`` polls in a row have
+    failed; permanent ones (401/403, 404, 422, a bad connection) end it at once. Unknown statuses are
+    polled through.
+
+    Only JSON primitives are serialized: the connection id (never the key), the request id, the poll
+    interval and an absolute deadline, so a triggerer restart does not reset the countdown.
+
+    :param request_id: request UUID or ``reference_id``.
+    :param chamelaion_conn_id: the Airflow connection.
+    :param poll_interval: seconds between polls.
+    :param end_time: UNIX time after which the wait ends with a ``timeout`` event; ``None`` waits forever.
+    :param max_consecutive_errors: transient failed polls in a row that end the wait with ``error``.
+    """
+
+    def __init__(
+        self,
+        request_id: str,
+        chamelaion_conn_id: str = "chamelaion_default",
+        poll_interval: float = 30.0,
+        end_time: float | None = None,
+        max_consecutive_errors: int = 10,
+    ) -> None:
+        super().__init__()
+        self.request_id = request_id
+        self.chamelaion_conn_id = chamelaion_conn_id
+        self.poll_interval = float(poll_interval)
+        self.end_time = None if end_time is None else float(end_time)
+        self.max_consecutive_errors = int(max_consecutive_errors)
+
+    def serialize(self) -> tuple[str, dict[str, Any]]:
+        return (
+            f"{type(self).__module__}.{type(self).__qualname__}",
+            {
+                "request_id": self.request_id,
+                "chamelaion_conn_id": self.chamelaion_conn_id,
+                "poll_interval": self.poll_interval,
+                "end_time": self.end_time,
+                "max_consecutive_errors": self.max_consecutive_errors,
+            },
+        )
+
+    def _hook(self) -> Any:
+        # Imported here so that loading the trigger class (the triggerer does it for every trigger
+        # row) does not pay for requests/httpx until a trigger actually runs.
+        from airflow_provider_chamelaion.hooks.chamelaion import ChamelaionHook
+
+        return ChamelaionHook(self.chamelaion_conn_id)
+
+    async def run(self) -> AsyncIterator[TriggerEvent]:
+        hook = self._hook()
+        last: LipsyncRequest | None = None
+        failures = 0
+        try:
+            async with hook.async_client() as client:
+                while True:
+                    try:
+                        last = await hook.aget_request(self.request_id, client=client)
+                    except (ChamelaionAPIError, ChamelaionConfigError) as err:
+                        failures += 1
+                        self.log.warning(
+                            "Poll %d (of at most %d in a row) failed for %s: %s",
+                            failures,
+                            self.max_consecutive_errors,
+                            self.request_id,
+                            err,
+                        )
+                        if is_permanent(err) or failures >= self.max_consecutive_errors:
+                            yield TriggerEvent(error_event(self.request_id, err, last))
+                            return
+                    else:
+                        failures = 0
+                        event = event_for_request(last, self.request_id)
+                        if event is not None:
+                            yield TriggerEvent(event)
+                            return
+                        self.log.info("Request %s is %s", self.request_id, last.status)
+                    remaining = None if self.end_time is None else self.end_time - time.time()
+                    if remaining is not None and remaining <= 0:
+                        yield TriggerEvent(timeout_event(self.request_id, last, self.end_time))
+                        return
+                    await asyncio.sleep(
+                        self.poll_interval if remaining is None else min(self.poll_interval, remaining)
+                    )
+        except Exception as err:  # a bug or an unexpected failure still ends in exactly one event
+            self.log.exception("Waiting on %s failed unexpectedly", self.request_id)
+            yield TriggerEvent(error_event(self.request_id, err, last))

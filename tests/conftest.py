@@ -1,0 +1,98 @@
+"""Shared fixtures. Airflow reads its environment at import time, so it is set up here first."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+EXAMPLE_DAGS = ROOT / "example_dags"
+#: A distinctive key: the secret scans search every output for it.
+API_KEY = "sk-chmln-TEST-9f4e2a7c1b8d"
+#: The public API's base URL as the requests-mock/respx tests see it.
+MOCK_BASE_URL = "https://api.chamelaion.test/api"
+
+_AIRFLOW_HOME = tempfile.mkdtemp(prefix="chamelaion-tests-airflow-")
+os.environ["AIRFLOW_HOME"] = _AIRFLOW_HOME
+os.environ["AIRFLOW__CORE__DAGS_FOLDER"] = str(EXAMPLE_DAGS)
+os.environ["AIRFLOW__CORE__LOAD_EXAMPLES"] = "False"
+os.environ.pop("AIRFLOW__CORE__UNIT_TEST_MODE", None)
+os.environ["CHAMELAION_POLL_INTERVAL"] = "0.3"
+
+from airflow_provider_chamelaion.hooks.chamelaion import ChamelaionHook  # noqa: E402
+from airflow_provider_chamelaion.retry import RetryPolicy  # noqa: E402
+from airflow_provider_chamelaion.simulator import Simulator, SimulatorConfig  # noqa: E402
+
+
+class RecordedSleeps(list):
+    """Stands in for time.sleep/asyncio.sleep in a RetryPolicy: records each wait, waits not."""
+
+    def __call__(self, seconds: float) -> None:
+        self.append(seconds)
+
+    async def async_sleep(self, seconds: float) -> None:
+        self.append(seconds)
+
+
+@pytest.fixture
+def sleeps() -> RecordedSleeps:
+    return RecordedSleeps()
+
+
+@pytest.fixture
+def retry_policy(sleeps: RecordedSleeps) -> RetryPolicy:
+    """The default policy's decisions, with waits recorded instead of slept."""
+    return RetryPolicy(sleep=sleeps, async_sleep=sleeps.async_sleep)
+
+
+def connection_json(host: str, password: str | None = API_KEY) -> str:
+    import json
+
+    payload = {"conn_type": "chamelaion", "host": host}
+    if password is not None:
+        payload["password"] = password
+    return json.dumps(payload)
+
+
+@pytest.fixture
+def mock_conn(monkeypatch: pytest.MonkeyPatch) -> str:
+    """``chamelaion_default`` pointing at MOCK_BASE_URL with API_KEY (for requests-mock / respx)."""
+    monkeypatch.setenv("AIRFLOW_CONN_CHAMELAION_DEFAULT", connection_json(MOCK_BASE_URL))
+    return MOCK_BASE_URL
+
+
+@pytest.fixture
+def mock_hook(mock_conn: str, retry_policy: RetryPolicy) -> ChamelaionHook:
+    return ChamelaionHook(retry_policy=retry_policy)
+
+
+@pytest.fixture
+def simulator_config() -> SimulatorConfig:
+    """Override in a test module to change the simulator's behaviour."""
+    return SimulatorConfig(api_key=API_KEY, phases=(("queued", 0.2), ("running", 0.3)), output_size=64 * 1024)
+
+
+@pytest.fixture
+def simulator(simulator_config: SimulatorConfig, monkeypatch: pytest.MonkeyPatch) -> Iterator[Simulator]:
+    """A simulator on a free loopback port, with ``chamelaion_default`` pointing at it."""
+    with Simulator(simulator_config) as sim:
+        monkeypatch.setenv("AIRFLOW_CONN_CHAMELAION_DEFAULT", sim.connection_json())
+        yield sim
+
+
+@pytest.fixture
+def sim_hook(simulator: Simulator, retry_policy: RetryPolicy) -> ChamelaionHook:
+    return ChamelaionHook(retry_policy=retry_policy)
+
+
+@pytest.fixture(scope="session")
+def airflow_db() -> str:
+    """A migrated metadata database (SQLite in the throwaway AIRFLOW_HOME), for dag.test()."""
+    subprocess.run([sys.executable, "-m", "airflow", "db", "migrate"], check=True, capture_output=True)
+    return _AIRFLOW_HOME
