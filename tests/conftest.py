@@ -18,7 +18,10 @@ API_KEY = "sk-chmln-TEST-9f4e2a7c1b8d"
 #: The public API's base URL as the requests-mock/respx tests see it.
 MOCK_BASE_URL = "https://api.chamelaion.test/api"
 
-_AIRFLOW_HOME = tempfile.mkdtemp(prefix="chamelaion-tests-airflow-")
+# Guarded: this module must configure Airflow once per process even if imported under two names.
+if "CHAMELAION_TESTS_AIRFLOW_HOME" not in os.environ:
+    os.environ["CHAMELAION_TESTS_AIRFLOW_HOME"] = tempfile.mkdtemp(prefix="chamelaion-tests-airflow-")
+_AIRFLOW_HOME = os.environ["CHAMELAION_TESTS_AIRFLOW_HOME"]
 os.environ["AIRFLOW_HOME"] = _AIRFLOW_HOME
 os.environ["AIRFLOW__CORE__DAGS_FOLDER"] = str(EXAMPLE_DAGS)
 os.environ["AIRFLOW__CORE__LOAD_EXAMPLES"] = "False"
