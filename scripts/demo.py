@@ -1,0 +1,159 @@
+"""``make demo``: the nightly localization DAG end to end, offline, against the local simulator.
+
+1. starts the Chamelaion simulator on a free loopback port (a subprocess, as a real API would be);
+2. prepares a throwaway Airflow home in ``.demo/`` and points ``chamelaion_default`` at the simulator;
+3. runs ``airflow dags test chamelaion_nightly_localization`` (submit -> deferred wait -> download);
+4. prints what each job did and where the outputs landed, then stops the simulator.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import secrets
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+DEMO = ROOT / ".demo"
+DAG_ID = "chamelaion_nightly_localization"
+#: Lines of the DAG run worth showing live: what the provider did.
+INTERESTING = re.compile(
+    r"Submitted Chamelaion|Reusing|Chamelaion lip-sync request \S+ (completed|failed)|Downloaded output|"
+    r"Request \S+ is |Pausing task as DEFERRED|DagRun Finished"
+)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def wait_until_up(url: str, seconds: float = 20) -> None:
+    deadline = time.monotonic() + seconds
+    while True:
+        try:
+            with urllib.request.urlopen(url, timeout=1) as response:  # noqa: S310 - loopback URL we built
+                if response.status == 200:
+                    return
+        except OSError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.1)
+
+
+def main() -> int:
+    started = time.monotonic()
+    shutil.rmtree(DEMO, ignore_errors=True)
+    (DEMO / "airflow").mkdir(parents=True)
+    outputs = DEMO / "outputs"
+    port = free_port()
+    api_key = f"demo-{secrets.token_hex(8)}"
+    base_url = f"http://127.0.0.1:{port}/api"
+
+    env = {
+        **os.environ,
+        "AIRFLOW_HOME": str(DEMO / "airflow"),
+        "AIRFLOW__CORE__DAGS_FOLDER": str(ROOT / "example_dags"),
+        "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+        "AIRFLOW_CONN_CHAMELAION_DEFAULT": json.dumps(
+            {"conn_type": "chamelaion", "host": base_url, "password": api_key}
+        ),
+        "CHAMELAION_OUTPUT_DIR": str(outputs),
+        "CHAMELAION_POLL_INTERVAL": "1",
+    }
+    env.pop("AIRFLOW__CORE__UNIT_TEST_MODE", None)
+
+    print(f"==> Starting the Chamelaion simulator at {base_url}", flush=True)
+    simulator = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "airflow_provider_chamelaion.simulator",
+            "--port",
+            str(port),
+            "--api-key",
+            api_key,
+            "--phases",
+            "queued=2,running=3",
+            "--output-size",
+            str(2 * 1024 * 1024),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=open(DEMO / "simulator.log", "wb"),  # noqa: SIM115 - closed with the process
+    )
+    try:
+        wait_until_up(f"http://127.0.0.1:{port}/healthz")
+        print("==> Preparing a throwaway Airflow home in .demo/airflow (airflow db migrate)", flush=True)
+        subprocess.run(
+            [sys.executable, "-m", "airflow", "db", "migrate"],
+            env=env,
+            check=True,
+            stdout=open(DEMO / "db-migrate.log", "wb"),  # noqa: SIM115
+            stderr=subprocess.STDOUT,
+        )
+        print(f"==> airflow dags test {DAG_ID}  (full log: .demo/dags-test.log)", flush=True)
+        code = run_dag(env)
+        jobs = fetch_jobs(port)
+    finally:
+        simulator.terminate()
+        try:
+            simulator.wait(10)
+        except subprocess.TimeoutExpired:
+            simulator.kill()
+    print(f"==> The simulator held {jobs['total']} jobs:")
+    for job in jobs["data"]:
+        print(f"    {job['reference_id']:<24} {job['status']:<10} {job['id']}")
+    print(f"==> Outputs in {outputs}:")
+    for path in sorted(outputs.glob("*")) if outputs.exists() else []:
+        print(f"    {path.name:<28} {path.stat().st_size:>10,} bytes")
+    verdict = "succeeded" if code == 0 else f"FAILED (exit {code})"
+    print(f"==> Demo {verdict} in {time.monotonic() - started:.0f} s; simulator stopped.")
+    return code
+
+
+def run_dag(env: dict[str, str]) -> int:
+    with open(DEMO / "dags-test.log", "w") as log:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "airflow", "dags", "test", DAG_ID],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        assert process.stdout is not None
+        for line in process.stdout:
+            log.write(line)
+            if INTERESTING.search(line):
+                print("    " + summarize(line), flush=True)
+        return process.wait()
+
+
+def summarize(line: str) -> str:
+    """Keep the event text of a structured log line, drop the timestamps and logger names."""
+    match = re.search(r"\[(?:info|warning|error)\s*\]\s+(.*?)\s+\[[\w.]+\]", line)
+    text = (match.group(1) if match else line).strip()
+    if "DEFERRED" in text:
+        task = re.search(r"task_id=(\S+)", line)
+        text = (
+            f"{task.group(1) if task else 'task'}: deferred to the triggerer (no worker slot while waiting)"
+        )
+    elif text.startswith("Request "):
+        text = f"  triggerer: {text}"
+    return text[:140]
+
+
+def fetch_jobs(port: int) -> dict:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/_simulator/jobs", timeout=5) as response:
+        return json.loads(response.read())
+
+
+if __name__ == "__main__":
+    sys.exit(main())
