@@ -114,6 +114,12 @@ def main() -> int:
     print(f"==> Outputs in {outputs}:")
     for path in sorted(outputs.glob("*")) if outputs.exists() else []:
         print(f"    {path.name:<28} {path.stat().st_size:>10,} bytes")
+    leaks = scan_for_secret(api_key)
+    if leaks:
+        print(f"==> SECRET LEAK: the API key appears in {', '.join(leaks)}")
+        code = code or 3
+    else:
+        print("==> Secret scan: the API key appears in no log, database row or output under .demo/")
     verdict = "succeeded" if code == 0 else f"FAILED (exit {code})"
     print(f"==> Demo {verdict} in {time.monotonic() - started:.0f} s; simulator stopped.")
     return code
@@ -148,6 +154,17 @@ def summarize(line: str) -> str:
     elif text.startswith("Request "):
         text = f"  triggerer: {text}"
     return text[:140]
+
+
+def scan_for_secret(secret: str) -> list[str]:
+    """Every file under .demo/ (logs, the SQLite metadata DB with XComs, trigger rows and rendered
+    fields, the outputs) that contains ``secret``; the demo's own printed lines go to dags-test.log too."""
+    needle = secret.encode()
+    return [
+        str(path.relative_to(ROOT))
+        for path in DEMO.rglob("*")
+        if path.is_file() and needle in path.read_bytes()
+    ]
 
 
 def fetch_jobs(port: int) -> dict:

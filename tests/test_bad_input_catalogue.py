@@ -1,0 +1,309 @@
+"""The README's bad-input catalogue, row by row: the error, its message, and how many HTTP calls it cost.
+
+Each row id (B1, B2, ...) is a row of the table in README.md; a test below keeps the two in step.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from airflow_provider_chamelaion.exceptions import (
+    ChamelaionAuthError,
+    ChamelaionConfigError,
+    ChamelaionError,
+    ChamelaionNotFoundError,
+    ChamelaionValidationError,
+)
+from airflow_provider_chamelaion.hooks.chamelaion import ChamelaionHook
+from airflow_provider_chamelaion.operators.lipsync import LipsyncDownloadOperator, LipsyncGenerateOperator
+from airflow_provider_chamelaion.retry import RetryPolicy
+from airflow_provider_chamelaion.sensors.lipsync import LipsyncRequestSensor
+from airflow_provider_chamelaion.simulator import Simulator
+from tests.conftest import ROOT
+
+URLS = {"video_url": "https://cdn.example.com/v.mp4", "audio_url": "https://cdn.example.com/a.wav"}
+
+
+class FakeTI:
+    dag_id, task_id, run_id, map_index, try_number = "catalogue", "task", "manual__1", -1, 1
+
+    def xcom_push(self, key: str, value: Any) -> None:
+        pass
+
+
+def context() -> Any:
+    return {"ti": FakeTI()}
+
+
+@dataclass(frozen=True)
+class Row:
+    id: str
+    action: Callable[[Path], Any]
+    error: type[Exception]
+    message: str  # a regular expression the error's text must match
+    http_calls: int  # calls the rejection cost: 0 = rejected locally
+
+
+def generate_op(**kwargs: Any) -> LipsyncGenerateOperator:
+    return LipsyncGenerateOperator(task_id="generate", **kwargs)
+
+
+def execute_generate(**kwargs: Any) -> Callable[[Path], Any]:
+    return lambda tmp: generate_op(**kwargs).execute(context())
+
+
+def file_pair(tmp: Path, video: bytes = b"v" * 10, audio: bytes = b"a" * 10) -> dict[str, str]:
+    (tmp / "v.mp4").write_bytes(video)
+    (tmp / "a.wav").write_bytes(audio)
+    return {"video_file": str(tmp / "v.mp4"), "audio_file": str(tmp / "a.wav")}
+
+
+def pipe_reader(data: bytes) -> io.BufferedReader:
+    """A readable file object that cannot seek (like a socket or a pipe)."""
+    read_end, write_end = os.pipe()
+    os.write(write_end, data)
+    os.close(write_end)
+    return os.fdopen(read_end, "rb")
+
+
+def hook() -> ChamelaionHook:
+    return ChamelaionHook(retry_policy=RetryPolicy(max_attempts=1))
+
+
+def with_connection(env: dict[str, str], action: Callable[[Path], Any]) -> Callable[[Path], Any]:
+    """Run ``action`` with ``chamelaion_default`` replaced (the simulator keeps counting calls)."""
+
+    def run(tmp: Path) -> Any:
+        with pytest.MonkeyPatch.context() as patch:
+            for name, value in env.items():
+                patch.setenv(name, value)
+            return action(tmp)
+
+    return run
+
+
+def conn(**fields: Any) -> dict[str, str]:
+    return {"AIRFLOW_CONN_CHAMELAION_DEFAULT": json.dumps({"conn_type": "chamelaion", **fields})}
+
+
+ROWS = [
+    # LipsyncGenerateOperator, when the DAG file is parsed
+    Row("B1", lambda t: generate_op(**URLS, **file_pair(t)), ChamelaionConfigError, "not both", 0),
+    Row(
+        "B2",
+        lambda t: generate_op(video_url=URLS["video_url"]),
+        ChamelaionConfigError,
+        "missing audio_url",
+        0,
+    ),
+    Row("B3", lambda t: generate_op(), ChamelaionConfigError, "give video_url and audio_url", 0),
+    Row(
+        "B4",
+        lambda t: generate_op(**file_pair(t), reference_id="x"),
+        ChamelaionConfigError,
+        "reference_id cannot be used with video_file",
+        0,
+    ),
+    Row(
+        "B5",
+        lambda t: generate_op(**file_pair(t), disable_active_speaker_detection=True),
+        ChamelaionConfigError,
+        "disable_active_speaker_detection cannot be used",
+        0,
+    ),
+    Row(
+        "B6",
+        lambda t: generate_op(**URLS, reuse_existing_request=True),
+        ChamelaionConfigError,
+        "reuse_existing_request=True needs a reference_id",
+        0,
+    ),
+    Row(
+        "B7",
+        lambda t: generate_op(**URLS, disable_active_speaker_detection="yes"),  # type: ignore[arg-type]
+        ChamelaionConfigError,
+        "must be True, False or None",
+        0,
+    ),
+    Row("B8", lambda t: generate_op(**URLS, poll_interval=0), ChamelaionConfigError, "must be positive", 0),
+    # LipsyncGenerateOperator, at execute, before any HTTP call (templates are rendered by then)
+    Row(
+        "B9",
+        execute_generate(video_url="ftp://cdn/v.mp4", audio_url=URLS["audio_url"]),
+        ChamelaionConfigError,
+        "video_url must be an absolute http:// or https:// URL",
+        0,
+    ),
+    Row(
+        "B10",
+        execute_generate(video_url=URLS["video_url"], audio_url="s3://bucket/a.wav"),
+        ChamelaionConfigError,
+        "audio_url must be an absolute http:// or https:// URL",
+        0,
+    ),
+    Row(
+        "B11",
+        execute_generate(**URLS, reference_id="ep42/ja"),
+        ChamelaionConfigError,
+        "contains '/'",
+        0,
+    ),
+    Row(
+        "B12",
+        lambda t: generate_op(video_file=str(t / "missing.mp4"), audio_file=str(t / "a.wav")).execute(
+            context()
+        ),
+        ChamelaionConfigError,
+        r"video_file '.*missing\.mp4' does not exist",
+        0,
+    ),
+    Row(
+        "B13",
+        lambda t: generate_op(**file_pair(t, audio=b"")).execute(context()),
+        ChamelaionConfigError,
+        r"audio_file '.*a\.wav' is empty",
+        0,
+    ),
+    # LipsyncRequestSensor
+    Row(
+        "B14",
+        lambda t: LipsyncRequestSensor(task_id="wait", request_id="a/b").execute(context()),
+        ChamelaionConfigError,
+        "request_id 'a/b' contains '/'",
+        0,
+    ),
+    Row(
+        "B15",
+        lambda t: LipsyncRequestSensor(task_id="wait", request_id="no-such-id").poke(context()),
+        ChamelaionNotFoundError,
+        "HTTP 404.*no-such-id",
+        1,
+    ),
+    # LipsyncDownloadOperator
+    Row(
+        "B16",
+        lambda t: LipsyncDownloadOperator(task_id="dl", request_id="x", destination="").execute(context()),
+        ChamelaionConfigError,
+        "destination is required",
+        0,
+    ),
+    Row(
+        "B17",
+        lambda t: LipsyncDownloadOperator(task_id="dl", request_id="", destination=str(t)).execute(context()),
+        ChamelaionConfigError,
+        "request_id must be a non-empty string",
+        0,
+    ),
+    # ChamelaionHook
+    Row(
+        "B18",
+        lambda t: hook().list_requests(limit=0),
+        ChamelaionConfigError,
+        "limit must be a whole number",
+        0,
+    ),
+    Row(
+        "B19",
+        lambda t: hook().list_requests(offset=-1),
+        ChamelaionConfigError,
+        "offset must be a whole number",
+        0,
+    ),
+    Row(
+        "B20",
+        lambda t: hook().generate_with_media(pipe_reader(b"streamed"), file_pair(t)["audio_file"]),
+        ChamelaionConfigError,
+        "video is a file object that cannot seek",
+        0,
+    ),
+    Row(
+        "B21",
+        lambda t: hook().generate("https://cdn/v.mp4", "/local/a.wav"),
+        ChamelaionConfigError,
+        "audio_url must be an absolute http",
+        0,
+    ),
+    # The connection
+    Row(
+        "B22",
+        with_connection(conn(host="http://127.0.0.1:1/api"), lambda t: hook().get_request("x")),
+        ChamelaionConfigError,
+        "'chamelaion_default' has no API key",
+        0,
+    ),
+    Row(
+        "B23",
+        with_connection(conn(host="ftp://api.example.com", password="k"), lambda t: hook().get_request("x")),
+        ChamelaionConfigError,
+        "'chamelaion_default' has a malformed Base URL",
+        0,
+    ),
+    Row(
+        "B24",
+        lambda t: ChamelaionHook("chamelaion_missing").get_request("x"),
+        ChamelaionConfigError,
+        "'chamelaion_missing' is not defined.*AIRFLOW_CONN_CHAMELAION_MISSING",
+        0,
+    ),
+    # Rejected by the API
+    Row(
+        "B25",
+        lambda t: with_wrong_key(t),
+        ChamelaionAuthError,
+        "HTTP 401.*Invalid or missing API key",
+        1,
+    ),
+    Row(
+        "B26",
+        lambda t: hook().generate("https://cdn/v.mp4", "https://cdn/a.wav", reference_id=""),
+        ChamelaionConfigError,
+        "reference_id must be a non-empty string",
+        0,
+    ),
+]
+
+
+def with_wrong_key(tmp: Path) -> Any:
+    simulator_url = json.loads(ACTIVE["simulator"].connection_json())["host"]
+    return with_connection(conn(host=simulator_url, password="wrong-key"), lambda t: hook().get_request("x"))(
+        tmp
+    )
+
+
+ACTIVE: dict[str, Simulator] = {}
+
+
+@pytest.mark.parametrize("row", ROWS, ids=lambda row: row.id)
+def test_bad_input_is_rejected_with_a_clear_error(row: Row, simulator: Simulator, tmp_path: Path) -> None:
+    ACTIVE["simulator"] = simulator
+    with pytest.raises(row.error, match=row.message):
+        row.action(tmp_path)
+    assert len(simulator.state.calls) == row.http_calls
+
+
+def test_api_validation_errors_carry_the_api_message(simulator: Simulator) -> None:
+    """422 from the API (here: the simulator refusing an unknown field) is a typed error with its message."""
+    hook_ = hook()
+    with pytest.raises(ChamelaionValidationError, match="unknown field"):
+        hook_._call("POST", "/v1/lipsync/generate", idempotent=False, json={"inputs": [], "priority": 1})
+    assert len(simulator.state.calls) == 1
+
+
+def test_readme_catalogue_matches_the_tests() -> None:
+    readme = (ROOT / "README.md").read_text()
+    section = readme.split("## Bad input catalogue", 1)[-1].split("\n## ", 1)[0]
+    documented = set(re.findall(r"^\| (B\d+) \|", section, flags=re.MULTILINE))
+    assert documented == {row.id for row in ROWS}
+
+
+def test_every_error_is_a_chamelaion_error() -> None:
+    assert all(issubclass(row.error, ChamelaionError) for row in ROWS)
