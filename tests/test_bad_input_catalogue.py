@@ -129,7 +129,7 @@ ROWS = [
     ),
     Row(
         "B7",
-        lambda t: generate_op(**URLS, disable_active_speaker_detection="yes"),  # type: ignore[arg-type]
+        lambda t: generate_op(**URLS, disable_active_speaker_detection="yes"),
         ChamelaionConfigError,
         "must be True, False or None",
         0,
