@@ -16,13 +16,11 @@ and only here:
 from __future__ import annotations
 
 import asyncio
-import email.utils
 import logging
 import random
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
 
 import tenacity
 
@@ -31,32 +29,13 @@ from airflow_provider_chamelaion.exceptions import (
     ChamelaionServerError,
     ChamelaionTransportError,
 )
+from airflow_provider_chamelaion.wire import parse_retry_after
+
+__all__ = ["RETRYABLE_SERVER_STATUSES", "RetryPolicy", "parse_retry_after"]
 
 log = logging.getLogger(__name__)
 
 RETRYABLE_SERVER_STATUSES = frozenset({500, 502, 503, 504})
-
-
-def parse_retry_after(value: str | None, *, now: datetime | None = None) -> float | None:
-    """Seconds to wait from a ``Retry-After`` header (delta-seconds or HTTP-date); ``None`` if absent/bad."""
-    if value is None:
-        return None
-    value = value.strip()
-    if not value:
-        return None
-    try:
-        seconds = float(value)
-    except ValueError:
-        try:
-            when = email.utils.parsedate_to_datetime(value)
-        except (TypeError, ValueError, IndexError):
-            return None
-        if when.tzinfo is None:
-            when = when.replace(tzinfo=timezone.utc)
-        seconds = (when - (now or datetime.now(timezone.utc))).total_seconds()
-    if seconds != seconds:  # NaN
-        return None
-    return max(0.0, seconds)
 
 
 @dataclass(frozen=True)

@@ -6,9 +6,11 @@ these functions, so the two can never drift apart.
 
 from __future__ import annotations
 
+import email.utils
 import json
 import re
 from collections.abc import Mapping
+from datetime import datetime, timezone
 from typing import Any
 from urllib.parse import quote, urlsplit
 
@@ -17,7 +19,6 @@ from airflow_provider_chamelaion.exceptions import (
     ChamelaionResponseError,
     error_for_status,
 )
-from airflow_provider_chamelaion.retry import parse_retry_after
 
 GENERATE_PATH = "/v1/lipsync/generate"
 GENERATE_WITH_MEDIA_PATH = "/v1/lipsync/generate-with-media"
@@ -105,6 +106,28 @@ def list_params(
             raise ChamelaionConfigError(f"reference_id must be a non-empty string, got {reference_id!r}")
         params["reference_id"] = reference_id
     return params
+
+
+def parse_retry_after(value: str | None, *, now: datetime | None = None) -> float | None:
+    """Seconds to wait from a ``Retry-After`` header (delta-seconds or HTTP-date); ``None`` if absent/bad."""
+    if value is None:
+        return None
+    value = value.strip()
+    if not value:
+        return None
+    try:
+        seconds = float(value)
+    except ValueError:
+        try:
+            when = email.utils.parsedate_to_datetime(value)
+        except (TypeError, ValueError, IndexError):
+            return None
+        if when.tzinfo is None:
+            when = when.replace(tzinfo=timezone.utc)
+        seconds = (when - (now or datetime.now(timezone.utc))).total_seconds()
+    if seconds != seconds:  # NaN
+        return None
+    return max(0.0, seconds)
 
 
 def error_message(content: bytes, content_type: str | None) -> str:
