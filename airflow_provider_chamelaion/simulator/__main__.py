@@ -21,17 +21,34 @@ def _phases(text: str) -> tuple[tuple[str, float], ...]:
 
 
 def _fault(text: str) -> Fault:
-    """KIND[:STATUS][@PATH_REGEX][xTIMES], e.g. ``status:503x3`` or ``status:429@/requests/x2``."""
+    """``KIND[:STATUS][,KEY=VALUE...][@PATH_REGEX][xTIMES]``.
+
+    Examples: ``status:503x3``, ``status:429,retry_after=2@/requests/x2``, ``slow,delay=5``,
+    ``drop_after@/generate``, ``truncate,cut_at=1000@/outputs/``. Keys: retry_after, delay, cut_at, method.
+    """
     times = 1
-    if "x" in text.rsplit("@", 1)[-1]:
-        text, _, count = text.rpartition("x")
+    head, at, path = text.partition("@")
+    tail = path if at else head
+    if "x" in tail and tail.rsplit("x", 1)[1].isdigit():
+        tail, _, count = tail.rpartition("x")
         times = int(count)
-    path = None
-    if "@" in text:
-        text, path = text.split("@", 1)
-    kind, _, status = text.partition(":")
+        if at:
+            path = tail
+        else:
+            head = tail
+    spec, *options = head.split(",")
+    kind, _, status = spec.partition(":")
+    fields: dict[str, object] = {}
     try:
-        return Fault(kind=kind, status=int(status or 503), path=path, times=times)
+        for option in options:
+            key, _, value = option.partition("=")
+            if key == "retry_after" or key == "method":
+                fields[key] = value
+            elif key in ("delay", "cut_at"):
+                fields[key] = float(value) if key == "delay" else int(value)
+            else:
+                raise ValueError(f"unknown fault option {key!r}")
+        return Fault(kind=kind, status=int(status or 503), path=path or None, times=times, **fields)  # type: ignore[arg-type]
     except ValueError as err:
         raise argparse.ArgumentTypeError(str(err)) from None
 
@@ -66,7 +83,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         type=_fault,
         action="append",
         default=[],
-        help="script a fault, e.g. status:503x3 (repeatable)",
+        help="script a fault: KIND[:STATUS][,KEY=VALUE...][@PATH_REGEX][xTIMES], e.g. status:503x3, status:429,retry_after=2, slow,delay=5 (repeatable)",
     )
     parser.add_argument("--seed", type=int, default=None)
     return parser.parse_args(argv)
