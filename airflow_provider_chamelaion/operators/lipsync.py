@@ -336,6 +336,7 @@ class LipsyncGenerateOperator(BaseOperator):
         store.save(
             {"request_id": request_id, "reference_id": reference_id, "submitted_at": started.isoformat()}
         )
+        self.log.info("Chamelaion lip-sync request %s submitted (reference_id %s)", request_id, reference_id)
         return request_id
 
     # -- execution --------------------------------------------------------------------------------
@@ -343,9 +344,6 @@ class LipsyncGenerateOperator(BaseOperator):
     def execute(self, context: Context) -> str:
         request_id = self.submit_or_reuse(context)
         context["ti"].xcom_push(key=XCOM_RETURN_KEY, value=request_id)
-        self.log.info(
-            "Chamelaion lip-sync request %s (reference_id %s)", request_id, self.reference_id or "derived"
-        )
         if not self.wait_for_completion:
             return request_id
         if self.deferrable:
