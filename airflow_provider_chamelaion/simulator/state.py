@@ -251,6 +251,8 @@ class SimulatorState:
             self.faults.clear()
 
     def take_fault(self, method: str, path: str) -> Fault | None:
+        if not path.startswith(("/api/", "/outputs/")):
+            return None  # health checks and the simulator's own endpoints are never faulted
         with self.lock:
             for fault in self.faults:
                 if fault.times > 0 and fault.matches(method, path):
