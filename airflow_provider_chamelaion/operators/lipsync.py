@@ -303,14 +303,18 @@ class LipsyncGenerateOperator(BaseOperator):
             try:
                 return self._post(reference_id)
             except AMBIGUOUS_SUBMIT_ERRORS as err:
-                if reference_id is None or attempt == attempts:
+                if reference_id is None:
                     raise
                 self.log.warning(
                     "Submission may or may not have reached Chamelaion (%s); checking by reference_id", err
                 )
+                # Checked after every lost answer, the last one included: that POST may have created
+                # (and billed) the job, which must not fail the task or be submitted again by a retry.
                 existing = self._existing_request(reference_id, since=started)
                 if existing is not None:
                     return existing
+                if attempt == attempts:
+                    raise
                 self.log.warning(
                     "No job was created; submitting again (attempt %d of %d)", attempt + 1, attempts
                 )

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import BaseSensorOperator, conf
 from airflow.sdk.bases.sensor import PokeReturnValue
-from airflow.sdk.exceptions import AirflowFailException, AirflowSensorTimeout
+from airflow.sdk.exceptions import AirflowFailException, AirflowSensorTimeout, AirflowSkipException
 
 from airflow_provider_chamelaion.events import poll_once, resolve_wait_event
 from airflow_provider_chamelaion.exceptions import LipsyncJobFailedError
@@ -81,7 +81,13 @@ class LipsyncRequestSensor(BaseSensorOperator):
     def execute(self, context: Context) -> Any:
         if not self.deferrable:
             return super().execute(context)
-        finished = self.poke(context)
+        try:
+            finished = self.poke(context)
+        except AirflowFailException as err:
+            # BaseSensorOperator.execute, skipped here, is where soft_fail turns a failure into a skip.
+            if self.soft_fail or self.never_fail:
+                raise AirflowSkipException(f"Skipping because soft_fail/never_fail is set: {err}") from err
+            raise
         if isinstance(finished, PokeReturnValue):
             return finished.xcom_value
         from airflow_provider_chamelaion.triggers.lipsync import LipsyncRequestTrigger

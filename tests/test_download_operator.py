@@ -1,0 +1,300 @@
+"""LipsyncDownloadOperator: atomic, retried downloads of a finished job's output."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, cast
+
+import pytest
+from airflow.sdk import ObjectStoragePath
+
+from airflow_provider_chamelaion.exceptions import (
+    ChamelaionAuthError,
+    ChamelaionConfigError,
+    ChamelaionError,
+    ChamelaionTransportError,
+)
+from airflow_provider_chamelaion.hooks.chamelaion import ChamelaionHook
+from airflow_provider_chamelaion.operators.lipsync import LipsyncDownloadOperator
+from airflow_provider_chamelaion.retry import RetryPolicy
+from airflow_provider_chamelaion.simulator import Simulator, SimulatorConfig
+from tests.conftest import API_KEY
+
+if TYPE_CHECKING:
+    from airflow.sdk import Context
+
+REFERENCE_ID = "ep42-ja"
+
+
+class TrackedSimulator(Simulator):
+    """A simulator that counts the calls it is serving.
+
+    The simulator logs a call only as the call ends, a moment after the client may have moved on; a
+    test (and, on this shared simulator, the next test) waits until it is idle to see every call.
+    """
+
+    def __init__(self, config: SimulatorConfig) -> None:
+        super().__init__(config)
+        self.in_flight = 0
+        logging_app = self.app
+
+        async def counting_app(scope: Any, receive: Any, send: Any) -> None:
+            self.in_flight += 1
+            try:
+                await logging_app(scope, receive, send)
+            finally:
+                self.in_flight -= 1
+
+        self.app = counting_app  # type: ignore[assignment]
+
+    def wait_idle(self) -> None:
+        deadline = time.monotonic() + 10
+        while self.in_flight and time.monotonic() < deadline:
+            time.sleep(0.005)
+
+
+@pytest.fixture(scope="module")
+def shared_simulator() -> Iterator[TrackedSimulator]:
+    """One simulator for the module, with conftest's settings: one per test is slow to stop."""
+    config = SimulatorConfig(
+        api_key=API_KEY, phases=(("queued", 0.2), ("running", 0.3)), output_size=64 * 1024
+    )
+    sim = TrackedSimulator(config)
+    sim.start()
+    try:
+        yield sim
+    finally:
+        sim.stop()
+
+
+@pytest.fixture
+def simulator(shared_simulator: TrackedSimulator, monkeypatch: pytest.MonkeyPatch) -> Iterator[Simulator]:
+    """Overrides conftest's: the shared simulator, emptied (jobs, faults, calls, uploads) for each test."""
+    shared_simulator.wait_idle()
+    shared_simulator.state.reset()
+    monkeypatch.setenv("AIRFLOW_CONN_CHAMELAION_DEFAULT", shared_simulator.connection_json())
+    yield shared_simulator
+    shared_simulator.wait_idle()
+    shared_simulator.state.reset()
+
+
+class FakeTI:
+    dag_id = "dubbing"
+    task_id = "download"
+    run_id = "manual__2026-11-25T00:00:00+00:00"
+    map_index = -1
+    try_number = 1
+
+    def __init__(self) -> None:
+        self.pushes: list[tuple[str, Any]] = []
+
+    def xcom_push(self, key: str, value: Any) -> None:
+        self.pushes.append((key, value))
+
+
+def make_context() -> Context:
+    return cast("Context", {"ti": FakeTI()})
+
+
+def make_operator(
+    request_id: str,
+    destination: Any,
+    retry_policy: RetryPolicy | None = None,
+    max_attempts: int | None = None,
+) -> LipsyncDownloadOperator:
+    operator = LipsyncDownloadOperator(task_id="download", request_id=request_id, destination=destination)
+    if retry_policy is not None:
+        operator.hook = ChamelaionHook(max_attempts=max_attempts, retry_policy=retry_policy)
+    return operator
+
+
+def idle(simulator: Simulator) -> Simulator:
+    """``simulator``, once it has logged every call made so far."""
+    if isinstance(simulator, TrackedSimulator):
+        simulator.wait_idle()
+    return simulator
+
+
+@pytest.fixture
+def done(simulator: Simulator, sim_hook: ChamelaionHook) -> str:
+    """A completed job with reference_id ``ep42-ja``."""
+    request_id = sim_hook.generate(
+        "https://media.test/v.mp4", "https://media.test/a.wav", reference_id=REFERENCE_ID
+    )
+    simulator.state.force_status(request_id, "completed")
+    return request_id
+
+
+def assert_complete_output(path: Path, simulator: Simulator, request_id: str) -> None:
+    content = path.read_bytes()
+    assert len(content) == simulator.config.output_size
+    assert content.startswith(f"chamelaion-simulated-output:{request_id}:".encode())
+
+
+def output_calls(simulator: Simulator) -> list[Any]:
+    return idle(simulator).state.calls_to("GET", "^/outputs/")
+
+
+def leftovers(directory: Path) -> list[str]:
+    return sorted(path.name for path in directory.iterdir())
+
+
+def test_download_by_request_id_to_a_file(
+    simulator: Simulator, done: str, retry_policy: RetryPolicy, tmp_path: Path
+) -> None:
+    target = tmp_path / "out" / "ep42-ja.mp4"  # the parent does not exist yet
+    result = make_operator(done, str(target), retry_policy).execute(make_context())
+    assert result == str(target)
+    assert isinstance(result, str)
+    assert_complete_output(target, simulator, done)
+    assert leftovers(target.parent) == ["ep42-ja.mp4"]
+    assert [call.status for call in output_calls(simulator)] == [200]
+
+
+def test_download_by_reference_id_to_an_existing_directory(
+    simulator: Simulator, done: str, retry_policy: RetryPolicy, tmp_path: Path
+) -> None:
+    result = make_operator(REFERENCE_ID, tmp_path, retry_policy).execute(make_context())
+    assert result == str(tmp_path / f"{done}.mp4")
+    assert_complete_output(Path(result), simulator, done)
+    assert leftovers(tmp_path) == [f"{done}.mp4"]
+
+
+def test_download_to_a_file_uri(
+    simulator: Simulator, done: str, retry_policy: RetryPolicy, tmp_path: Path
+) -> None:
+    uri = f"file://{tmp_path}/lipsync.mp4"
+    result = make_operator(done, uri, retry_policy).execute(make_context())
+    assert isinstance(result, str)
+    assert result.endswith("lipsync.mp4")
+    assert ObjectStoragePath(result).read_bytes() == (tmp_path / "lipsync.mp4").read_bytes()
+    assert_complete_output(tmp_path / "lipsync.mp4", simulator, done)
+    assert leftovers(tmp_path) == ["lipsync.mp4"]
+
+
+def test_download_to_an_object_storage_path(
+    simulator: Simulator, done: str, retry_policy: RetryPolicy, tmp_path: Path
+) -> None:
+    destination = ObjectStoragePath(f"file://{tmp_path}/")
+    result = make_operator(done, destination, retry_policy).execute(make_context())
+    assert result.endswith(f"{done}.mp4")
+    assert_complete_output(tmp_path / f"{done}.mp4", simulator, done)
+
+
+@pytest.mark.parametrize("status", ["queued", "running", "processing"])
+def test_unfinished_job_is_a_clear_error_naming_the_status(
+    simulator: Simulator, done: str, retry_policy: RetryPolicy, tmp_path: Path, status: str
+) -> None:
+    simulator.state.force_status(done, status)
+    with pytest.raises(ChamelaionError, match=rf"{done}.*no output_url.*'{status}'"):
+        make_operator(done, tmp_path / "out.mp4", retry_policy).execute(make_context())
+    assert leftovers(tmp_path) == []
+    assert output_calls(simulator) == []
+
+
+@pytest.mark.parametrize("destination", ["", "   ", None])
+def test_empty_destination_is_rejected_before_any_call(
+    simulator: Simulator, done: str, retry_policy: RetryPolicy, destination: Any
+) -> None:
+    calls_before = len(idle(simulator).state.calls)
+    with pytest.raises(ChamelaionConfigError, match="destination"):
+        make_operator(done, destination, retry_policy).execute(make_context())
+    assert len(idle(simulator).state.calls) == calls_before
+
+
+@pytest.mark.parametrize("request_id", ["ep42/ja", "", "a\nb"])
+def test_bad_request_id_is_rejected_before_any_call(
+    simulator: Simulator, retry_policy: RetryPolicy, tmp_path: Path, request_id: str
+) -> None:
+    with pytest.raises(ChamelaionConfigError, match="request_id"):
+        make_operator(request_id, tmp_path / "out.mp4", retry_policy).execute(make_context())
+    assert idle(simulator).state.calls == []
+
+
+def test_truncated_download_is_retried_and_complete(
+    simulator: Simulator, done: str, retry_policy: RetryPolicy, sleeps: list[float], tmp_path: Path
+) -> None:
+    simulator.state.add_fault(kind="truncate", path="/outputs/", cut_at=10_000, times=1)
+    target = tmp_path / "out.mp4"
+    assert make_operator(done, target, retry_policy).execute(make_context()) == str(target)
+    assert_complete_output(target, simulator, done)
+    assert [call.fault for call in output_calls(simulator)] == ["truncate", None]
+    assert len(sleeps) == 1
+    assert leftovers(tmp_path) == ["out.mp4"]
+
+
+def test_truncated_every_time_fails_and_leaves_nothing(
+    simulator: Simulator, done: str, retry_policy: RetryPolicy, tmp_path: Path
+) -> None:
+    simulator.state.add_fault(kind="truncate", path="/outputs/", cut_at=10_000, times=10)
+    destination = tmp_path / "outputs"
+    destination.mkdir()
+    with pytest.raises(ChamelaionTransportError):
+        make_operator(done, destination / "out.mp4", retry_policy, max_attempts=2).execute(make_context())
+    assert len(output_calls(simulator)) == 2
+    assert leftovers(destination) == []  # neither the file nor a .part temporary
+
+
+def test_truncated_every_time_into_a_directory_leaves_nothing(
+    simulator: Simulator, done: str, retry_policy: RetryPolicy, tmp_path: Path
+) -> None:
+    simulator.state.add_fault(kind="truncate", path="/outputs/", cut_at=1, times=10)
+    with pytest.raises(ChamelaionTransportError):
+        make_operator(done, tmp_path, retry_policy, max_attempts=2).execute(make_context())
+    assert leftovers(tmp_path) == []
+
+
+def test_failed_download_keeps_an_existing_file(
+    simulator: Simulator, done: str, retry_policy: RetryPolicy, tmp_path: Path
+) -> None:
+    target = tmp_path / "out.mp4"
+    target.write_bytes(b"previous run")
+    simulator.state.add_fault(kind="truncate", path="/outputs/", cut_at=10_000, times=10)
+    with pytest.raises(ChamelaionTransportError):
+        make_operator(done, target, retry_policy, max_attempts=2).execute(make_context())
+    assert target.read_bytes() == b"previous run"
+    assert leftovers(tmp_path) == ["out.mp4"]
+
+
+def test_expired_output_url_is_refreshed_once(
+    simulator: Simulator, done: str, retry_policy: RetryPolicy, tmp_path: Path
+) -> None:
+    simulator.state.add_fault(kind="status", status=403, path="/outputs/", times=1)
+    target = tmp_path / "out.mp4"
+    make_operator(done, target, retry_policy).execute(make_context())
+    assert_complete_output(target, simulator, done)
+    assert [call.status for call in output_calls(simulator)] == [403, 200]
+    assert len(idle(simulator).state.calls_to("GET", f"/requests/{done}$")) == 2  # read, then re-read once
+
+
+def test_output_refused_twice_fails(
+    simulator: Simulator, done: str, retry_policy: RetryPolicy, tmp_path: Path
+) -> None:
+    simulator.state.add_fault(kind="status", status=403, path="/outputs/", times=5)
+    with pytest.raises(ChamelaionAuthError):
+        make_operator(done, tmp_path / "out.mp4", retry_policy).execute(make_context())
+    assert len(output_calls(simulator)) == 2
+    assert len(idle(simulator).state.calls_to("GET", f"/requests/{done}$")) == 2
+    assert leftovers(tmp_path) == []
+
+
+def test_output_url_really_expires_and_is_refreshed(
+    simulator: Simulator,
+    done: str,
+    retry_policy: RetryPolicy,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A genuinely expired signature (not a scripted 403): the re-read gives a fresh, valid URL."""
+    hook = ChamelaionHook(retry_policy=retry_policy)
+    stale = hook.get_request(done)
+    monkeypatch.setattr(simulator.config, "output_url_ttl", -10.0)
+    expired = hook.get_request(done)
+    monkeypatch.setattr(simulator.config, "output_url_ttl", 3600.0)
+    assert expired.output_url != stale.output_url
+    target = tmp_path / "out.mp4"
+    assert hook.download_output(expired, target) == target
+    assert_complete_output(target, simulator, done)
+    assert [call.status for call in output_calls(simulator)] == [403, 200]

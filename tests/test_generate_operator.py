@@ -1,0 +1,678 @@
+"""LipsyncGenerateOperator: argument checks, submission, never paying twice, waiting and resuming."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable, Iterator
+from datetime import timedelta
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, cast
+
+import pytest
+import structlog
+from airflow.sdk.exceptions import TaskDeferred
+
+from airflow_provider_chamelaion.events import LipsyncWaitTimeout
+from airflow_provider_chamelaion.exceptions import (
+    ChamelaionAuthError,
+    ChamelaionConfigError,
+    ChamelaionError,
+    ChamelaionTransportError,
+    LipsyncJobFailedError,
+)
+from airflow_provider_chamelaion.hooks.chamelaion import ChamelaionHook
+from airflow_provider_chamelaion.operators.lipsync import LipsyncGenerateOperator
+from airflow_provider_chamelaion.retry import RetryPolicy
+from airflow_provider_chamelaion.simulator import Simulator, SimulatorConfig
+from airflow_provider_chamelaion.triggers.lipsync import LipsyncRequestTrigger
+from tests.conftest import API_KEY
+
+if TYPE_CHECKING:
+    from airflow.sdk import Context
+
+VIDEO = "https://media.test/ep42/video.mp4"
+AUDIO = "https://media.test/ep42/ja.wav"
+DAG_ID = "dubbing"
+TASK_ID = "generate"
+RUN_ID = "manual__2026-11-25T00:00:00+00:00"
+DERIVED = f"airflow-{DAG_ID}-{TASK_ID}-{RUN_ID}"
+STATE_KEY = "chamelaion_submission"
+GENERATE = "/generate$"
+LIST = "/requests$"
+
+
+class TrackedSimulator(Simulator):
+    """A simulator that counts the calls it is serving.
+
+    The simulator logs a call only as the call ends, a moment after the client may have moved on; a
+    test (and, on this shared simulator, the next test) waits until it is idle to see every call.
+    """
+
+    def __init__(self, config: SimulatorConfig) -> None:
+        super().__init__(config)
+        self.in_flight = 0
+        logging_app = self.app
+
+        async def counting_app(scope: Any, receive: Any, send: Any) -> None:
+            self.in_flight += 1
+            try:
+                await logging_app(scope, receive, send)
+            finally:
+                self.in_flight -= 1
+
+        self.app = counting_app  # type: ignore[assignment]
+
+    def wait_idle(self) -> None:
+        deadline = time.monotonic() + 10
+        while self.in_flight and time.monotonic() < deadline:
+            time.sleep(0.005)
+
+
+@pytest.fixture(scope="module")
+def shared_simulator() -> Iterator[TrackedSimulator]:
+    """One simulator for the module, with conftest's settings: one per test is slow to stop."""
+    config = SimulatorConfig(
+        api_key=API_KEY, phases=(("queued", 0.2), ("running", 0.3)), output_size=64 * 1024
+    )
+    sim = TrackedSimulator(config)
+    sim.start()
+    try:
+        yield sim
+    finally:
+        sim.stop()
+
+
+@pytest.fixture
+def simulator(shared_simulator: TrackedSimulator, monkeypatch: pytest.MonkeyPatch) -> Iterator[Simulator]:
+    """Overrides conftest's: the shared simulator, emptied (jobs, faults, calls, uploads) for each test."""
+    shared_simulator.wait_idle()
+    shared_simulator.state.reset()
+    monkeypatch.setenv("AIRFLOW_CONN_CHAMELAION_DEFAULT", shared_simulator.connection_json())
+    yield shared_simulator
+    shared_simulator.wait_idle()
+    shared_simulator.state.reset()
+
+
+def idle(simulator: Simulator) -> Simulator:
+    """``simulator``, once it has logged every call made so far."""
+    if isinstance(simulator, TrackedSimulator):
+        simulator.wait_idle()
+    return simulator
+
+
+class FakeTI:
+    """The bits of a task instance the operator touches; XCom pushes are recorded."""
+
+    def __init__(
+        self,
+        *,
+        try_number: int = 1,
+        map_index: int = -1,
+        on_push: Callable[[str, Any], None] | None = None,
+    ) -> None:
+        self.dag_id = DAG_ID
+        self.task_id = TASK_ID
+        self.run_id = RUN_ID
+        self.map_index = map_index
+        self.try_number = try_number
+        self.pushes: list[tuple[str, Any]] = []
+        self._on_push = on_push
+
+    def xcom_push(self, key: str, value: Any) -> None:
+        self.pushes.append((key, value))
+        if self._on_push is not None:
+            self._on_push(key, value)
+
+    def pushed(self, key: str) -> list[Any]:
+        return [value for pushed_key, value in self.pushes if pushed_key == key]
+
+
+class MemoryStore:
+    """An in-memory task state store."""
+
+    def __init__(self) -> None:
+        self.data: dict[str, Any] = {}
+
+    def get(self, key: str, default: Any = None) -> Any:
+        return self.data.get(key, default)
+
+    def set(self, key: str, value: Any) -> None:
+        self.data[key] = value
+
+
+def make_context(ti: FakeTI | None = None, store: MemoryStore | None = None) -> Context:
+    context: dict[str, Any] = {"ti": ti or FakeTI()}
+    if store is not None:
+        context["task_state_store"] = store
+    return cast("Context", context)
+
+
+def make_operator(
+    retry_policy: RetryPolicy | None = None, *, max_attempts: int | None = None, **kwargs: Any
+) -> LipsyncGenerateOperator:
+    if "video_file" not in kwargs:
+        kwargs.setdefault("video_url", VIDEO)
+        kwargs.setdefault("audio_url", AUDIO)
+    operator = LipsyncGenerateOperator(task_id=TASK_ID, **kwargs)
+    if retry_policy is not None:
+        operator.hook = ChamelaionHook(max_attempts=max_attempts, retry_policy=retry_policy)
+    return operator
+
+
+def posts(simulator: Simulator) -> list[Any]:
+    return idle(simulator).state.calls_to("POST")
+
+
+def submit(sim_hook: ChamelaionHook, reference_id: str | None) -> str:
+    return sim_hook.generate(VIDEO, AUDIO, reference_id=reference_id)
+
+
+@pytest.fixture
+def media(tmp_path: Path) -> tuple[Path, Path]:
+    video = tmp_path / "video.mp4"
+    audio = tmp_path / "audio.wav"
+    video.write_bytes(b"v" * 5000)
+    audio.write_bytes(b"a" * 3000)
+    return video, audio
+
+
+# -- construction ---------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "names"),
+    [
+        ({"video_url": VIDEO, "audio_file": "/tmp/a.wav"}, ["video_url", "audio_file"]),
+        ({"video_url": VIDEO, "audio_url": AUDIO, "video_file": "/tmp/v.mp4"}, ["video_file"]),
+        ({"video_url": VIDEO}, ["audio_url"]),
+        ({"audio_url": AUDIO}, ["video_url"]),
+        ({"video_file": "/tmp/v.mp4"}, ["audio_file"]),
+        ({}, ["video_url", "audio_url", "video_file", "audio_file"]),
+        ({"video_file": "/v", "audio_file": "/a", "reference_id": "r"}, ["reference_id"]),
+        (
+            {"video_file": "/v", "audio_file": "/a", "disable_active_speaker_detection": True},
+            ["disable_active_speaker_detection"],
+        ),
+        ({"video_url": VIDEO, "audio_url": AUDIO, "reuse_existing_request": True}, ["reference_id"]),
+        ({"video_url": VIDEO, "audio_url": AUDIO, "poll_interval": 0}, ["poll_interval"]),
+        ({"video_url": VIDEO, "audio_url": AUDIO, "timeout": timedelta(0)}, ["timeout"]),
+    ],
+    ids=[
+        "url-and-file",
+        "both-urls-and-a-file",
+        "audio-url-missing",
+        "video-url-missing",
+        "audio-file-missing",
+        "neither",
+        "reference-id-with-files",
+        "speaker-detection-with-files",
+        "reuse-without-reference-id",
+        "zero-poll-interval",
+        "zero-timeout",
+    ],
+)
+def test_argument_errors_at_construction(kwargs: dict[str, Any], names: list[str]) -> None:
+    with pytest.raises(ChamelaionConfigError) as info:
+        LipsyncGenerateOperator(task_id="bad_task", **kwargs)
+    message = str(info.value)
+    assert "bad_task" in message
+    for name in names:
+        assert name in message
+
+
+def test_valid_arguments_construct(media: tuple[Path, Path]) -> None:
+    LipsyncGenerateOperator(task_id="urls", video_url=VIDEO, audio_url=AUDIO, reference_id="{{ ds }}")
+    LipsyncGenerateOperator(task_id="files", video_file=str(media[0]), audio_file=media[1])
+
+
+# -- rendered inputs: rejected in execute, before any HTTP call -------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "field"),
+    [
+        ({"video_url": "ftp://media.test/v.mp4"}, "video_url"),
+        ({"audio_url": "s3://bucket/a.wav"}, "audio_url"),
+        ({"audio_url": "   "}, "audio_url"),
+        ({"reference_id": "ep42/ja"}, "reference_id"),
+    ],
+    ids=["ftp-video", "s3-audio", "blank-audio", "slash-in-reference-id"],
+)
+def test_bad_rendered_url_inputs_fail_before_any_call(
+    simulator: Simulator, retry_policy: RetryPolicy, kwargs: dict[str, Any], field: str
+) -> None:
+    operator = make_operator(retry_policy, **kwargs)
+    with pytest.raises(ChamelaionConfigError, match=field):
+        operator.execute(make_context(store=MemoryStore()))
+    assert idle(simulator).state.calls == []
+
+
+def test_missing_file_fails_before_any_call(
+    simulator: Simulator, retry_policy: RetryPolicy, media: tuple[Path, Path], tmp_path: Path
+) -> None:
+    operator = make_operator(retry_policy, video_file=tmp_path / "nope.mp4", audio_file=media[1])
+    with pytest.raises(ChamelaionConfigError, match=r"video_file.*nope\.mp4.*does not exist"):
+        operator.execute(make_context(store=MemoryStore()))
+    assert idle(simulator).state.calls == []
+
+
+def test_empty_file_fails_before_any_call(
+    simulator: Simulator, retry_policy: RetryPolicy, media: tuple[Path, Path], tmp_path: Path
+) -> None:
+    empty = tmp_path / "empty.wav"
+    empty.write_bytes(b"")
+    operator = make_operator(retry_policy, video_file=media[0], audio_file=empty)
+    with pytest.raises(ChamelaionConfigError, match=r"audio_file.*empty"):
+        operator.execute(make_context(store=MemoryStore()))
+    assert idle(simulator).state.calls == []
+
+
+# -- URL mode -------------------------------------------------------------------------------------------
+
+
+def test_returns_the_id_and_pushes_it_before_waiting(simulator: Simulator, retry_policy: RetryPolicy) -> None:
+    order: list[str] = []
+
+    def on_push(key: str, value: Any) -> None:
+        order.append(f"xcom:{key}")
+
+    ti = FakeTI(on_push=on_push)
+    operator = make_operator(retry_policy, wait_for_completion=True, poll_interval=0.05, timeout=60)
+    real_send = operator.hook._send
+
+    def recording_send(method: str, path: str, **kwargs: Any) -> Any:
+        order.append(f"{method} {path.split('/')[-1] if '/requests/' in path else path}")
+        return real_send(method, path, **kwargs)
+
+    operator.hook._send = recording_send  # type: ignore[method-assign]
+    request_id = operator.execute(make_context(ti))
+    assert ti.pushed("return_value") == [request_id]
+    assert order.index("xcom:return_value") == order.index("POST /v1/lipsync/generate") + 1
+    polls = [index for index, entry in enumerate(order) if entry == f"GET {request_id}"]
+    assert polls
+    assert order.index("xcom:return_value") < min(polls)
+    assert order[-1] == "xcom:request"
+
+
+def test_job_carries_the_user_reference_id(simulator: Simulator, retry_policy: RetryPolicy) -> None:
+    operator = make_operator(retry_policy, reference_id="ep42-ja", disable_active_speaker_detection=True)
+    ti = FakeTI()
+    request_id = operator.execute(make_context(ti))
+    job = simulator.state.jobs[request_id]
+    assert job.reference_id == "ep42-ja"
+    assert job.inputs == {"video": VIDEO, "audio": AUDIO}
+    assert ti.pushes == [("return_value", request_id)]
+
+
+@pytest.mark.parametrize(("map_index", "suffix"), [(-1, ""), (3, "-3")])
+def test_derived_reference_id_names_the_task_instance(
+    simulator: Simulator, retry_policy: RetryPolicy, map_index: int, suffix: str
+) -> None:
+    request_id = make_operator(retry_policy).execute(make_context(FakeTI(map_index=map_index)))
+    assert simulator.state.jobs[request_id].reference_id == DERIVED + suffix
+
+
+# -- never paying twice ---------------------------------------------------------------------------------
+
+
+def test_retry_with_derived_reference_id_submits_nothing_new(
+    simulator: Simulator, retry_policy: RetryPolicy
+) -> None:
+    first = make_operator(retry_policy).execute(make_context(FakeTI(try_number=1)))
+    second_ti = FakeTI(try_number=2)  # a retry: XCom of the first try is gone
+    second = make_operator(retry_policy).execute(make_context(second_ti))
+    assert second == first
+    assert len(simulator.state.jobs) == 1
+    assert len(posts(simulator)) == 1
+    assert second_ti.pushed("return_value") == [first]
+
+
+def test_retry_with_derived_reference_id_and_store_submits_nothing_new(
+    simulator: Simulator, retry_policy: RetryPolicy
+) -> None:
+    store = MemoryStore()
+    first = make_operator(retry_policy).execute(make_context(FakeTI(try_number=1), store))
+    second = make_operator(retry_policy).execute(make_context(FakeTI(try_number=2), store))
+    assert second == first
+    assert len(simulator.state.jobs) == 1
+
+
+def test_reuse_existing_request_takes_the_newest_and_warns(
+    simulator: Simulator, sim_hook: ChamelaionHook, retry_policy: RetryPolicy
+) -> None:
+    older = submit(sim_hook, "ep42-ja")
+    newer = submit(sim_hook, "ep42-ja")
+    submit(sim_hook, "ep43-ja")  # another reference_id: never a candidate
+    operator = make_operator(retry_policy, reference_id="ep42-ja", reuse_existing_request=True)
+    with structlog.testing.capture_logs() as logs:
+        request_id = operator.execute(make_context())
+    assert request_id == newer != older
+    assert len(simulator.state.jobs) == 3
+    assert len(posts(simulator)) == 3  # only the three set up here
+    warnings = [entry["event"] for entry in logs if entry["log_level"] == "warning"]
+    assert any("2 requests" in warning and newer in warning for warning in warnings), logs
+
+
+def test_reuse_existing_request_single_match_does_not_warn(
+    simulator: Simulator, sim_hook: ChamelaionHook, retry_policy: RetryPolicy
+) -> None:
+    existing = submit(sim_hook, "ep42-ja")
+    operator = make_operator(retry_policy, reference_id="ep42-ja", reuse_existing_request=True)
+    with structlog.testing.capture_logs() as logs:
+        assert operator.execute(make_context()) == existing
+    warnings = [entry["event"] for entry in logs if entry["log_level"] == "warning"]
+    assert not [warning for warning in warnings if "reference_id" in warning], warnings
+
+
+def test_reuse_existing_request_skips_a_failed_job(
+    simulator: Simulator, sim_hook: ChamelaionHook, retry_policy: RetryPolicy
+) -> None:
+    failed = submit(sim_hook, "ep42-ja")
+    simulator.state.force_status(failed, "failed", "no face")
+    operator = make_operator(retry_policy, reference_id="ep42-ja", reuse_existing_request=True)
+    request_id = operator.execute(make_context())
+    assert request_id != failed
+    assert len(simulator.state.jobs) == 2
+    assert simulator.state.jobs[request_id].reference_id == "ep42-ja"
+
+
+def test_reuse_existing_request_prefers_a_live_job_over_a_newer_failed_one(
+    simulator: Simulator, sim_hook: ChamelaionHook, retry_policy: RetryPolicy
+) -> None:
+    live = submit(sim_hook, "ep42-ja")
+    failed = submit(sim_hook, "ep42-ja")
+    simulator.state.force_status(failed, "failed")
+    operator = make_operator(retry_policy, reference_id="ep42-ja", reuse_existing_request=True)
+    assert operator.execute(make_context()) == live
+    assert len(simulator.state.jobs) == 2
+
+
+def test_user_reference_id_retry_reuses_the_job_in_the_store(
+    simulator: Simulator, retry_policy: RetryPolicy
+) -> None:
+    store = MemoryStore()
+    first = make_operator(retry_policy, reference_id="ep42-ja").execute(make_context(FakeTI(), store))
+    assert store.data[STATE_KEY]["request_id"] == first
+    second = make_operator(retry_policy, reference_id="ep42-ja").execute(
+        make_context(FakeTI(try_number=2), store)
+    )
+    assert second == first
+    assert len(simulator.state.jobs) == 1
+    assert len(posts(simulator)) == 1
+
+
+def test_user_reference_id_without_store_entry_submits_a_new_job(
+    simulator: Simulator, retry_policy: RetryPolicy
+) -> None:
+    first = make_operator(retry_policy, reference_id="ep42-ja").execute(make_context(store=MemoryStore()))
+    second = make_operator(retry_policy, reference_id="ep42-ja").execute(make_context(store=MemoryStore()))
+    assert second != first
+    assert len(simulator.state.jobs) == 2
+
+
+def test_retry_does_not_reuse_a_failed_job_from_the_store(
+    simulator: Simulator, retry_policy: RetryPolicy
+) -> None:
+    store = MemoryStore()
+    first = make_operator(retry_policy, reference_id="ep42-ja").execute(make_context(FakeTI(), store))
+    simulator.state.force_status(first, "failed", "no face")
+    second = make_operator(retry_policy, reference_id="ep42-ja").execute(
+        make_context(FakeTI(try_number=2), store)
+    )
+    assert second != first
+    assert len(simulator.state.jobs) == 2
+    assert store.data[STATE_KEY]["request_id"] == second
+
+
+@pytest.mark.parametrize("reference_id", [None, "ep42-ja"], ids=["derived", "user"])
+def test_post_answer_lost_finds_the_job_instead_of_posting_again(
+    simulator: Simulator, retry_policy: RetryPolicy, reference_id: str | None
+) -> None:
+    simulator.state.add_fault(kind="drop_after", method="POST", path=GENERATE)
+    operator = make_operator(retry_policy, reference_id=reference_id)
+    ti = FakeTI()
+    request_id = operator.execute(make_context(ti, MemoryStore()))
+    assert list(simulator.state.jobs) == [request_id]
+    assert len(posts(simulator)) == 1
+    assert posts(simulator)[0].fault == "drop_after"
+    assert ti.pushed("return_value") == [request_id]
+
+
+@pytest.mark.parametrize(
+    ("max_attempts", "lost_before"), [(1, 0), (None, 4)], ids=["only-attempt", "fifth-of-five"]
+)
+def test_post_answer_lost_on_the_last_attempt_still_finds_the_job(
+    simulator: Simulator, retry_policy: RetryPolicy, max_attempts: int | None, lost_before: int
+) -> None:
+    if lost_before:  # dropped before the server acted: nothing created, so the operator POSTs again
+        simulator.state.add_fault(kind="drop", method="POST", path=GENERATE, times=lost_before)
+    simulator.state.add_fault(kind="drop_after", method="POST", path=GENERATE)
+    operator = make_operator(retry_policy, max_attempts=max_attempts, reference_id="ep42-ja")
+    request_id = operator.execute(make_context(store=MemoryStore()))
+    assert list(simulator.state.jobs) == [request_id]
+    assert len(posts(simulator)) == lost_before + 1
+
+
+def test_post_lost_and_lookup_failing_raises_then_retry_finds_the_job_user_reference_id(
+    simulator: Simulator, retry_policy: RetryPolicy
+) -> None:
+    store = MemoryStore()
+    simulator.state.add_fault(kind="drop_after", method="POST", path=GENERATE)
+    simulator.state.add_fault(kind="status", status=401, method="GET", path=LIST)
+    with pytest.raises(ChamelaionAuthError):
+        make_operator(retry_policy, reference_id="ep42-ja").execute(make_context(FakeTI(), store))
+    assert len(simulator.state.jobs) == 1
+    created = next(iter(simulator.state.jobs))
+
+    retry_ti = FakeTI(try_number=2)
+    request_id = make_operator(retry_policy, reference_id="ep42-ja").execute(make_context(retry_ti, store))
+    assert request_id == created
+    assert len(simulator.state.jobs) == 1
+    assert len(posts(simulator)) == 1
+    assert retry_ti.pushed("return_value") == [created]
+
+
+def test_post_lost_and_lookup_failing_raises_then_retry_finds_the_job_derived(
+    simulator: Simulator, retry_policy: RetryPolicy, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    operator = make_operator(retry_policy, max_attempts=2)
+    real_generate = operator.hook.generate
+
+    def generate_then_break_lookups(*args: Any, **kwargs: Any) -> str:
+        # The derived reference_id is looked up before submitting; only the reconciling lookup after
+        # the lost answer must fail, so the fault goes in just before the POST.
+        simulator.state.add_fault(kind="drop", method="GET", path=LIST, times=2)
+        simulator.state.add_fault(kind="drop_after", method="POST", path=GENERATE)
+        return real_generate(*args, **kwargs)
+
+    monkeypatch.setattr(operator.hook, "generate", generate_then_break_lookups)
+    with pytest.raises(ChamelaionTransportError):
+        operator.execute(make_context(FakeTI()))
+    assert len(simulator.state.jobs) == 1
+    created = next(iter(simulator.state.jobs))
+
+    request_id = make_operator(retry_policy).execute(make_context(FakeTI(try_number=2)))
+    assert request_id == created
+    assert len(simulator.state.jobs) == 1
+    assert len(posts(simulator)) == 1
+
+
+# -- upload mode ----------------------------------------------------------------------------------------
+
+
+def test_upload_mode_uploads_records_and_retry_reuses(
+    simulator: Simulator, retry_policy: RetryPolicy, media: tuple[Path, Path]
+) -> None:
+    video, audio = media
+    store = MemoryStore()
+    first_ti = FakeTI()
+    first = make_operator(retry_policy, video_file=str(video), audio_file=audio).execute(
+        make_context(first_ti, store)
+    )
+    assert simulator.state.uploads == [{"video": 5000, "audio": 3000}]
+    assert simulator.state.jobs[first].source == "upload"
+    assert store.data[STATE_KEY]["request_id"] == first
+    assert first_ti.pushed("return_value") == [first]
+
+    second = make_operator(retry_policy, video_file=str(video), audio_file=audio).execute(
+        make_context(FakeTI(try_number=2), store)
+    )
+    assert second == first
+    assert len(simulator.state.uploads) == 1
+    assert len(simulator.state.jobs) == 1
+
+
+def test_upload_mode_object_storage_uri(
+    simulator: Simulator, retry_policy: RetryPolicy, media: tuple[Path, Path]
+) -> None:
+    video, audio = media
+    operator = make_operator(retry_policy, video_file=f"file://{video}", audio_file=f"file://{audio}")
+    operator.execute(make_context(store=MemoryStore()))
+    assert simulator.state.uploads == [{"video": 5000, "audio": 3000}]
+
+
+# -- waiting --------------------------------------------------------------------------------------------
+
+
+def test_wait_polls_until_completed_and_pushes_the_request(
+    simulator: Simulator, retry_policy: RetryPolicy
+) -> None:
+    ti = FakeTI()
+    operator = make_operator(retry_policy, wait_for_completion=True, poll_interval=0.05, timeout=60)
+    request_id = operator.execute(make_context(ti))
+    [request] = ti.pushed("request")
+    assert request["id"] == request_id
+    assert request["status"] == "completed"
+    assert request["output_url"].startswith(f"{simulator.origin}/outputs/{request_id}.mp4")
+    assert ti.pushed("return_value") == [request_id]
+
+
+def test_wait_raises_job_failed_with_message_and_id(simulator: Simulator, retry_policy: RetryPolicy) -> None:
+    simulator.state.fail_next()
+    ti = FakeTI()
+    operator = make_operator(retry_policy, wait_for_completion=True, poll_interval=0.05, timeout=60)
+    with pytest.raises(LipsyncJobFailedError) as info:
+        operator.execute(make_context(ti))
+    [request_id] = ti.pushed("return_value")
+    assert simulator.config.failure_message in str(info.value)
+    assert request_id in str(info.value)
+    assert info.value.request_id == request_id
+    assert ti.pushed("request") == []
+
+
+def test_wait_times_out(simulator: Simulator, sim_hook: ChamelaionHook, retry_policy: RetryPolicy) -> None:
+    stuck = submit(sim_hook, DERIVED)
+    simulator.state.force_status(stuck, "processing")
+    operator = make_operator(retry_policy, wait_for_completion=True, poll_interval=0.05, timeout=0.3)
+    with pytest.raises(LipsyncWaitTimeout, match=stuck):
+        operator.execute(make_context())
+    assert len(simulator.state.jobs) == 1  # the derived reference_id found the stuck job: reused
+
+
+def test_wait_rides_out_transient_errors(simulator: Simulator, retry_policy: RetryPolicy) -> None:
+    simulator.state.add_fault(kind="status", status=503, method="GET", path="/requests/.", times=3)
+    operator = make_operator(
+        retry_policy, max_attempts=1, wait_for_completion=True, poll_interval=0.05, timeout=60
+    )
+    request_id = operator.execute(make_context())
+    assert simulator.state.jobs[request_id]
+    assert not simulator.state.faults
+
+
+def test_deferrable_defers_after_pushing_the_id(simulator: Simulator, retry_policy: RetryPolicy) -> None:
+    ti = FakeTI()
+    operator = make_operator(
+        retry_policy,
+        wait_for_completion=True,
+        deferrable=True,
+        poll_interval=7,
+        timeout=timedelta(hours=2),
+        chamelaion_conn_id="chamelaion_default",
+    )
+    before = time.time()
+    with pytest.raises(TaskDeferred) as info:
+        operator.execute(make_context(ti))
+    after = time.time()
+    [request_id] = ti.pushed("return_value")
+    assert ti.pushed("request") == []
+    assert info.value.method_name == "execute_complete"
+    assert not info.value.kwargs
+    trigger = info.value.trigger
+    assert isinstance(trigger, LipsyncRequestTrigger)
+    assert trigger.request_id == request_id
+    assert trigger.poll_interval == 7
+    assert trigger.chamelaion_conn_id == "chamelaion_default"
+    assert trigger.end_time is not None
+    assert before + 7200 <= trigger.end_time <= after + 7200
+    assert idle(simulator).state.calls_to("GET", "/requests/.") == []  # no polling in the worker
+
+
+def test_deferrable_round_trip_through_the_real_trigger(
+    simulator: Simulator, retry_policy: RetryPolicy
+) -> None:
+    operator = make_operator(retry_policy, wait_for_completion=True, deferrable=True, poll_interval=0.05)
+    with pytest.raises(TaskDeferred) as info:
+        operator.execute(make_context())
+    trigger = info.value.trigger
+
+    async def first_event() -> Any:
+        async for fired in trigger.run():
+            return fired
+        return None
+
+    fired = asyncio.run(asyncio.wait_for(first_event(), 20))
+    ti = FakeTI()  # the resumed task gets a fresh context
+    request_id = operator.resume_execution(info.value.method_name, {"event": fired.payload}, make_context(ti))
+    assert request_id == trigger.request_id
+    [request] = ti.pushed("request")
+    assert request["status"] == "completed"
+
+
+def _completed(request_id: str = "r-1") -> dict[str, Any]:
+    request = {"id": request_id, "status": "completed", "output_url": f"https://cdn.test/{request_id}.mp4"}
+    return {"status": "completed", "request_id": request_id, "request": request, "message": "done"}
+
+
+def test_execute_complete_completed_returns_the_id_and_pushes_the_request() -> None:
+    ti = FakeTI()
+    operator = make_operator(wait_for_completion=True, deferrable=True)
+    assert operator.execute_complete(make_context(ti), event=_completed("r-7")) == "r-7"
+    assert ti.pushed("request") == [_completed("r-7")["request"]]
+
+
+@pytest.mark.parametrize(
+    ("event", "error", "match"),
+    [
+        (
+            {
+                "status": "failed",
+                "request_id": "r-8",
+                "request": {"id": "r-8", "status": "failed", "error_message": "No face detected"},
+                "message": "",
+            },
+            LipsyncJobFailedError,
+            r"r-8.*No face detected",
+        ),
+        (
+            {"status": "timeout", "request_id": "r-8", "request": None, "message": "r-8 did not finish"},
+            LipsyncWaitTimeout,
+            "r-8 did not finish",
+        ),
+        (
+            {"status": "error", "request_id": "r-8", "request": None, "message": "Stopped: HTTP 401"},
+            ChamelaionError,
+            "Stopped: HTTP 401",
+        ),
+        (None, ChamelaionError, "Malformed"),
+        ({"status": "finished"}, ChamelaionError, "Malformed"),
+        ({"status": "completed", "request_id": "r-8"}, ChamelaionError, "Malformed"),
+    ],
+    ids=["failed", "timeout", "error", "none", "unknown-status", "completed-without-request"],
+)
+def test_execute_complete_other_events_raise(event: Any, error: type[Exception], match: str) -> None:
+    ti = FakeTI()
+    operator = make_operator(wait_for_completion=True, deferrable=True)
+    with pytest.raises(error, match=match):
+        operator.execute_complete(make_context(ti), event=event)
+    assert ti.pushes == []

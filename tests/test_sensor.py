@@ -1,0 +1,412 @@
+"""LipsyncRequestSensor: poke, poke-mode execute, deferral and every way of resuming."""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import time
+import uuid
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Any, cast
+
+import pytest
+from airflow.sdk.bases.sensor import PokeReturnValue
+from airflow.sdk.exceptions import (
+    AirflowFailException,
+    AirflowSensorTimeout,
+    AirflowSkipException,
+    TaskDeferred,
+)
+
+from airflow_provider_chamelaion.exceptions import (
+    ChamelaionAuthError,
+    ChamelaionConfigError,
+    ChamelaionError,
+    ChamelaionNotFoundError,
+)
+from airflow_provider_chamelaion.hooks.chamelaion import ChamelaionHook
+from airflow_provider_chamelaion.retry import RetryPolicy
+from airflow_provider_chamelaion.sensors.lipsync import LipsyncRequestSensor
+from airflow_provider_chamelaion.simulator import Simulator, SimulatorConfig
+from airflow_provider_chamelaion.triggers.lipsync import LipsyncRequestTrigger
+from tests.conftest import API_KEY, connection_json
+
+if TYPE_CHECKING:
+    from airflow.sdk import Context
+
+POLL = 0.05
+
+
+class TrackedSimulator(Simulator):
+    """A simulator that counts the calls it is serving.
+
+    The simulator logs a call only as the call ends, a moment after the client may have moved on; a
+    test (and, on this shared simulator, the next test) waits until it is idle to see every call.
+    """
+
+    def __init__(self, config: SimulatorConfig) -> None:
+        super().__init__(config)
+        self.in_flight = 0
+        logging_app = self.app
+
+        async def counting_app(scope: Any, receive: Any, send: Any) -> None:
+            self.in_flight += 1
+            try:
+                await logging_app(scope, receive, send)
+            finally:
+                self.in_flight -= 1
+
+        self.app = counting_app  # type: ignore[assignment]
+
+    def wait_idle(self) -> None:
+        deadline = time.monotonic() + 10
+        while self.in_flight and time.monotonic() < deadline:
+            time.sleep(0.005)
+
+
+@pytest.fixture(scope="module")
+def shared_simulator() -> Iterator[TrackedSimulator]:
+    """One simulator for the module, with conftest's settings: one per test is slow to stop."""
+    config = SimulatorConfig(
+        api_key=API_KEY, phases=(("queued", 0.2), ("running", 0.3)), output_size=64 * 1024
+    )
+    sim = TrackedSimulator(config)
+    sim.start()
+    try:
+        yield sim
+    finally:
+        sim.stop()
+
+
+@pytest.fixture
+def simulator(shared_simulator: TrackedSimulator, monkeypatch: pytest.MonkeyPatch) -> Iterator[Simulator]:
+    """Overrides conftest's: the shared simulator, emptied (jobs, faults, calls, uploads) for each test."""
+    shared_simulator.wait_idle()
+    shared_simulator.state.reset()
+    monkeypatch.setenv("AIRFLOW_CONN_CHAMELAION_DEFAULT", shared_simulator.connection_json())
+    yield shared_simulator
+    shared_simulator.wait_idle()
+    shared_simulator.state.reset()
+
+
+class FakeTI:
+    dag_id = "lipsync_dag"
+    task_id = "wait"
+    run_id = "manual__2026-11-25T00:00:00+00:00"
+    map_index = -1
+    try_number = 1
+
+    def __init__(self) -> None:
+        self.pushes: list[tuple[str, Any]] = []
+
+    def xcom_push(self, key: str, value: Any) -> None:
+        self.pushes.append((key, value))
+
+
+def make_context() -> Context:
+    return cast("Context", {"ti": FakeTI()})
+
+
+def make_sensor(
+    request_id: str,
+    *,
+    retry_policy: RetryPolicy | None = None,
+    max_attempts: int | None = None,
+    **kwargs: Any,
+) -> LipsyncRequestSensor:
+    kwargs.setdefault("poke_interval", POLL)
+    kwargs.setdefault("timeout", 600)
+    sensor = LipsyncRequestSensor(task_id="wait", request_id=request_id, **kwargs)
+    if retry_policy is not None:
+        sensor.hook = ChamelaionHook(max_attempts=max_attempts, retry_policy=retry_policy)
+    return sensor
+
+
+def idle(simulator: Simulator) -> Simulator:
+    """``simulator``, once it has logged every call made so far."""
+    if isinstance(simulator, TrackedSimulator):
+        simulator.wait_idle()
+    return simulator
+
+
+@pytest.fixture
+def job(sim_hook: ChamelaionHook) -> str:
+    """A freshly submitted job (queued)."""
+    return sim_hook.generate("https://media.test/v.mp4", "https://media.test/a.wav", reference_id="ep42-ja")
+
+
+def event(status: str, request_id: str = "r-1", **fields: Any) -> dict[str, Any]:
+    payload: dict[str, Any] = {"status": status, "request_id": request_id, "request": None, "message": ""}
+    payload.update(fields)
+    return payload
+
+
+# -- poke -----------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("status", ["queued", "running", "processing", "Pending-Review"])
+def test_poke_is_false_while_not_finished(
+    simulator: Simulator, job: str, retry_policy: RetryPolicy, status: str
+) -> None:
+    simulator.state.force_status(job, status)
+    assert make_sensor(job, retry_policy=retry_policy).poke(make_context()) is False
+
+
+def test_poke_returns_the_request_when_completed(
+    simulator: Simulator, job: str, retry_policy: RetryPolicy
+) -> None:
+    simulator.state.force_status(job, "completed")
+    result = make_sensor(job, retry_policy=retry_policy).poke(make_context())
+    assert isinstance(result, PokeReturnValue)
+    assert result.is_done
+    request = result.xcom_value
+    assert isinstance(request, dict)
+    assert request["id"] == job
+    assert request["status"] == "completed"
+    assert request["reference_id"] == "ep42-ja"
+    assert request["output_url"].startswith(f"{simulator.origin}/outputs/{job}.mp4")
+
+
+def test_poke_by_reference_id(simulator: Simulator, job: str, retry_policy: RetryPolicy) -> None:
+    simulator.state.force_status(job, "completed")
+    result = make_sensor("ep42-ja", retry_policy=retry_policy).poke(make_context())
+    assert isinstance(result, PokeReturnValue)
+    assert isinstance(result.xcom_value, dict)
+    assert result.xcom_value["id"] == job
+
+
+def test_poke_fails_with_api_message_and_id_when_failed(
+    simulator: Simulator, job: str, retry_policy: RetryPolicy
+) -> None:
+    simulator.state.force_status(job, "failed", "Lip sync failed: audio is silent")
+    with pytest.raises(AirflowFailException) as info:
+        make_sensor(job, retry_policy=retry_policy).poke(make_context())
+    assert "Lip sync failed: audio is silent" in str(info.value)
+    assert job in str(info.value)
+
+
+@pytest.mark.parametrize("kind", ["status", "drop"])
+def test_transient_error_beyond_retries_makes_poke_false(
+    simulator: Simulator, job: str, retry_policy: RetryPolicy, kind: str
+) -> None:
+    simulator.state.force_status(job, "completed")
+    simulator.state.add_fault(kind=kind, status=503, path="/requests/")
+    sensor = make_sensor(job, retry_policy=retry_policy, max_attempts=1)
+    assert sensor.poke(make_context()) is False
+    # The fault was the only thing standing between the sensor and success.
+    assert isinstance(sensor.poke(make_context()), PokeReturnValue)
+
+
+def test_wrong_api_key_raises(
+    simulator: Simulator, job: str, retry_policy: RetryPolicy, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("AIRFLOW_CONN_CHAMELAION_DEFAULT", connection_json(simulator.base_url, "not-the-key"))
+    with pytest.raises(ChamelaionAuthError) as info:
+        make_sensor(job, retry_policy=retry_policy).poke(make_context())
+    assert info.value.status_code == 401
+    assert len(idle(simulator).state.calls_to("GET", "/requests/")) == 1
+
+
+def test_unknown_request_raises(simulator: Simulator, retry_policy: RetryPolicy) -> None:
+    with pytest.raises(ChamelaionNotFoundError):
+        make_sensor(str(uuid.uuid4()), retry_policy=retry_policy).poke(make_context())
+
+
+@pytest.mark.parametrize("deferrable", [False, True])
+def test_request_id_with_slash_is_rejected_before_any_call(simulator: Simulator, deferrable: bool) -> None:
+    sensor = make_sensor("ep42/ja", deferrable=deferrable)
+    with pytest.raises(ChamelaionConfigError, match="request_id"):
+        sensor.poke(make_context())
+    with pytest.raises(ChamelaionConfigError, match="request_id"):
+        sensor.execute(make_context())
+    assert idle(simulator).state.calls == []
+
+
+# -- poke mode, end to end ------------------------------------------------------------------------------
+
+
+def test_poke_mode_execute_returns_the_request_once_completed(
+    simulator: Simulator, job: str, retry_policy: RetryPolicy
+) -> None:
+    sensor = make_sensor(job, retry_policy=retry_policy, deferrable=False, mode="poke", timeout=60)
+    result = sensor.execute(make_context())
+    assert result["id"] == job
+    assert result["status"] == "completed"
+    assert result["output_url"]
+
+
+def test_poke_mode_execute_fails_when_the_job_fails(
+    simulator: Simulator, sim_hook: ChamelaionHook, retry_policy: RetryPolicy
+) -> None:
+    simulator.state.fail_next()
+    request_id = sim_hook.generate("https://media.test/v.mp4", "https://media.test/a.wav")
+    sensor = make_sensor(request_id, retry_policy=retry_policy, deferrable=False, timeout=60)
+    with pytest.raises(AirflowFailException, match=simulator.config.failure_message):
+        sensor.execute(make_context())
+
+
+def test_poke_mode_soft_fail_skips_a_failed_job(
+    simulator: Simulator, job: str, retry_policy: RetryPolicy
+) -> None:
+    simulator.state.force_status(job, "failed")
+    sensor = make_sensor(job, retry_policy=retry_policy, deferrable=False, soft_fail=True)
+    with pytest.raises(AirflowSkipException):
+        sensor.execute(make_context())
+
+
+# -- deferrable -----------------------------------------------------------------------------------------
+
+
+def test_execute_defers_with_a_trigger_for_the_request(
+    simulator: Simulator, job: str, retry_policy: RetryPolicy
+) -> None:
+    simulator.state.force_status(job, "running")  # still running when execute looks
+    sensor = make_sensor(job, retry_policy=retry_policy, deferrable=True, timeout=900, poke_interval=0.05)
+    before = time.time()
+    with pytest.raises(TaskDeferred) as info:
+        sensor.execute(make_context())
+    after = time.time()
+    deferred = info.value
+    assert deferred.method_name == "execute_complete"
+    trigger = deferred.trigger
+    assert isinstance(trigger, LipsyncRequestTrigger)
+    assert trigger.request_id == job
+    assert trigger.chamelaion_conn_id == "chamelaion_default"
+    assert trigger.poll_interval == 0.05
+    assert trigger.end_time is not None
+    assert before + 900 <= trigger.end_time <= after + 900
+    assert not deferred.kwargs  # resuming needs nothing but the event
+    assert len(idle(simulator).state.calls_to("GET", f"/requests/{job}$")) == 1  # one look
+
+
+def test_execute_returns_at_once_if_already_completed(
+    simulator: Simulator, job: str, retry_policy: RetryPolicy
+) -> None:
+    simulator.state.force_status(job, "completed")
+    sensor = make_sensor(job, retry_policy=retry_policy, deferrable=True)
+    result = sensor.execute(make_context())  # no TaskDeferred
+    assert result["id"] == job
+    assert result["status"] == "completed"
+
+
+def test_execute_fails_at_once_if_already_failed(
+    simulator: Simulator, job: str, retry_policy: RetryPolicy
+) -> None:
+    simulator.state.force_status(job, "failed", "no face")
+    sensor = make_sensor(job, retry_policy=retry_policy, deferrable=True)
+    with pytest.raises(AirflowFailException, match="no face"):
+        sensor.execute(make_context())
+
+
+def test_deferrable_soft_fail_skips_a_job_that_already_failed(
+    simulator: Simulator, job: str, retry_policy: RetryPolicy
+) -> None:
+    simulator.state.force_status(job, "failed", "no face")
+    sensor = make_sensor(job, retry_policy=retry_policy, deferrable=True, soft_fail=True)
+    with pytest.raises(AirflowSkipException):
+        sensor.execute(make_context())
+
+
+def test_deferrable_soft_fail_skips_a_job_that_fails_after_deferral() -> None:
+    sensor = make_sensor("r-9", deferrable=True, soft_fail=True)
+    request = {"id": "r-9", "status": "failed", "error_message": "no face"}
+    with pytest.raises(AirflowSkipException):
+        sensor.resume_execution(
+            next_method="execute_complete",
+            next_kwargs={"event": event("failed", "r-9", request=request)},
+            context=make_context(),
+        )
+
+
+def test_deferral_round_trip_through_the_real_trigger(
+    simulator: Simulator, job: str, retry_policy: RetryPolicy
+) -> None:
+    simulator.state.force_status(job, "running")  # still running when execute looks
+    sensor = make_sensor(job, retry_policy=retry_policy, deferrable=True)
+    with pytest.raises(TaskDeferred) as info:
+        sensor.execute(make_context())
+    trigger = info.value.trigger
+    simulator.state.force_status(job, "completed")
+
+    async def first_event() -> Any:
+        async for fired in trigger.run():
+            return fired
+        return None
+
+    fired = asyncio.run(asyncio.wait_for(first_event(), 20))
+    result = sensor.resume_execution(info.value.method_name, {"event": fired.payload}, make_context())
+    assert result["id"] == job
+    assert result["status"] == "completed"
+
+
+def test_execute_complete_needs_only_the_event() -> None:
+    parameters = inspect.signature(LipsyncRequestSensor.execute_complete).parameters
+    required = [
+        name
+        for name, parameter in parameters.items()
+        if parameter.default is inspect.Parameter.empty and name not in ("self", "context")
+    ]
+    assert required == []
+    request = {"id": "r-1", "status": "completed", "output_url": "https://cdn.test/r-1.mp4"}
+    sensor = make_sensor("r-1", deferrable=True)
+    assert sensor.execute_complete(make_context(), event=event("completed", request=request)) == request
+
+
+def test_execute_complete_failed_raises_fail_with_message_and_id() -> None:
+    request = {"id": "r-9", "status": "failed", "error_message": "No face detected"}
+    with pytest.raises(AirflowFailException) as info:
+        make_sensor("r-9").execute_complete(make_context(), event=event("failed", "r-9", request=request))
+    assert "No face detected" in str(info.value)
+    assert "r-9" in str(info.value)
+
+
+def test_execute_complete_timeout_raises_sensor_timeout() -> None:
+    with pytest.raises(AirflowSensorTimeout, match="did not finish"):
+        make_sensor("r-1").execute_complete(
+            make_context(), event=event("timeout", message="request r-1 did not finish")
+        )
+
+
+def test_execute_complete_error_raises_with_the_message() -> None:
+    with pytest.raises(ChamelaionError, match="HTTP 401"):
+        make_sensor("r-1").execute_complete(
+            make_context(), event=event("error", message="Stopped waiting on r-1: HTTP 401")
+        )
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [None, {}, {"status": "done"}, {"status": "completed", "request": None}, "completed"],
+    ids=["none", "empty", "unknown-status", "completed-without-request", "not-a-dict"],
+)
+def test_execute_complete_malformed_event_is_an_error(bad: Any) -> None:
+    with pytest.raises(ChamelaionError, match="Malformed"):
+        make_sensor("r-1").execute_complete(make_context(), event=bad)
+
+
+def test_soft_fail_turns_a_timeout_event_into_a_skip() -> None:
+    sensor = make_sensor("r-1", deferrable=True, soft_fail=True)
+    with pytest.raises(AirflowSkipException):
+        sensor.resume_execution(
+            next_method="execute_complete",
+            next_kwargs={"event": event("timeout", message="request r-1 did not finish")},
+            context=make_context(),
+        )
+
+
+def test_without_soft_fail_a_timeout_event_is_a_sensor_timeout() -> None:
+    sensor = make_sensor("r-1", deferrable=True)
+    with pytest.raises(AirflowSensorTimeout):
+        sensor.resume_execution(
+            next_method="execute_complete",
+            next_kwargs={"event": event("timeout", message="request r-1 did not finish")},
+            context=make_context(),
+        )
+
+
+def test_key_never_reaches_the_trigger(simulator: Simulator, job: str, retry_policy: RetryPolicy) -> None:
+    simulator.state.force_status(job, "running")  # still running when execute looks
+    sensor = make_sensor(job, retry_policy=retry_policy, deferrable=True)
+    with pytest.raises(TaskDeferred) as info:
+        sensor.execute(make_context())
+    assert API_KEY not in repr(info.value.trigger.serialize())

@@ -1,0 +1,454 @@
+"""LipsyncRequestTrigger: serialization and every way ``run()`` can end, against the simulator and respx."""
+
+from __future__ import annotations
+
+import asyncio
+import importlib
+import json
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import httpx
+import pytest
+import respx
+from airflow.sdk import BaseHook
+from airflow.triggers.base import TriggerEvent
+
+from airflow_provider_chamelaion.hooks.chamelaion import ChamelaionHook
+from airflow_provider_chamelaion.retry import RetryPolicy
+from airflow_provider_chamelaion.simulator import Simulator, SimulatorConfig
+from airflow_provider_chamelaion.triggers.lipsync import LipsyncRequestTrigger
+from tests.conftest import API_KEY, MOCK_BASE_URL, connection_json
+
+CLASS_PATH = "airflow_provider_chamelaion.triggers.lipsync.LipsyncRequestTrigger"
+POLL = 0.05
+#: A safety net so a broken trigger fails the test instead of hanging it; never a timing assertion.
+SAFETY_TIMEOUT = 20.0
+
+
+class TrackedSimulator(Simulator):
+    """A simulator that counts the calls it is serving.
+
+    The simulator logs a call only as the call ends, a moment after the client may have moved on; a
+    test (and, on this shared simulator, the next test) waits until it is idle to see every call.
+    """
+
+    def __init__(self, config: SimulatorConfig) -> None:
+        super().__init__(config)
+        self.in_flight = 0
+        logging_app = self.app
+
+        async def counting_app(scope: Any, receive: Any, send: Any) -> None:
+            self.in_flight += 1
+            try:
+                await logging_app(scope, receive, send)
+            finally:
+                self.in_flight -= 1
+
+        self.app = counting_app  # type: ignore[assignment]
+
+    def wait_idle(self) -> None:
+        deadline = time.monotonic() + 10
+        while self.in_flight and time.monotonic() < deadline:
+            time.sleep(0.005)
+
+
+@pytest.fixture(scope="module")
+def shared_simulator() -> Iterator[TrackedSimulator]:
+    """One simulator for the module, with conftest's settings: one per test is slow to stop."""
+    config = SimulatorConfig(
+        api_key=API_KEY, phases=(("queued", 0.2), ("running", 0.3)), output_size=64 * 1024
+    )
+    sim = TrackedSimulator(config)
+    sim.start()
+    try:
+        yield sim
+    finally:
+        sim.stop()
+
+
+@pytest.fixture
+def simulator(shared_simulator: TrackedSimulator, monkeypatch: pytest.MonkeyPatch) -> Iterator[Simulator]:
+    """Overrides conftest's: the shared simulator, emptied (jobs, faults, calls, uploads) for each test."""
+    shared_simulator.wait_idle()
+    shared_simulator.state.reset()
+    monkeypatch.setenv("AIRFLOW_CONN_CHAMELAION_DEFAULT", shared_simulator.connection_json())
+    yield shared_simulator
+    shared_simulator.wait_idle()
+    shared_simulator.state.reset()
+
+
+async def collect(trigger: LipsyncRequestTrigger) -> list[TriggerEvent]:
+    """Every event ``run()`` yields, until the generator ends."""
+
+    async def drain() -> list[TriggerEvent]:
+        return [event async for event in trigger.run()]
+
+    return await asyncio.wait_for(drain(), SAFETY_TIMEOUT)
+
+
+async def wait_until(condition: Callable[[], bool]) -> None:
+    deadline = time.monotonic() + SAFETY_TIMEOUT
+    while not condition():
+        assert time.monotonic() < deadline, "condition never became true"
+        await asyncio.sleep(0.01)
+
+
+def only_event(events: list[TriggerEvent]) -> dict[str, Any]:
+    assert len(events) == 1, events
+    payload = events[0].payload
+    json.dumps(payload)  # JSON primitives only: the triggerer stores it
+    assert isinstance(payload, dict)
+    return payload
+
+
+def submit(sim_hook: ChamelaionHook, reference_id: str | None = None) -> str:
+    return sim_hook.generate(
+        "https://media.test/v.mp4", "https://media.test/a.wav", reference_id=reference_id
+    )
+
+
+def polls(simulator: Simulator, request_id: str) -> list[Any]:
+    return simulator.state.calls_to("GET", f"/requests/{request_id}$")
+
+
+def idle(simulator: Simulator) -> Simulator:
+    """``simulator``, once it has logged every call made so far."""
+    if isinstance(simulator, TrackedSimulator):
+        simulator.wait_idle()
+    return simulator
+
+
+@pytest.fixture
+def fast_hooks(monkeypatch: pytest.MonkeyPatch, retry_policy: RetryPolicy) -> Callable[..., None]:
+    """Make the trigger build its hook with recorded (not slept) retry waits, optionally fewer attempts."""
+
+    def apply(max_attempts: int | None = None) -> None:
+        def hook(self: LipsyncRequestTrigger) -> ChamelaionHook:
+            return ChamelaionHook(
+                self.chamelaion_conn_id, max_attempts=max_attempts, retry_policy=retry_policy
+            )
+
+        monkeypatch.setattr(LipsyncRequestTrigger, "_hook", hook)
+
+    return apply
+
+
+# -- serialization ------------------------------------------------------------------------------------
+
+
+def test_serialize_is_class_path_and_json_primitives_without_the_key(mock_conn: str) -> None:
+    end_time = time.time() + 3600
+    trigger = LipsyncRequestTrigger(
+        request_id="ep42-ja",
+        chamelaion_conn_id="chamelaion_default",
+        poll_interval=7,
+        end_time=end_time,
+        max_consecutive_errors=4,
+    )
+    classpath, kwargs = trigger.serialize()
+    assert classpath == CLASS_PATH
+    assert json.loads(json.dumps(kwargs)) == kwargs
+    assert kwargs == {
+        "request_id": "ep42-ja",
+        "chamelaion_conn_id": "chamelaion_default",
+        "poll_interval": 7.0,
+        "end_time": end_time,
+        "max_consecutive_errors": 4,
+    }
+    assert API_KEY not in json.dumps(kwargs)
+    assert API_KEY not in repr(trigger.serialize())
+
+
+@pytest.mark.parametrize("end_time", [None, 1_900_000_000.25])
+def test_rebuilt_trigger_serializes_the_same(end_time: float | None) -> None:
+    trigger = LipsyncRequestTrigger("abc", "my_conn", poll_interval=0.5, end_time=end_time)
+    classpath, kwargs = trigger.serialize()
+    module, _, name = classpath.rpartition(".")
+    rebuilt = getattr(importlib.import_module(module), name)(**json.loads(json.dumps(kwargs)))
+    assert isinstance(rebuilt, LipsyncRequestTrigger)
+    assert rebuilt.serialize() == (classpath, kwargs)
+    assert rebuilt.end_time == end_time  # an absolute deadline: a restart does not reset the countdown
+
+
+# -- terminal outcomes ----------------------------------------------------------------------------------
+
+
+async def test_completed_job_yields_one_completed_event(
+    simulator: Simulator, sim_hook: ChamelaionHook
+) -> None:
+    request_id = submit(sim_hook, "ep1")
+    event = only_event(await collect(LipsyncRequestTrigger(request_id, poll_interval=POLL)))
+    assert event["status"] == "completed"
+    assert event["request_id"] == request_id
+    assert event["request"]["id"] == request_id
+    assert event["request"]["status"] == "completed"
+    assert event["request"]["reference_id"] == "ep1"
+    assert event["request"]["output_url"].startswith(f"{simulator.origin}/outputs/{request_id}.mp4")
+
+
+async def test_failed_job_yields_failed_event_with_api_message_and_id(
+    simulator: Simulator, sim_hook: ChamelaionHook
+) -> None:
+    simulator.state.fail_next()
+    request_id = submit(sim_hook)
+    event = only_event(await collect(LipsyncRequestTrigger(request_id, poll_interval=POLL)))
+    assert event["status"] == "failed"
+    assert event["request"]["status"] == "failed"
+    assert simulator.config.failure_message in event["message"]
+    assert request_id in event["message"]
+
+
+async def test_deadline_in_the_past_yields_timeout_with_last_request(
+    simulator: Simulator, sim_hook: ChamelaionHook
+) -> None:
+    request_id = submit(sim_hook)
+    simulator.state.force_status(request_id, "queued")
+    trigger = LipsyncRequestTrigger(request_id, poll_interval=POLL, end_time=time.time() - 5)
+    event = only_event(await collect(trigger))
+    assert event["status"] == "timeout"
+    assert event["request"]["id"] == request_id
+    assert event["request"]["status"] == "queued"
+    assert request_id in event["message"]
+    assert len(polls(idle(simulator), request_id)) == 1  # looked once, then stopped
+
+
+async def test_deadline_soon_yields_timeout_after_polling(
+    simulator: Simulator, sim_hook: ChamelaionHook
+) -> None:
+    request_id = submit(sim_hook)
+    simulator.state.force_status(request_id, "processing")
+    trigger = LipsyncRequestTrigger(request_id, poll_interval=POLL, end_time=time.time() + 0.3)
+    event = only_event(await collect(trigger))
+    assert event["status"] == "timeout"
+    assert event["request"]["status"] == "processing"
+    assert "'processing'" in event["message"]
+
+
+# -- permanent errors -----------------------------------------------------------------------------------
+
+
+async def test_wrong_api_key_ends_with_error_after_one_call(
+    simulator: Simulator, sim_hook: ChamelaionHook, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    request_id = submit(sim_hook)
+    monkeypatch.setenv("AIRFLOW_CONN_CHAMELAION_DEFAULT", connection_json(simulator.base_url, "wrong-key"))
+    event = only_event(await collect(LipsyncRequestTrigger(request_id, poll_interval=POLL)))
+    assert event["status"] == "error"
+    assert "401" in event["message"]
+    assert request_id in event["message"]
+    assert "wrong-key" not in event["message"]
+    calls = polls(idle(simulator), request_id)
+    assert [call.status for call in calls] == [401]  # permanent: neither retried nor polled again
+
+
+async def test_scripted_401_ends_with_error_at_once(simulator: Simulator, sim_hook: ChamelaionHook) -> None:
+    request_id = submit(sim_hook)
+    simulator.state.add_fault(kind="status", status=401, path="/requests/", times=5)
+    event = only_event(await collect(LipsyncRequestTrigger(request_id, poll_interval=POLL)))
+    assert event["status"] == "error"
+    assert event["request"] is None
+    assert len(polls(idle(simulator), request_id)) == 1
+
+
+async def test_unknown_request_id_ends_with_error_at_once(simulator: Simulator) -> None:
+    unknown = str(uuid.uuid4())
+    event = only_event(await collect(LipsyncRequestTrigger(unknown, poll_interval=POLL)))
+    assert event["status"] == "error"
+    assert event["request_id"] == unknown
+    assert "404" in event["message"]
+    assert len(polls(idle(simulator), unknown)) == 1
+
+
+def test_missing_connection_ends_with_error_event(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("AIRFLOW_CONN_CHAMELAION_DEFAULT", raising=False)
+    event = only_event(asyncio.run(collect(LipsyncRequestTrigger("abc", poll_interval=POLL))))
+    assert event["status"] == "error"
+    assert "chamelaion_default" in event["message"]
+
+
+# -- transient errors -----------------------------------------------------------------------------------
+
+
+async def test_transient_faults_mid_wait_do_not_end_the_wait(
+    simulator: Simulator, sim_hook: ChamelaionHook, fast_hooks: Callable[..., None]
+) -> None:
+    fast_hooks(max_attempts=1)  # every fault reaches the trigger itself
+    request_id = submit(sim_hook)
+    simulator.state.force_status(request_id, "running")
+    task = asyncio.ensure_future(collect(LipsyncRequestTrigger(request_id, poll_interval=POLL)))
+    await wait_until(lambda: len(polls(simulator, request_id)) >= 2)
+    for _ in range(3):
+        simulator.state.add_fault(kind="status", status=503, path="/requests/")
+    simulator.state.add_fault(kind="drop", path="/requests/")
+    await wait_until(lambda: not simulator.state.faults)
+    assert not task.done()
+    simulator.state.force_status(request_id, "completed")
+    event = only_event(await task)
+    assert event["status"] == "completed"
+    faulted = [call.fault for call in polls(idle(simulator), request_id) if call.fault]
+    assert faulted == ["status", "status", "status", "drop"]
+
+
+async def test_transient_faults_are_retried_within_a_poll(
+    simulator: Simulator, sim_hook: ChamelaionHook, fast_hooks: Callable[..., None], sleeps: list[float]
+) -> None:
+    fast_hooks()
+    request_id = submit(sim_hook)
+    simulator.state.add_fault(kind="status", status=503, path="/requests/", times=2)
+    simulator.state.add_fault(kind="drop", path="/requests/")
+    event = only_event(await collect(LipsyncRequestTrigger(request_id, poll_interval=POLL)))
+    assert event["status"] == "completed"
+    assert len(sleeps) == 3  # the hook's backoff waits, recorded instead of slept
+
+
+async def test_max_consecutive_errors_ends_with_error(
+    simulator: Simulator, sim_hook: ChamelaionHook, fast_hooks: Callable[..., None]
+) -> None:
+    fast_hooks(max_attempts=1)
+    request_id = submit(sim_hook)
+    simulator.state.add_fault(kind="status", status=503, path="/requests/", times=50)
+    trigger = LipsyncRequestTrigger(request_id, poll_interval=POLL, max_consecutive_errors=3)
+    event = only_event(await collect(trigger))
+    assert event["status"] == "error"
+    assert "503" in event["message"]
+    assert len(polls(idle(simulator), request_id)) == 3
+
+
+async def test_successful_poll_resets_the_error_count(
+    simulator: Simulator, sim_hook: ChamelaionHook, fast_hooks: Callable[..., None]
+) -> None:
+    fast_hooks(max_attempts=1)
+    request_id = submit(sim_hook)
+    simulator.state.force_status(request_id, "running")
+    simulator.state.add_fault(kind="status", status=503, path="/requests/")
+    task = asyncio.ensure_future(
+        collect(LipsyncRequestTrigger(request_id, poll_interval=POLL, max_consecutive_errors=2))
+    )
+
+    def ok_after_fault() -> bool:
+        statuses = [call.status for call in polls(simulator, request_id)]
+        return 503 in statuses and statuses[-1] == 200
+
+    await wait_until(ok_after_fault)
+    simulator.state.add_fault(kind="status", status=503, path="/requests/")
+    await wait_until(lambda: not simulator.state.faults)
+    await wait_until(lambda: polls(simulator, request_id)[-1].status == 200)
+    assert not task.done()
+    simulator.state.force_status(request_id, "completed")
+    assert only_event(await task)["status"] == "completed"
+    assert [call.status for call in polls(idle(simulator), request_id)].count(503) == 2
+
+
+async def test_unknown_status_keeps_polling_until_it_changes(
+    simulator: Simulator, sim_hook: ChamelaionHook
+) -> None:
+    request_id = submit(sim_hook)
+    simulator.state.force_status(request_id, "processing")
+    task = asyncio.ensure_future(collect(LipsyncRequestTrigger(request_id, poll_interval=POLL)))
+    await wait_until(lambda: len(polls(simulator, request_id)) >= 4)
+    assert not task.done()
+    simulator.state.force_status(request_id, "completed")
+    event = only_event(await task)
+    assert event["status"] == "completed"
+    assert event["request"]["output_url"]
+
+
+# -- resources ------------------------------------------------------------------------------------------
+
+
+async def test_one_http_client_for_the_whole_run(
+    simulator: Simulator, sim_hook: ChamelaionHook, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    created: list[httpx.AsyncClient] = []
+    original = ChamelaionHook.async_client
+
+    def counting(self: ChamelaionHook) -> httpx.AsyncClient:
+        client = original(self)
+        created.append(client)
+        return client
+
+    monkeypatch.setattr(ChamelaionHook, "async_client", counting)
+    request_id = submit(sim_hook)
+    simulator.state.force_status(request_id, "running")
+    task = asyncio.ensure_future(collect(LipsyncRequestTrigger(request_id, poll_interval=POLL)))
+    await wait_until(lambda: len(polls(simulator, request_id)) >= 3)
+    simulator.state.force_status(request_id, "completed")
+    assert only_event(await task)["status"] == "completed"
+    assert len(created) == 1
+    assert created[0].is_closed
+
+
+async def test_run_never_calls_the_sync_connection_lookup(
+    simulator: Simulator, sim_hook: ChamelaionHook, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    request_id = submit(sim_hook)  # the sync hook may look its connection up; the trigger may not
+
+    def forbidden(cls: type, conn_id: str) -> Any:
+        raise AssertionError(f"sync get_connection({conn_id!r}) called on the event loop")
+
+    monkeypatch.setattr(BaseHook, "get_connection", classmethod(forbidden))
+    event = only_event(await collect(LipsyncRequestTrigger(request_id, poll_interval=POLL)))
+    assert event["status"] == "completed", event["message"]
+
+
+# -- respx: the exact wire exchange -----------------------------------------------------------------------
+
+
+def _request_json(request_id: str, status: str, **extra: str) -> dict[str, str]:
+    return {"id": request_id, "status": status, "created_at": "2026-01-01T00:00:00Z", **extra}
+
+
+async def test_respx_polls_with_the_key_until_completed(mock_conn: str) -> None:
+    with respx.mock(assert_all_called=True) as router:
+        route = router.get(f"{MOCK_BASE_URL}/v1/lipsync/requests/r-1").mock(
+            side_effect=[
+                httpx.Response(200, json=_request_json("r-1", "queued")),
+                httpx.Response(200, json=_request_json("r-1", "running")),
+                httpx.Response(
+                    200, json=_request_json("r-1", "completed", output_url="https://cdn.test/o.mp4")
+                ),
+            ]
+        )
+        event = only_event(await collect(LipsyncRequestTrigger("r-1", poll_interval=POLL)))
+    assert event["status"] == "completed"
+    assert event["request"]["output_url"] == "https://cdn.test/o.mp4"
+    assert route.call_count == 3
+    assert all(call.request.headers["x-api-key"] == API_KEY for call in route.calls)
+
+
+async def test_respx_401_ends_at_once_with_the_api_message(mock_conn: str) -> None:
+    with respx.mock as router:
+        route = router.get(f"{MOCK_BASE_URL}/v1/lipsync/requests/r-2").mock(
+            return_value=httpx.Response(401, json={"message": "Invalid API key"})
+        )
+        event = only_event(await collect(LipsyncRequestTrigger("r-2", poll_interval=POLL)))
+    assert event["status"] == "error"
+    assert "Invalid API key" in event["message"]
+    assert route.call_count == 1
+
+
+async def test_respx_malformed_answers_count_as_transient_errors(mock_conn: str) -> None:
+    with respx.mock as router:
+        route = router.get(f"{MOCK_BASE_URL}/v1/lipsync/requests/r-4").mock(
+            side_effect=[
+                httpx.Response(200, text='{"id": "r-4", "status": "compl'),
+                httpx.Response(200, json={"unexpected": True}),
+                httpx.Response(
+                    200, json=_request_json("r-4", "completed", output_url="https://cdn.test/o.mp4")
+                ),
+            ]
+        )
+        event = only_event(await collect(LipsyncRequestTrigger("r-4", poll_interval=POLL)))
+    assert event["status"] == "completed"
+    assert route.call_count == 3
+
+
+async def test_respx_unexpected_exception_still_yields_exactly_one_error_event(mock_conn: str) -> None:
+    with respx.mock as router:
+        router.get(f"{MOCK_BASE_URL}/v1/lipsync/requests/r-3").mock(side_effect=RuntimeError("boom"))
+        event = only_event(await collect(LipsyncRequestTrigger("r-3", poll_interval=POLL)))
+    assert event["status"] == "error"
+    assert "boom" in event["message"]
