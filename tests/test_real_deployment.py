@@ -1,0 +1,397 @@
+"""End to end against a real Airflow 3 deployment: the nightly DAG survives a triggerer restart, and the
+API key leaks into none of Airflow's outputs.
+
+Airflow runs as separate components (API server, scheduler with LocalExecutor, DAG processor, triggerer),
+each in a process group of its own, on SQLite in a throwaway AIRFLOW_HOME; the Chamelaion API is the
+in-process simulator. The test triggers one run of ``chamelaion_nightly_localization`` and, while the
+four ``wait`` tasks are deferred, stops the triggerer (SIGTERM, then SIGKILL) and starts a new one.
+
+To make the restart deterministic, the simulator pins every job at ``running`` until the new triggerer
+has taken the triggers over and polled each job: so the waits can only finish through the new triggerer.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import sqlite3
+import time
+from collections.abc import Callable
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, TypeVar
+
+import pytest
+from cryptography.fernet import Fernet
+
+from airflow_provider_chamelaion.simulator import Simulator, SimulatorConfig
+from tests.conftest import API_KEY, EXAMPLE_DAGS
+from tests.helpers.airflow_deployment import AirflowDeployment
+
+DAG_ID = "chamelaion_nightly_localization"
+TASKS = ("submit", "wait", "download")
+MAPPED = 4  # 2 episodes x 2 languages
+PHASES = (("queued", 8.0), ("running", 12.0))
+OUTPUT_SIZE = 64 * 1024
+SECRET = API_KEY.encode()
+
+T = TypeVar("T")
+
+
+def db_rows(db: Path, sql: str) -> list[tuple[Any, ...]]:
+    """Read-only query of the deployment's SQLite database (short, so writers are not held up)."""
+    con = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=30)
+    try:
+        return con.execute(sql).fetchall()
+    finally:
+        con.close()
+
+
+def db_dump(db: Path) -> str:
+    con = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=30)
+    try:
+        return "\n".join(con.iterdump())
+    finally:
+        con.close()
+
+
+def trigger_rows(db: Path, fernet: Fernet) -> list[dict[str, Any]]:
+    """The trigger table, kwargs decrypted (Airflow stores them Fernet-encrypted)."""
+    rows = []
+    for trigger_id, classpath, kwargs, triggerer_id in db_rows(
+        db, "SELECT id, classpath, kwargs, triggerer_id FROM trigger"
+    ):
+        text = kwargs if kwargs.startswith("{") else fernet.decrypt(kwargs.encode()).decode()
+        rows.append(
+            {
+                "id": trigger_id,
+                "classpath": classpath,
+                "kwargs": text,
+                "encrypted_kwargs": kwargs,
+                "triggerer_id": triggerer_id,
+            }
+        )
+    return rows
+
+
+def wait_for(what: str, check: Callable[[], T | None], timeout: float, every: float = 0.5) -> T:
+    deadline = time.monotonic() + timeout
+    while True:
+        result = check()
+        if result is not None and result is not False:
+            return result
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"timed out after {timeout} s waiting for {what}")
+        time.sleep(every)
+
+
+def files_containing_secret(paths: list[Path]) -> list[str]:
+    return [str(path) for path in paths if path.is_file() and SECRET in path.read_bytes()]
+
+
+def tail(path: Path, chars: int = 2500) -> str:
+    try:
+        return path.read_text(errors="replace")[-chars:]
+    except OSError as err:
+        return f"<{err}>"
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(480)
+def test_nightly_dag_survives_triggerer_restart_without_leaking_the_key(tmp_path: Path) -> None:
+    started = time.monotonic()
+    home = tmp_path / "airflow"
+    outputs = tmp_path / "outputs"
+    config = SimulatorConfig(api_key=API_KEY, phases=PHASES, output_size=OUTPUT_SIZE)
+    api_texts: list[str] = []  # every REST answer about the run's task instances, for the secret scan
+    api_statuses: list[tuple[str, int]] = []
+    snapshots: dict[str, list[dict[str, Any]]] = {}
+    observed: dict[tuple[str, int], set[str]] = {}
+
+    with Simulator(config) as sim:
+        deployment = AirflowDeployment(
+            home,
+            dags_folder=EXAMPLE_DAGS,
+            output_dir=tmp_path / "process-output",
+            env={
+                "AIRFLOW_CONN_CHAMELAION_DEFAULT": sim.connection_json(),
+                "CHAMELAION_POLL_INTERVAL": "1",
+                "CHAMELAION_OUTPUT_DIR": str(outputs),
+                # No scheduled (@daily, catchup=False) run next to ours: exactly one run at a time
+                # (apache/airflow#67287) and exactly the jobs of our run at the simulator.
+                "AIRFLOW__SCHEDULER__USE_JOB_SCHEDULE": "False",
+            },
+        )
+        fernet = Fernet(deployment.fernet_key.encode())
+        db = deployment.db_path
+        pinned: set[str] = set()
+
+        def pin_new_jobs() -> None:
+            """Hold every job at ``running`` (whatever its clock says) until released."""
+            for job_id in list(sim.state.jobs):
+                if job_id not in pinned:
+                    sim.state.force_status(job_id, "running")
+                    pinned.add(job_id)
+
+        def polls_of(job_id: str, since: int = 0) -> int:
+            with sim.state.lock:
+                calls = sim.state.calls[since:]
+            return sum(
+                1 for call in calls if call.method == "GET" and call.path.endswith(f"/requests/{job_id}")
+            )
+
+        def diagnostics() -> str:
+            parts = [f"simulator jobs: {len(sim.state.jobs)}; observed TI states: {observed}"]
+            parts += [f"--- {path.name}\n{tail(path)}" for path in deployment.output_files()]
+            return "\n".join(parts)
+
+        try:
+            deployment.start()
+            health = deployment.wait_until_healthy(timeout=150)
+            t_healthy = time.monotonic() - started
+
+            runs = f"/api/v2/dags/{DAG_ID}/dagRuns"
+
+            def dag_parsed() -> dict[str, Any] | None:
+                deployment.check_alive()
+                response = deployment.api_response("GET", f"/api/v2/dags/{DAG_ID}")
+                return response.json() if response.status_code == 200 else None
+
+            dag = wait_for("the DAG to be parsed", dag_parsed, timeout=120, every=1)
+            assert dag["is_paused"] is False
+            logical_date = datetime.now(timezone.utc).replace(microsecond=0)
+            run = deployment.api("POST", runs, json={"logical_date": logical_date.isoformat()})
+            run_id = run["dag_run_id"]
+            ds = logical_date.strftime("%Y-%m-%d")
+            tis_path = f"{runs}/{run_id}/taskInstances"
+
+            def task_instances() -> list[dict[str, Any]]:
+                answer = deployment.api("GET", tis_path, params={"limit": 100})
+                for ti in answer["task_instances"]:
+                    observed.setdefault((ti["task_id"], ti["map_index"]), set()).add(str(ti["state"]))
+                return list(answer["task_instances"])
+
+            def run_state() -> str:
+                return str(deployment.api("GET", f"{runs}/{run_id}")["state"])
+
+            # 1. Every wait deferred, each trigger assigned to the first triggerer and polling its job.
+            def all_waits_deferred() -> list[dict[str, Any]] | None:
+                deployment.check_alive()
+                pin_new_jobs()
+                waits = [ti for ti in task_instances() if ti["task_id"] == "wait" and ti["map_index"] >= 0]
+                assert run_state() not in ("failed", "success"), diagnostics()
+                if len(waits) != MAPPED or any(ti["state"] != "deferred" for ti in waits):
+                    return None
+                triggers = trigger_rows(db, fernet)
+                if len(triggers) != MAPPED or any(row["triggerer_id"] is None for row in triggers):
+                    return None
+                if any(polls_of(job_id) < 2 for job_id in pinned):  # the sensor's look + a trigger poll
+                    return None
+                return triggers
+
+            try:
+                snapshots["deferred"] = wait_for("all four waits to defer", all_waits_deferred, timeout=150)
+            except TimeoutError as err:
+                raise AssertionError(f"{err}\n{diagnostics()}") from err
+            t_deferred = time.monotonic() - started
+            old_triggerers = {row["triggerer_id"] for row in snapshots["deferred"]}
+
+            # 2. Restart the triggerer while the tasks are deferred.
+            stopped = deployment.stop_component("triggerer", grace=10)
+            mark = len(sim.state.calls)
+            snapshots["triggerer_down"] = trigger_rows(db, fernet)
+            states_while_down = {
+                ti["map_index"]: ti["state"] for ti in task_instances() if ti["task_id"] == "wait"
+            }
+            deployment.start_component("triggerer")
+
+            def taken_over() -> list[dict[str, Any]] | None:
+                deployment.check_alive()
+                triggers = trigger_rows(db, fernet)
+                if len(triggers) != MAPPED or any(
+                    row["triggerer_id"] is None or row["triggerer_id"] in old_triggerers for row in triggers
+                ):
+                    return None
+                if any(polls_of(job_id, since=mark) < 1 for job_id in pinned):
+                    return None
+                return triggers
+
+            try:
+                snapshots["taken_over"] = wait_for("the new triggerer to take over", taken_over, timeout=120)
+            except TimeoutError as err:
+                raise AssertionError(f"{err}\n{diagnostics()}") from err
+            t_restarted = time.monotonic() - started
+
+            # 3. Release the jobs: they finish at once (their clock has run out); the run must succeed.
+            with sim.state.lock:
+                for job_id in pinned:
+                    sim.state.jobs[job_id].forced_status = None
+
+            def finished() -> str | None:
+                deployment.check_alive()
+                state = run_state()
+                return state if state in ("success", "failed") else None
+
+            final_state = wait_for("the run to finish", finished, timeout=150, every=1)
+            t_finished = time.monotonic() - started
+            final_tis = task_instances()
+
+            # 4. The REST API's views of every task instance: detail (rendered fields), tries, XComs, logs.
+            def fetch(path: str, **params: Any) -> None:
+                headers = {"Accept": "application/json"}
+                response = deployment.api_response("GET", path, params=params, headers=headers)
+                api_texts.append(response.text)
+                api_statuses.append((path, response.status_code))
+
+            for ti in final_tis:
+                base = f"{tis_path}/{ti['task_id']}"
+                index = ti["map_index"]
+                fetch(f"{base}/{index}")
+                fetch(f"{base}/{index}/tries")
+                fetch(f"{base}/xcomEntries", map_index=index)
+                xcom_list = deployment.api("GET", f"{base}/xcomEntries", params={"map_index": index})
+                for entry in xcom_list["xcom_entries"]:
+                    for extra in ({}, {"deserialize": "true"}, {"stringify": "true"}):
+                        fetch(f"{base}/xcomEntries/{entry['key']}", map_index=index, **extra)
+                for try_number in range(1, int(ti["try_number"]) + 1):
+                    fetch(f"{base}/logs/{try_number}", map_index=index, full_content="true")
+            rendered = {
+                (ti["task_id"], ti["map_index"]): deployment.api(
+                    "GET", f"{tis_path}/{ti['task_id']}/{ti['map_index']}"
+                )["rendered_fields"]
+                for ti in final_tis
+            }
+        finally:
+            deployment.stop()
+            leftovers = [proc.pid for proc in deployment.leftover_processes()]
+        calls = list(sim.state.calls)
+        jobs = list(sim.state.jobs.values())
+    runtime = time.monotonic() - started
+    print(
+        f"\nhealthy {t_healthy:.0f} s, deferred {t_deferred:.0f} s, new triggerer took over {t_restarted:.0f} s, "
+        f"run finished {t_finished:.0f} s, total {runtime:.0f} s; health {health}\n"
+        + "\n".join(
+            f"stopped {c.name} (pid {c.pid}): exit {c.process.returncode} after {c.stop_seconds} s, "
+            f"SIGKILL needed: {c.killed}"
+            for c in deployment.stopped
+        )
+        + f"\norphans killed at the end: {deployment.orphans_killed}"
+    )
+
+    # --- Nothing left running.
+    assert leftovers == []
+    assert all(component.process.returncode is not None for component in deployment.stopped)
+
+    # --- The run and its tasks.
+    assert final_state == "success", diagnostics()
+    by_task: dict[str, list[dict[str, Any]]] = {task: [] for task in TASKS}
+    for ti in final_tis:
+        if ti["map_index"] >= 0:
+            by_task[ti["task_id"]].append(ti)
+    for task in TASKS:
+        assert sorted(ti["map_index"] for ti in by_task[task]) == list(range(MAPPED)), task
+        assert {ti["state"] for ti in by_task[task]} == {"success"}, task
+
+    # --- The waits really deferred, survived the restart deferred, and the new triggerer finished them.
+    for index in range(MAPPED):
+        assert "deferred" in observed[("wait", index)]
+        assert states_while_down[index] == "deferred"
+    assert stopped.process.returncode is not None
+    assert len(snapshots["deferred"]) == len(snapshots["triggerer_down"]) == MAPPED
+    assert {row["id"] for row in snapshots["triggerer_down"]} == {row["id"] for row in snapshots["deferred"]}
+    new_triggerers = {row["triggerer_id"] for row in snapshots["taken_over"]}
+    assert new_triggerers.isdisjoint(old_triggerers)
+    assert {row["id"] for row in snapshots["taken_over"]} == {row["id"] for row in snapshots["deferred"]}
+    # Each trigger logged under both triggerers (logs/.../attempt=1.log.trigger.<triggerer job id>.log);
+    # only the new triggerer's log has the trigger firing the job's completion.
+    (new_triggerer,) = new_triggerers
+    for index in range(MAPPED):
+        task_logs = next(home.glob(f"logs/dag_id={DAG_ID}/run_id=*/task_id=wait/map_index={index}"))
+        old_logs = [task_logs / f"attempt=1.log.trigger.{old}.log" for old in old_triggerers]
+        new_log = (task_logs / f"attempt=1.log.trigger.{new_triggerer}.log").read_text()
+        assert all(path.is_file() for path in old_logs)
+        assert not any("Trigger fired event" in path.read_text() for path in old_logs)
+        assert "Trigger fired event" in new_log
+        assert "'status': 'completed'" in new_log
+    # The same deferral carried over: no retry of the waits (so no second sensor look that could finish them).
+    assert {ti["try_number"] for ti in by_task["wait"]} == {1}
+    for row in snapshots["deferred"]:
+        assert row["classpath"] == "airflow_provider_chamelaion.triggers.lipsync.LipsyncRequestTrigger"
+        assert json.loads(row["kwargs"])  # decrypted: the scan below reads the real kwargs
+
+    # --- The simulator: exactly one job per (episode, language), each polled by both triggerers.
+    expected_refs = {f"{ep}-{lang}-{ds}" for ep in ("ep41", "ep42") for lang in ("ja", "es")}
+    assert len(jobs) == MAPPED
+    assert {job.reference_id for job in jobs} == expected_refs
+    assert (
+        len([call for call in calls if call.method == "POST" and call.path.endswith("/generate")]) == MAPPED
+    )
+    for job in jobs:
+        job_polls = [
+            call for call in calls if call.method == "GET" and call.path.endswith(f"/requests/{job.id}")
+        ]
+        after_restart = [
+            call
+            for call in calls[mark:]
+            if call.method == "GET" and call.path.endswith(f"/requests/{job.id}")
+        ]
+        assert len(job_polls) >= 3, job.id
+        assert after_restart, job.id
+    assert all(call.had_api_key for call in calls if call.path.startswith("/api/"))  # the key was in use
+
+    # --- Outputs.
+    for ref in expected_refs:
+        output = outputs / f"{ref}.mp4"
+        assert output.is_file(), output
+        assert output.stat().st_size == OUTPUT_SIZE
+    assert sorted(p.name for p in outputs.iterdir()) == sorted(f"{ref}.mp4" for ref in expected_refs)
+
+    # --- Secret scan: files under AIRFLOW_HOME (logs and the SQLite file included) and every process's
+    # stdout/stderr.
+    canary = tmp_path / "canary.bin"
+    canary.write_bytes(b"\x00binary\xff" + SECRET + b"\x00")
+    assert files_containing_secret([canary]) == [str(canary)]  # the scan does find the key
+    home_files = [path for path in home.rglob("*") if path.is_file()]
+    log_files = [path for path in home_files if "logs" in path.relative_to(home).parts]
+    assert any(path.suffix == ".log" for path in log_files)  # task logs were written where we look
+    assert files_containing_secret(home_files) == []
+    process_files = deployment.output_files()
+    assert {re.sub(r"^\d+-", "", path.stem) for path in process_files} >= {
+        "db-migrate",
+        "api-server",
+        "scheduler",
+        "dag-processor",
+        "triggerer",
+    }
+    assert len([path for path in process_files if path.name.endswith("-triggerer.stderr")]) == 2
+    assert files_containing_secret(process_files) == []
+
+    # --- Secret scan: the metadata database rows, the trigger rows snapshotted while deferred included.
+    xcoms = db_rows(db, "SELECT task_id, map_index, key, value FROM xcom")
+    rtif = db_rows(db, "SELECT task_id, map_index, rendered_fields FROM rendered_task_instance_fields")
+    ti_rows = db_rows(db, "SELECT task_id, map_index, next_kwargs FROM task_instance")
+    final_triggers = trigger_rows(db, fernet)
+    job_ids = {job.id for job in jobs}
+    assert {task for task, *_ in xcoms} >= set(TASKS)
+    assert any(job_id in str(xcoms) for job_id in job_ids)  # the rows scanned are the run's
+    assert all(any(job_id in str(row) for job_id in job_ids) for row in rtif if row[0] == "wait")
+    for name, content in {
+        "xcom": xcoms,
+        "rendered_task_instance_fields": rtif,
+        "task_instance.next_kwargs": ti_rows,
+        "trigger (after the run)": final_triggers,
+        **{f"trigger ({when})": rows for when, rows in snapshots.items()},
+        "full database dump": db_dump(db),
+    }.items():
+        assert API_KEY not in str(content), name
+    for rows in snapshots.values():
+        for row in rows:
+            assert any(job_id in row["kwargs"] for job_id in job_ids)
+
+    # --- Secret scan: the REST API's answers about the task instances (detail, tries, XComs, logs).
+    assert [entry for entry in api_statuses if entry[1] != 200] == []
+    assert len(api_texts) >= 4 * len(final_tis)
+    assert any(job_id in text for text in api_texts for job_id in job_ids)
+    assert all(API_KEY not in text for text in api_texts)
+    assert API_KEY not in json.dumps(list(rendered.values()))
+    assert all(rendered[("wait", index)] for index in range(MAPPED))
