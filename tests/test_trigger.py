@@ -7,7 +7,7 @@ import importlib
 import json
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import httpx
@@ -18,66 +18,14 @@ from airflow.triggers.base import TriggerEvent
 
 from airflow_provider_chamelaion.hooks.chamelaion import ChamelaionHook
 from airflow_provider_chamelaion.retry import RetryPolicy
-from airflow_provider_chamelaion.simulator import Simulator, SimulatorConfig
+from airflow_provider_chamelaion.simulator import Simulator
 from airflow_provider_chamelaion.triggers.lipsync import LipsyncRequestTrigger
-from tests.conftest import API_KEY, MOCK_BASE_URL, connection_json
+from tests.conftest import API_KEY, MOCK_BASE_URL, connection_json, idle
 
 CLASS_PATH = "airflow_provider_chamelaion.triggers.lipsync.LipsyncRequestTrigger"
 POLL = 0.05
 #: A safety net so a broken trigger fails the test instead of hanging it; never a timing assertion.
 SAFETY_TIMEOUT = 20.0
-
-
-class TrackedSimulator(Simulator):
-    """A simulator that counts the calls it is serving.
-
-    The simulator logs a call only as the call ends, a moment after the client may have moved on; a
-    test (and, on this shared simulator, the next test) waits until it is idle to see every call.
-    """
-
-    def __init__(self, config: SimulatorConfig) -> None:
-        super().__init__(config)
-        self.in_flight = 0
-        logging_app = self.app
-
-        async def counting_app(scope: Any, receive: Any, send: Any) -> None:
-            self.in_flight += 1
-            try:
-                await logging_app(scope, receive, send)
-            finally:
-                self.in_flight -= 1
-
-        self.app = counting_app  # type: ignore[assignment]
-
-    def wait_idle(self) -> None:
-        deadline = time.monotonic() + 10
-        while self.in_flight and time.monotonic() < deadline:
-            time.sleep(0.005)
-
-
-@pytest.fixture(scope="module")
-def shared_simulator() -> Iterator[TrackedSimulator]:
-    """One simulator for the module, with conftest's settings: one per test is slow to stop."""
-    config = SimulatorConfig(
-        api_key=API_KEY, phases=(("queued", 0.2), ("running", 0.3)), output_size=64 * 1024
-    )
-    sim = TrackedSimulator(config)
-    sim.start()
-    try:
-        yield sim
-    finally:
-        sim.stop()
-
-
-@pytest.fixture
-def simulator(shared_simulator: TrackedSimulator, monkeypatch: pytest.MonkeyPatch) -> Iterator[Simulator]:
-    """Overrides conftest's: the shared simulator, emptied (jobs, faults, calls, uploads) for each test."""
-    shared_simulator.wait_idle()
-    shared_simulator.state.reset()
-    monkeypatch.setenv("AIRFLOW_CONN_CHAMELAION_DEFAULT", shared_simulator.connection_json())
-    yield shared_simulator
-    shared_simulator.wait_idle()
-    shared_simulator.state.reset()
 
 
 async def collect(trigger: LipsyncRequestTrigger) -> list[TriggerEvent]:
@@ -112,13 +60,6 @@ def submit(sim_hook: ChamelaionHook, reference_id: str | None = None) -> str:
 
 def polls(simulator: Simulator, request_id: str) -> list[Any]:
     return simulator.state.calls_to("GET", f"/requests/{request_id}$")
-
-
-def idle(simulator: Simulator) -> Simulator:
-    """``simulator``, once it has logged every call made so far."""
-    if isinstance(simulator, TrackedSimulator):
-        simulator.wait_idle()
-    return simulator
 
 
 @pytest.fixture

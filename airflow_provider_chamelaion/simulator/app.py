@@ -253,19 +253,17 @@ class FaultInjection:
         method, path = scope["method"], scope["path"]
         had_key = any(name == b"x-api-key" for name, _ in scope.get("headers", []))
         fault = self.state.take_fault(method, path)
-        sent: dict[str, Any] = {"status": None}
+        # Recorded when the call starts, so a client that moved on never sees its call missing.
+        record = CallRecord(method, path, None, had_key, fault.kind if fault else None)
+        self.state.record(record)
 
         async def recording_send(message: Message) -> None:
             if message["type"] == "http.response.start":
-                sent["status"] = message["status"]
+                record.status = message["status"]
             await send(message)
 
-        try:
+        with self.state.serving():
             await self._serve(fault, scope, receive, recording_send)
-        finally:
-            self.state.record(
-                CallRecord(method, path, sent["status"], had_key, fault.kind if fault else None)
-            )
 
     async def _serve(self, fault: Fault | None, scope: Scope, receive: Receive, send: Send) -> None:
         if fault is None:

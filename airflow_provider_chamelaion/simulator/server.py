@@ -60,8 +60,7 @@ class Simulator:
     def __init__(
         self, config: SimulatorConfig | None = None, *, host: str = "127.0.0.1", port: int = 0
     ) -> None:
-        self.config = config or SimulatorConfig()
-        self.state = SimulatorState(self.config)
+        self.state = SimulatorState(config or SimulatorConfig())
         self.host = host
         self._requested_port = port
         self._transports: dict[tuple[str, int], asyncio.Transport] = {}
@@ -69,6 +68,18 @@ class Simulator:
         self._server: uvicorn.Server | None = None
         self._thread: threading.Thread | None = None
         self.app = FaultInjection(create_app(self.state), self.state, self._abort)
+
+    @property
+    def config(self) -> SimulatorConfig:
+        return self.state.config
+
+    def reset(self, config: SimulatorConfig | None = None) -> None:
+        """Wait for calls in flight, then forget every job, fault and call (and take ``config`` if given).
+
+        Lets one running server serve many tests: stopping and starting one costs far more.
+        """
+        self.state.wait_idle()
+        self.state.reset(config)
 
     def _abort(self, scope: Scope) -> None:
         client = scope.get("client")

@@ -6,12 +6,13 @@ serves requests on another thread.
 
 from __future__ import annotations
 
+import contextlib
 import random
 import re
 import threading
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 
@@ -134,6 +135,7 @@ class SimulatorState:
         self._fail_next = 0
         self._random = random.Random(config.seed)
         self.signing_key = uuid.uuid4().hex
+        self.in_flight = 0
 
     # -- jobs ------------------------------------------------------------------------------------
 
@@ -282,11 +284,35 @@ class SimulatorState:
                 if (method is None or call.method == method) and (path is None or re.search(path, call.path))
             ]
 
-    def reset(self) -> None:
-        """Forget every job, fault and call (the config stays)."""
+    @contextlib.contextmanager
+    def serving(self) -> Iterator[None]:
+        """Count a call as in flight while it is served (see :meth:`wait_idle`)."""
+        with self.lock:
+            self.in_flight += 1
+        try:
+            yield
+        finally:
+            with self.lock:
+                self.in_flight -= 1
+
+    def wait_idle(self, timeout: float = 10.0) -> bool:
+        """Wait until no call is being served; ``False`` if calls were still running at ``timeout``."""
+        deadline = time.monotonic() + timeout
+        while self.in_flight:
+            if time.monotonic() > deadline:
+                return False
+            time.sleep(0.005)
+        return True
+
+    def reset(self, config: SimulatorConfig | None = None) -> None:
+        """Forget every job, fault and call; optionally take a new config (random seed and clock reset too)."""
         with self.lock:
             self.jobs.clear()
             self.faults.clear()
             self.calls.clear()
             self.uploads.clear()
             self._fail_next = 0
+            if config is not None:
+                self.config = config
+                self._random = random.Random(config.seed)
+                self.clock = time.monotonic
