@@ -163,6 +163,10 @@ def atomic_write(destination: Path | ObjectStoragePath) -> Iterator[IO[bytes]]:
     temporary = destination.with_name(f".{destination.name}.{uuid.uuid4().hex[:12]}.part")
     if isinstance(destination, Path):
         destination.parent.mkdir(parents=True, exist_ok=True)
+    else:
+        # Object stores without real directories may refuse this; writing the file works regardless.
+        with contextlib.suppress(Exception):
+            destination.parent.mkdir(parents=True, exist_ok=True)
     try:
         with temporary.open("wb") as handle:
             yield handle
