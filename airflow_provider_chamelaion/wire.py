@@ -176,7 +176,7 @@ def decode_response(
         return json.loads(content)
     except ValueError:
         raise ChamelaionResponseError(
-            f"HTTP {status_code} with a body that is not JSON: {error_message(content, headers.get('content-type'))}",
+            f"the answer is not JSON: {error_message(content, headers.get('content-type'))}",
             status_code=status_code,
             method=method,
             path=path,

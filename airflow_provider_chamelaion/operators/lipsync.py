@@ -310,6 +310,9 @@ class LipsyncGenerateOperator(BaseOperator):
                 )
                 # Checked after every lost answer, the last one included: that POST may have created
                 # (and billed) the job, which must not fail the task or be submitted again by a retry.
+                # The backoff wait first gives a slow server time to make the job visible.
+                policy = self.hook.retry_policy
+                policy.sleep(policy.wait_before_retry(err, attempt))
                 existing = self._existing_request(reference_id, since=started)
                 if existing is not None:
                     return existing
