@@ -71,6 +71,7 @@ class LipsyncRequestTrigger(BaseTrigger):
     async def run(self) -> AsyncIterator[TriggerEvent]:
         hook = self._hook()
         last: LipsyncRequest | None = None
+        reported_status: str | None = None
         failures = 0
         try:
             async with hook.async_client() as client:
@@ -95,7 +96,9 @@ class LipsyncRequestTrigger(BaseTrigger):
                         if event is not None:
                             yield TriggerEvent(event)
                             return
-                        self.log.info("Request %s is %s", self.request_id, last.status)
+                        if last.status != reported_status:  # a log line per change, not per poll
+                            self.log.info("Request %s is %s", self.request_id, last.status)
+                            reported_status = last.status
                     remaining = None if self.end_time is None else self.end_time - time.time()
                     if remaining is not None and remaining <= 0:
                         yield TriggerEvent(timeout_event(self.request_id, last, self.end_time))
