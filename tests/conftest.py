@@ -11,6 +11,9 @@ from pathlib import Path
 
 import pytest
 
+# The shared helpers assert too: have pytest rewrite their asserts as it does the tests'.
+pytest.register_assert_rewrite("tests.helpers.context", "tests.helpers.dags", "tests.helpers.triggers")
+
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLE_DAGS = ROOT / "example_dags"
 #: A distinctive key: the secret scans search every output for it.

@@ -12,7 +12,7 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
@@ -29,19 +29,16 @@ from airflow_provider_chamelaion.retry import RetryPolicy
 from airflow_provider_chamelaion.sensors.lipsync import LipsyncRequestSensor
 from airflow_provider_chamelaion.simulator import Simulator
 from tests.conftest import ROOT
+from tests.helpers.context import make_context
+
+if TYPE_CHECKING:
+    from airflow.sdk import Context
 
 URLS = {"video_url": "https://cdn.example.com/v.mp4", "audio_url": "https://cdn.example.com/a.wav"}
 
 
-class FakeTI:
-    dag_id, task_id, run_id, map_index, try_number = "catalogue", "task", "manual__1", -1, 1
-
-    def xcom_push(self, key: str, value: Any) -> None:
-        pass
-
-
-def context() -> Any:
-    return {"ti": FakeTI()}
+def context() -> Context:
+    return make_context(dag_id="catalogue", task_id="task", run_id="manual__1")
 
 
 @dataclass(frozen=True)

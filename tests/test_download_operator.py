@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any
 
 import pytest
 from airflow.sdk import ObjectStoragePath
@@ -19,6 +19,7 @@ from airflow_provider_chamelaion.operators.lipsync import LipsyncDownloadOperato
 from airflow_provider_chamelaion.retry import RetryPolicy
 from airflow_provider_chamelaion.simulator import Simulator
 from tests.conftest import idle
+from tests.helpers.context import make_context as fake_context
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
@@ -26,22 +27,8 @@ if TYPE_CHECKING:
 REFERENCE_ID = "ep42-ja"
 
 
-class FakeTI:
-    dag_id = "dubbing"
-    task_id = "download"
-    run_id = "manual__2026-11-25T00:00:00+00:00"
-    map_index = -1
-    try_number = 1
-
-    def __init__(self) -> None:
-        self.pushes: list[tuple[str, Any]] = []
-
-    def xcom_push(self, key: str, value: Any) -> None:
-        self.pushes.append((key, value))
-
-
 def make_context() -> Context:
-    return cast("Context", {"ti": FakeTI()})
+    return fake_context(task_id="download")
 
 
 def make_operator(

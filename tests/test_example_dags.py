@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import itertools
 from pathlib import Path
 from types import ModuleType
@@ -13,6 +12,7 @@ import pytest
 from airflow_provider_chamelaion.simulator import Simulator, SimulatorConfig
 from airflow_provider_chamelaion.triggers.lipsync import LipsyncRequestTrigger
 from tests.conftest import API_KEY, EXAMPLE_DAGS
+from tests.helpers.dags import load_dag_file
 
 EXAMPLE_FILES = sorted(EXAMPLE_DAGS.glob("example_*.py"))
 _module_names = itertools.count()
@@ -20,14 +20,7 @@ _module_names = itertools.count()
 
 def load_dag_module(name: str) -> ModuleType:
     """Import an example DAG file afresh, so it reads the environment the test just set."""
-    spec = importlib.util.spec_from_file_location(
-        f"example_dag_{next(_module_names)}", EXAMPLE_DAGS / f"{name}.py"
-    )
-    assert spec is not None
-    assert spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_dag_file(EXAMPLE_DAGS / f"{name}.py", f"example_dag_{next(_module_names)}")
 
 
 @pytest.fixture

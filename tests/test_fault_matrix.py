@@ -42,6 +42,7 @@ from airflow_provider_chamelaion.simulator import Simulator, SimulatorConfig
 from airflow_provider_chamelaion.simulator.state import CallRecord, Job
 from airflow_provider_chamelaion.triggers.lipsync import LipsyncRequestTrigger
 from tests.conftest import API_KEY, RecordedSleeps
+from tests.helpers.triggers import collect, only_event, polls, wait_until
 
 MAX_ATTEMPTS = RetryPolicy().max_attempts
 #: The read timeout of every hook in this module; a ``slow`` fault answers well after it.
@@ -49,27 +50,14 @@ READ_TIMEOUT = 0.3
 SLOW_DELAY = 0.8
 OUTPUT_SIZE = 64 * 1024
 POLL = 0.05
-#: A safety net so a broken wait fails the test instead of hanging it; never a timing assertion.
-SAFETY_TIMEOUT = 20.0
 VIDEO_URL = "https://media.test/matrix/video.mp4"
 AUDIO_URL = "https://media.test/matrix/audio.wav"
 
 
-@pytest.fixture(scope="module")
-def shared_simulator() -> Iterator[Simulator]:
-    # One server for the module (stopping uvicorn costs ~0.2 s a test); each test gets it reset.
-    # No phases: a job is completed as soon as it exists (the trigger tests pin statuses explicitly).
-    with Simulator(SimulatorConfig(api_key=API_KEY, phases=(), output_size=OUTPUT_SIZE)) as sim:
-        yield sim
-
-
 @pytest.fixture
-def simulator(shared_simulator: Simulator, monkeypatch: pytest.MonkeyPatch) -> Simulator:
-    """The shared simulator with no job, fault or logged call, and ``chamelaion_default`` pointing at it."""
-    shared_simulator.state.reset()
-    shared_simulator.config.output_url_ttl = 3600.0
-    monkeypatch.setenv("AIRFLOW_CONN_CHAMELAION_DEFAULT", shared_simulator.connection_json())
-    return shared_simulator
+def simulator_config() -> SimulatorConfig:
+    """No phases: a job is completed as soon as it exists (the trigger tests pin statuses explicitly)."""
+    return SimulatorConfig(api_key=API_KEY, phases=(), output_size=OUTPUT_SIZE)
 
 
 # -- the measured matrix ----------------------------------------------------------------------------------
@@ -639,39 +627,21 @@ def trigger_sleeps(monkeypatch: pytest.MonkeyPatch) -> RecordedSleeps:
     return recorded
 
 
-async def collect(trigger: LipsyncRequestTrigger) -> list[TriggerEvent]:
-    async def drain() -> list[TriggerEvent]:
-        return [event async for event in trigger.run()]
-
-    return await asyncio.wait_for(drain(), SAFETY_TIMEOUT)
-
-
-async def wait_until(condition: Callable[[], bool]) -> None:
-    deadline = time.monotonic() + SAFETY_TIMEOUT
-    while not condition():
-        assert time.monotonic() < deadline, "condition never became true"
-        await asyncio.sleep(0.01)
-
-
-def only_event(events: list[TriggerEvent]) -> dict[str, Any]:
-    assert len(events) == 1, events
-    payload = events[0].payload
-    json.dumps(payload)  # JSON primitives only: the triggerer stores it
-    assert isinstance(payload, dict)
-    return payload
-
-
-def polls(simulator: Simulator, request_id: str) -> list[CallRecord]:
-    return simulator.state.calls_to("GET", f"/requests/{request_id}$")
+async def trigger_waiting(
+    simulator: Simulator, status: str, *, polled: int = 2
+) -> tuple[Job, asyncio.Task[list[TriggerEvent]]]:
+    """A job pinned at ``status``, and a trigger waiting on it that has polled it ``polled`` times."""
+    job = new_job(simulator)
+    simulator.state.force_status(job.id, status)
+    task = asyncio.ensure_future(collect(LipsyncRequestTrigger(job.id, poll_interval=POLL)))
+    await wait_until(lambda: len(polls(simulator, job.id)) >= polled)
+    return job, task
 
 
 async def test_trigger_survives_transient_faults_mid_wait(
     simulator: Simulator, trigger_sleeps: RecordedSleeps
 ) -> None:
-    job = new_job(simulator)
-    simulator.state.force_status(job.id, "running")
-    task = asyncio.ensure_future(collect(LipsyncRequestTrigger(job.id, poll_interval=POLL)))
-    await wait_until(lambda: len(polls(simulator, job.id)) >= 2)
+    job, task = await trigger_waiting(simulator, "running")
 
     path = f"/requests/{job.id}$"
     simulator.state.add_fault(kind="status", status=503, path=path, times=3)
@@ -717,10 +687,7 @@ async def test_trigger_survives_transient_faults_mid_wait(
 async def test_trigger_401_mid_wait_ends_with_error_without_a_tight_loop(
     simulator: Simulator, trigger_sleeps: RecordedSleeps
 ) -> None:
-    job = new_job(simulator)
-    simulator.state.force_status(job.id, "running")
-    task = asyncio.ensure_future(collect(LipsyncRequestTrigger(job.id, poll_interval=POLL)))
-    await wait_until(lambda: len(polls(simulator, job.id)) >= 2)
+    job, task = await trigger_waiting(simulator, "running")
 
     simulator.state.add_fault(kind="status", status=401, path=f"/requests/{job.id}$", times=PERSISTENT)
     fault_from = len(polls(simulator, job.id))
@@ -818,10 +785,7 @@ async def test_trigger_deadline_gives_a_timeout_event(
 async def test_trigger_polls_through_unknown_statuses(
     simulator: Simulator, trigger_sleeps: RecordedSleeps
 ) -> None:
-    job = new_job(simulator)
-    simulator.state.force_status(job.id, "processing")
-    task = asyncio.ensure_future(collect(LipsyncRequestTrigger(job.id, poll_interval=POLL)))
-    await wait_until(lambda: len(polls(simulator, job.id)) >= 3)
+    job, task = await trigger_waiting(simulator, "processing", polled=3)
     assert not task.done()
     simulator.state.force_status(job.id, "rendering")
     seen = len(polls(simulator, job.id))

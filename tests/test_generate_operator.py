@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable
 from datetime import timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, cast
+from typing import Any
 
 import pytest
 import structlog
@@ -27,66 +26,14 @@ from airflow_provider_chamelaion.retry import RetryPolicy
 from airflow_provider_chamelaion.simulator import Simulator
 from airflow_provider_chamelaion.triggers.lipsync import LipsyncRequestTrigger
 from tests.conftest import idle
-
-if TYPE_CHECKING:
-    from airflow.sdk import Context
+from tests.helpers.context import DAG_ID, RUN_ID, TASK_ID, FakeTaskStateStore, FakeTI, make_context
 
 VIDEO = "https://media.test/ep42/video.mp4"
 AUDIO = "https://media.test/ep42/ja.wav"
-DAG_ID = "dubbing"
-TASK_ID = "generate"
-RUN_ID = "manual__2026-11-25T00:00:00+00:00"
 DERIVED = f"airflow-{DAG_ID}-{TASK_ID}-{RUN_ID}"
 STATE_KEY = "chamelaion_submission"
 GENERATE = "/generate$"
 LIST = "/requests$"
-
-
-class FakeTI:
-    """The bits of a task instance the operator touches; XCom pushes are recorded."""
-
-    def __init__(
-        self,
-        *,
-        try_number: int = 1,
-        map_index: int = -1,
-        on_push: Callable[[str, Any], None] | None = None,
-    ) -> None:
-        self.dag_id = DAG_ID
-        self.task_id = TASK_ID
-        self.run_id = RUN_ID
-        self.map_index = map_index
-        self.try_number = try_number
-        self.pushes: list[tuple[str, Any]] = []
-        self._on_push = on_push
-
-    def xcom_push(self, key: str, value: Any) -> None:
-        self.pushes.append((key, value))
-        if self._on_push is not None:
-            self._on_push(key, value)
-
-    def pushed(self, key: str) -> list[Any]:
-        return [value for pushed_key, value in self.pushes if pushed_key == key]
-
-
-class MemoryStore:
-    """An in-memory task state store."""
-
-    def __init__(self) -> None:
-        self.data: dict[str, Any] = {}
-
-    def get(self, key: str, default: Any = None) -> Any:
-        return self.data.get(key, default)
-
-    def set(self, key: str, value: Any) -> None:
-        self.data[key] = value
-
-
-def make_context(ti: FakeTI | None = None, store: MemoryStore | None = None) -> Context:
-    context: dict[str, Any] = {"ti": ti or FakeTI()}
-    if store is not None:
-        context["task_state_store"] = store
-    return cast("Context", context)
 
 
 def make_operator(
@@ -185,7 +132,7 @@ def test_bad_rendered_url_inputs_fail_before_any_call(
 ) -> None:
     operator = make_operator(retry_policy, **kwargs)
     with pytest.raises(ChamelaionConfigError, match=field):
-        operator.execute(make_context(store=MemoryStore()))
+        operator.execute(make_context(state_store=FakeTaskStateStore()))
     assert idle(simulator).state.calls == []
 
 
@@ -194,7 +141,7 @@ def test_missing_file_fails_before_any_call(
 ) -> None:
     operator = make_operator(retry_policy, video_file=tmp_path / "nope.mp4", audio_file=media[1])
     with pytest.raises(ChamelaionConfigError, match=r"video_file.*nope\.mp4.*does not exist"):
-        operator.execute(make_context(store=MemoryStore()))
+        operator.execute(make_context(state_store=FakeTaskStateStore()))
     assert idle(simulator).state.calls == []
 
 
@@ -205,7 +152,7 @@ def test_empty_file_fails_before_any_call(
     empty.write_bytes(b"")
     operator = make_operator(retry_policy, video_file=media[0], audio_file=empty)
     with pytest.raises(ChamelaionConfigError, match=r"audio_file.*empty"):
-        operator.execute(make_context(store=MemoryStore()))
+        operator.execute(make_context(state_store=FakeTaskStateStore()))
     assert idle(simulator).state.calls == []
 
 
@@ -272,9 +219,9 @@ def test_retry_with_derived_reference_id_submits_nothing_new(
 def test_retry_with_derived_reference_id_and_store_submits_nothing_new(
     simulator: Simulator, retry_policy: RetryPolicy
 ) -> None:
-    store = MemoryStore()
-    first = make_operator(retry_policy).execute(make_context(FakeTI(try_number=1), store))
-    second = make_operator(retry_policy).execute(make_context(FakeTI(try_number=2), store))
+    store = FakeTaskStateStore()
+    first = make_operator(retry_policy).execute(make_context(FakeTI(try_number=1), state_store=store))
+    second = make_operator(retry_policy).execute(make_context(FakeTI(try_number=2), state_store=store))
     assert second == first
     assert len(simulator.state.jobs) == 1
 
@@ -332,11 +279,13 @@ def test_reuse_existing_request_prefers_a_live_job_over_a_newer_failed_one(
 def test_user_reference_id_retry_reuses_the_job_in_the_store(
     simulator: Simulator, retry_policy: RetryPolicy
 ) -> None:
-    store = MemoryStore()
-    first = make_operator(retry_policy, reference_id="ep42-ja").execute(make_context(FakeTI(), store))
+    store = FakeTaskStateStore()
+    first = make_operator(retry_policy, reference_id="ep42-ja").execute(
+        make_context(FakeTI(), state_store=store)
+    )
     assert store.data[STATE_KEY]["request_id"] == first
     second = make_operator(retry_policy, reference_id="ep42-ja").execute(
-        make_context(FakeTI(try_number=2), store)
+        make_context(FakeTI(try_number=2), state_store=store)
     )
     assert second == first
     assert len(simulator.state.jobs) == 1
@@ -346,8 +295,12 @@ def test_user_reference_id_retry_reuses_the_job_in_the_store(
 def test_user_reference_id_without_store_entry_submits_a_new_job(
     simulator: Simulator, retry_policy: RetryPolicy
 ) -> None:
-    first = make_operator(retry_policy, reference_id="ep42-ja").execute(make_context(store=MemoryStore()))
-    second = make_operator(retry_policy, reference_id="ep42-ja").execute(make_context(store=MemoryStore()))
+    first = make_operator(retry_policy, reference_id="ep42-ja").execute(
+        make_context(state_store=FakeTaskStateStore())
+    )
+    second = make_operator(retry_policy, reference_id="ep42-ja").execute(
+        make_context(state_store=FakeTaskStateStore())
+    )
     assert second != first
     assert len(simulator.state.jobs) == 2
 
@@ -355,11 +308,13 @@ def test_user_reference_id_without_store_entry_submits_a_new_job(
 def test_retry_does_not_reuse_a_failed_job_from_the_store(
     simulator: Simulator, retry_policy: RetryPolicy
 ) -> None:
-    store = MemoryStore()
-    first = make_operator(retry_policy, reference_id="ep42-ja").execute(make_context(FakeTI(), store))
+    store = FakeTaskStateStore()
+    first = make_operator(retry_policy, reference_id="ep42-ja").execute(
+        make_context(FakeTI(), state_store=store)
+    )
     simulator.state.force_status(first, "failed", "no face")
     second = make_operator(retry_policy, reference_id="ep42-ja").execute(
-        make_context(FakeTI(try_number=2), store)
+        make_context(FakeTI(try_number=2), state_store=store)
     )
     assert second != first
     assert len(simulator.state.jobs) == 2
@@ -373,7 +328,7 @@ def test_post_answer_lost_finds_the_job_instead_of_posting_again(
     simulator.state.add_fault(kind="drop_after", method="POST", path=GENERATE)
     operator = make_operator(retry_policy, reference_id=reference_id)
     ti = FakeTI()
-    request_id = operator.execute(make_context(ti, MemoryStore()))
+    request_id = operator.execute(make_context(ti, state_store=FakeTaskStateStore()))
     assert list(simulator.state.jobs) == [request_id]
     assert len(posts(simulator)) == 1
     assert posts(simulator)[0].fault == "drop_after"
@@ -390,7 +345,7 @@ def test_post_answer_lost_on_the_last_attempt_still_finds_the_job(
         simulator.state.add_fault(kind="drop", method="POST", path=GENERATE, times=lost_before)
     simulator.state.add_fault(kind="drop_after", method="POST", path=GENERATE)
     operator = make_operator(retry_policy, max_attempts=max_attempts, reference_id="ep42-ja")
-    request_id = operator.execute(make_context(store=MemoryStore()))
+    request_id = operator.execute(make_context(state_store=FakeTaskStateStore()))
     assert list(simulator.state.jobs) == [request_id]
     assert len(posts(simulator)) == lost_before + 1
 
@@ -398,16 +353,18 @@ def test_post_answer_lost_on_the_last_attempt_still_finds_the_job(
 def test_post_lost_and_lookup_failing_raises_then_retry_finds_the_job_user_reference_id(
     simulator: Simulator, retry_policy: RetryPolicy
 ) -> None:
-    store = MemoryStore()
+    store = FakeTaskStateStore()
     simulator.state.add_fault(kind="drop_after", method="POST", path=GENERATE)
     simulator.state.add_fault(kind="status", status=401, method="GET", path=LIST)
     with pytest.raises(ChamelaionAuthError):
-        make_operator(retry_policy, reference_id="ep42-ja").execute(make_context(FakeTI(), store))
+        make_operator(retry_policy, reference_id="ep42-ja").execute(make_context(FakeTI(), state_store=store))
     assert len(simulator.state.jobs) == 1
     created = next(iter(simulator.state.jobs))
 
     retry_ti = FakeTI(try_number=2)
-    request_id = make_operator(retry_policy, reference_id="ep42-ja").execute(make_context(retry_ti, store))
+    request_id = make_operator(retry_policy, reference_id="ep42-ja").execute(
+        make_context(retry_ti, state_store=store)
+    )
     assert request_id == created
     assert len(simulator.state.jobs) == 1
     assert len(posts(simulator)) == 1
@@ -446,10 +403,10 @@ def test_upload_mode_uploads_records_and_retry_reuses(
     simulator: Simulator, retry_policy: RetryPolicy, media: tuple[Path, Path]
 ) -> None:
     video, audio = media
-    store = MemoryStore()
+    store = FakeTaskStateStore()
     first_ti = FakeTI()
     first = make_operator(retry_policy, video_file=str(video), audio_file=audio).execute(
-        make_context(first_ti, store)
+        make_context(first_ti, state_store=store)
     )
     assert simulator.state.uploads == [{"video": 5000, "audio": 3000}]
     assert simulator.state.jobs[first].source == "upload"
@@ -457,7 +414,7 @@ def test_upload_mode_uploads_records_and_retry_reuses(
     assert first_ti.pushed("return_value") == [first]
 
     second = make_operator(retry_policy, video_file=str(video), audio_file=audio).execute(
-        make_context(FakeTI(try_number=2), store)
+        make_context(FakeTI(try_number=2), state_store=store)
     )
     assert second == first
     assert len(simulator.state.uploads) == 1
@@ -469,7 +426,7 @@ def test_upload_mode_object_storage_uri(
 ) -> None:
     video, audio = media
     operator = make_operator(retry_policy, video_file=f"file://{video}", audio_file=f"file://{audio}")
-    operator.execute(make_context(store=MemoryStore()))
+    operator.execute(make_context(state_store=FakeTaskStateStore()))
     assert simulator.state.uploads == [{"video": 5000, "audio": 3000}]
 
 

@@ -8,16 +8,15 @@ and the simulator must hold exactly one job per task: no task paid twice.
 from __future__ import annotations
 
 import collections
-import importlib.util
 import os
 import time
 from pathlib import Path
-from types import ModuleType
 
 import pytest
 
 from airflow_provider_chamelaion.simulator import Simulator, SimulatorConfig
 from tests.conftest import API_KEY
+from tests.helpers.dags import load_dag_file
 
 DAGS = Path(__file__).resolve().parent / "dags"
 DAG_FILE = DAGS / "chamelaion_load_with_faults.py"
@@ -52,22 +51,13 @@ def test_dags_folder(monkeypatch: pytest.MonkeyPatch, airflow_db: str) -> Path:
     return DAGS
 
 
-def load_dag_module() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("chamelaion_load_with_faults_dag", DAG_FILE)
-    assert spec is not None
-    assert spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def test_200_mapped_deferrable_tasks_survive_random_faults(
     test_dags_folder: Path, simulator: Simulator, capsys: pytest.CaptureFixture[str]
 ) -> None:
     from airflow.models.taskinstance import TaskInstance
     from airflow.utils.session import create_session
 
-    module = load_dag_module()
+    module = load_dag_file(DAG_FILE, "chamelaion_load_with_faults_dag")
     assert module.TASKS == TASKS
 
     started = time.monotonic()

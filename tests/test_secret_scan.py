@@ -17,7 +17,6 @@ distinctive string) is searched for in:
 
 from __future__ import annotations
 
-import importlib.util
 import itertools
 import json
 import logging
@@ -35,6 +34,7 @@ from airflow_provider_chamelaion.sensors.lipsync import LipsyncRequestSensor
 from airflow_provider_chamelaion.simulator import Simulator, SimulatorConfig
 from airflow_provider_chamelaion.triggers.lipsync import LipsyncRequestTrigger
 from tests.conftest import API_KEY, EXAMPLE_DAGS
+from tests.helpers.dags import load_dag_file
 
 KEY = API_KEY.encode()
 #: (table, columns) of the metadata DB where task data (and so a leaked key) would land.
@@ -64,14 +64,7 @@ def outputs_elsewhere(simulator: Simulator) -> str:
 
 
 def load_example(name: str) -> ModuleType:
-    spec = importlib.util.spec_from_file_location(
-        f"secret_scan_example_{next(_module_names)}", EXAMPLE_DAGS / f"{name}.py"
-    )
-    assert spec is not None
-    assert spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_dag_file(EXAMPLE_DAGS / f"{name}.py", f"secret_scan_example_{next(_module_names)}")
 
 
 def db_path() -> Path:

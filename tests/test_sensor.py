@@ -6,7 +6,7 @@ import asyncio
 import inspect
 import time
 import uuid
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any
 
 import pytest
 from airflow.sdk.bases.sensor import PokeReturnValue
@@ -29,6 +29,7 @@ from airflow_provider_chamelaion.sensors.lipsync import LipsyncRequestSensor
 from airflow_provider_chamelaion.simulator import Simulator
 from airflow_provider_chamelaion.triggers.lipsync import LipsyncRequestTrigger
 from tests.conftest import API_KEY, connection_json, idle
+from tests.helpers.context import make_context as fake_context
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
@@ -36,22 +37,8 @@ if TYPE_CHECKING:
 POLL = 0.05
 
 
-class FakeTI:
-    dag_id = "lipsync_dag"
-    task_id = "wait"
-    run_id = "manual__2026-11-25T00:00:00+00:00"
-    map_index = -1
-    try_number = 1
-
-    def __init__(self) -> None:
-        self.pushes: list[tuple[str, Any]] = []
-
-    def xcom_push(self, key: str, value: Any) -> None:
-        self.pushes.append((key, value))
-
-
 def make_context() -> Context:
-    return cast("Context", {"ti": FakeTI()})
+    return fake_context(dag_id="lipsync_dag", task_id="wait")
 
 
 def make_sensor(

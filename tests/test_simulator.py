@@ -93,18 +93,14 @@ def make_config(**overrides: Any) -> SimulatorConfig:
 
 
 @pytest.fixture
-def make_simulator() -> Iterator[Callable[..., Simulator]]:
-    """Start extra simulators with their own config; all are stopped at the end of the test."""
-    started: list[Simulator] = []
+def make_simulator(simulator: Simulator) -> Callable[..., Simulator]:
+    """The session's simulator, emptied and given ``make_config(**overrides)`` for the rest of the test."""
 
     def make(**overrides: Any) -> Simulator:
-        sim = Simulator(make_config(**overrides)).start()
-        started.append(sim)
-        return sim
+        simulator.reset(make_config(**overrides))
+        return simulator
 
-    yield make
-    for sim in started:
-        sim.stop()
+    return make
 
 
 class FakeClock:

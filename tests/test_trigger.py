@@ -14,52 +14,22 @@ import httpx
 import pytest
 import respx
 from airflow.sdk import BaseHook
-from airflow.triggers.base import TriggerEvent
 
 from airflow_provider_chamelaion.hooks.chamelaion import ChamelaionHook
 from airflow_provider_chamelaion.retry import RetryPolicy
 from airflow_provider_chamelaion.simulator import Simulator
 from airflow_provider_chamelaion.triggers.lipsync import LipsyncRequestTrigger
 from tests.conftest import API_KEY, MOCK_BASE_URL, connection_json, idle
+from tests.helpers.triggers import collect, only_event, polls, wait_until
 
 CLASS_PATH = "airflow_provider_chamelaion.triggers.lipsync.LipsyncRequestTrigger"
 POLL = 0.05
-#: A safety net so a broken trigger fails the test instead of hanging it; never a timing assertion.
-SAFETY_TIMEOUT = 20.0
-
-
-async def collect(trigger: LipsyncRequestTrigger) -> list[TriggerEvent]:
-    """Every event ``run()`` yields, until the generator ends."""
-
-    async def drain() -> list[TriggerEvent]:
-        return [event async for event in trigger.run()]
-
-    return await asyncio.wait_for(drain(), SAFETY_TIMEOUT)
-
-
-async def wait_until(condition: Callable[[], bool]) -> None:
-    deadline = time.monotonic() + SAFETY_TIMEOUT
-    while not condition():
-        assert time.monotonic() < deadline, "condition never became true"
-        await asyncio.sleep(0.01)
-
-
-def only_event(events: list[TriggerEvent]) -> dict[str, Any]:
-    assert len(events) == 1, events
-    payload = events[0].payload
-    json.dumps(payload)  # JSON primitives only: the triggerer stores it
-    assert isinstance(payload, dict)
-    return payload
 
 
 def submit(sim_hook: ChamelaionHook, reference_id: str | None = None) -> str:
     return sim_hook.generate(
         "https://media.test/v.mp4", "https://media.test/a.wav", reference_id=reference_id
     )
-
-
-def polls(simulator: Simulator, request_id: str) -> list[Any]:
-    return simulator.state.calls_to("GET", f"/requests/{request_id}$")
 
 
 @pytest.fixture
