@@ -227,17 +227,14 @@ class _Flaky:
 
 
 def _run(policy: RetryPolicy, func: _Flaky, *, idempotent: bool) -> str:
-    for attempt in policy.retrying(idempotent=idempotent, what="GET /p"):
-        with attempt:
-            return func()
-    raise AssertionError("unreachable")
+    return policy.call(func, idempotent=idempotent, what="GET /p")
 
 
 async def _arun(policy: RetryPolicy, func: _Flaky, *, idempotent: bool) -> str:
-    async for attempt in policy.async_retrying(idempotent=idempotent, what="GET /p"):
-        with attempt:
-            return func()
-    raise AssertionError("unreachable")
+    async def attempt() -> str:
+        return func()
+
+    return await policy.acall(attempt, idempotent=idempotent, what="GET /p")
 
 
 def _server(status: int = 503, retry_after: float | None = None) -> ChamelaionServerError:

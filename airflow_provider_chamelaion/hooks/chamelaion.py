@@ -236,10 +236,9 @@ class ChamelaionHook(BaseHook):
         return decode_response(response.status_code, response.headers, content, method=method, path=path)
 
     def _call(self, method: str, path: str, *, idempotent: bool, **kwargs: Any) -> Any:
-        for attempt in self.retry_policy.retrying(idempotent=idempotent, what=f"{method} {path}"):
-            with attempt:
-                return self._send(method, path, **kwargs)
-        raise AssertionError("unreachable: tenacity re-raises the last error")  # pragma: no cover
+        return self.retry_policy.call(
+            lambda: self._send(method, path, **kwargs), idempotent=idempotent, what=f"{method} {path}"
+        )
 
     def generate(
         self,
@@ -276,15 +275,19 @@ class ChamelaionHook(BaseHook):
         infos = {"video": inspect_source(video, "video"), "audio": inspect_source(audio, "audio")}
         self.get_settings()  # a bad connection fails before a file is opened
         path = GENERATE_WITH_MEDIA_PATH
-        for attempt in self.retry_policy.retrying(idempotent=False, what=f"POST {path}"):
-            with attempt, open_source(video) as video_file, open_source(audio) as audio_file:
+
+        def upload() -> Any:
+            # Files are (re)opened per attempt: a 429 retry must send the whole body again.
+            with open_source(video) as video_file, open_source(audio) as audio_file:
                 body = MultipartBody(
                     [
                         FilePart("video", infos["video"], video_file),
                         FilePart("audio", infos["audio"], audio_file),
                     ]
                 )
-                payload = self._send("POST", path, data=body, headers={"Content-Type": body.content_type})
+                return self._send("POST", path, data=body, headers={"Content-Type": body.content_type})
+
+        payload = self.retry_policy.call(upload, idempotent=False, what=f"POST {path}")
         request_id = read_request_id(payload, method="POST", path=path)
         self.log.info(
             "Uploaded %s (%d bytes) and %s (%d bytes): Chamelaion lip-sync request %s",
@@ -372,9 +375,11 @@ class ChamelaionHook(BaseHook):
                     f"{lipsync.status!r}); wait for it to complete before downloading"
                 )
             try:
-                for attempt in self.retry_policy.retrying(idempotent=True, what=f"download of {lipsync.id}"):
-                    with attempt:
-                        self._download_once(lipsync.output_url, target)
+                self.retry_policy.call(
+                    functools.partial(self._download_once, lipsync.output_url, target),
+                    idempotent=True,
+                    what=f"download of {lipsync.id}",
+                )
                 self.log.info("Downloaded output of %s to %s", lipsync.id, target)
                 return target
             except (ChamelaionAuthError, ChamelaionNotFoundError) as err:
@@ -440,18 +445,20 @@ class ChamelaionHook(BaseHook):
         async with contextlib.AsyncExitStack() as stack:
             if client is None:
                 client = await stack.enter_async_context(self.async_client())
-            async for attempt in self.retry_policy.async_retrying(idempotent=True, what=f"{method} {path}"):
-                with attempt:
-                    try:
-                        response = await client.request(
-                            method, url, params=params, headers=self._auth_headers(url, settings)
-                        )
-                    except httpx.HTTPError as err:
-                        raise _transport_error(err, method, path) from None
-                    return decode_response(
-                        response.status_code, response.headers, response.content, method=method, path=path
+            http = client
+
+            async def attempt() -> Any:
+                try:
+                    response = await http.request(
+                        method, url, params=params, headers=self._auth_headers(url, settings)
                     )
-        raise AssertionError("unreachable: tenacity re-raises the last error")  # pragma: no cover
+                except httpx.HTTPError as err:
+                    raise _transport_error(err, method, path) from None
+                return decode_response(
+                    response.status_code, response.headers, response.content, method=method, path=path
+                )
+
+            return await self.retry_policy.acall(attempt, idempotent=True, what=f"{method} {path}")
 
     async def aget_request(
         self, request_id: str, *, client: httpx.AsyncClient | None = None
