@@ -1,0 +1,131 @@
+"""``python -m benchmarks [NAME ...]``: run the benchmarks (all by default) and write ``results.md``.
+
+Names: imports, upload, download, triggers, clients. Every figure and ratio in ``results.md`` comes
+from the same run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import os
+import shutil
+import signal
+import sys
+import time
+import traceback
+from collections.abc import Callable
+from types import FrameType
+
+from benchmarks import clients, download, imports, triggers, upload
+from benchmarks.common import RESULTS, WORK, Goal, Section, log, machine_lines, table
+
+BENCHMARKS: dict[str, str] = {
+    "imports": "import time of the operator and sensor modules",
+    "upload": "2 GiB upload with generate_with_media vs curl -F and requests files=",
+    "download": "2 GiB download with download_output vs curl -o",
+    "triggers": "1,000 LipsyncRequestTriggers vs 1,000 HttpSensorTriggers in one event loop",
+    "clients": "micro-benchmark of async HTTP client choices (data for the trigger figure)",
+}
+
+
+def _terminate(signum: int, frame: FrameType | None) -> None:
+    raise SystemExit(f"stopped by signal {signum}")  # so every finally stops its simulator
+
+
+def _failed(name: str, seconds: float) -> Section:
+    section = Section(f"{name}: FAILED", seconds=seconds)
+    section.lines += ["```", traceback.format_exc()[-4000:].rstrip(), "```"]
+    section.goals.append(Goal(name, "runs", "failed", False, "see the traceback"))
+    return section
+
+
+def write_results(
+    sections: list[Section], names: list[str], started: float, began: datetime.datetime
+) -> None:
+    goals = [goal for section in sections for goal in section.goals]
+    lines = [
+        "# Benchmarks",
+        "",
+        f"Written by `make bench` (`python -m benchmarks{' ' + ' '.join(names) if names else ''}`) on "
+        f"{began:%Y-%m-%d %H:%M} UTC; total run time {time.monotonic() - started:.0f} s. Every figure and "
+        "ratio below was measured in this run, against the simulator "
+        "(`python -m airflow_provider_chamelaion.simulator`) in a subprocess on loopback.",
+        "",
+        "## Machine",
+        "",
+        *machine_lines(),
+        "",
+        "## Goals",
+        "",
+        *table(
+            ["goal", "target", "measured", "verdict", "margin"],
+            [[g.name, g.target, g.measured, g.verdict, g.margin] for g in goals],
+        ),
+        "",
+    ]
+    for section in sections:
+        lines += section.markdown()
+    RESULTS.write_text("\n".join(lines).rstrip() + "\n")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__)
+    parser.add_argument(
+        "names",
+        nargs="*",
+        metavar="NAME",
+        help="benchmarks to run (default: all): " + "; ".join(f"{k}: {v}" for k, v in BENCHMARKS.items()),
+    )
+    args = parser.parse_args(argv)
+    unknown = [name for name in args.names if name not in BENCHMARKS]
+    if unknown:
+        parser.error(f"unknown benchmark(s) {', '.join(unknown)}; choose from {', '.join(BENCHMARKS)}")
+    names: list[str] = args.names or list(BENCHMARKS)
+    signal.signal(signal.SIGTERM, _terminate)
+    began = datetime.datetime.now(datetime.timezone.utc)
+    started = time.monotonic()
+    WORK.mkdir(parents=True, exist_ok=True)
+    sections: list[Section] = []
+    anchor_ms: float | None = None
+
+    def run_clients() -> Section:
+        return clients.run(anchor_ms)
+
+    runners: dict[str, Callable[[], Section]] = {
+        "imports": imports.run,
+        "upload": upload.run,
+        "download": download.run,
+        "triggers": triggers.run,
+        "clients": run_clients,
+    }
+    try:
+        for name in BENCHMARKS:
+            if name not in names:
+                continue
+            log(f"== {name}: {BENCHMARKS[name]}")
+            begun = time.monotonic()
+            try:
+                section = runners[name]()
+            except Exception:
+                log(f"{name} FAILED:\n{traceback.format_exc()}")
+                section = _failed(name, time.monotonic() - begun)
+            sections.append(section)
+            if name == "triggers" and section.goals:
+                anchor_ms = triggers.LAST_ANCHOR_MS_PER_POLL
+            log(f"== {name} done in {time.monotonic() - begun:.0f} s")
+    finally:
+        if sections:
+            write_results(sections, args.names, started, began)
+            log(
+                f"wrote {RESULTS.relative_to(os.getcwd()) if RESULTS.is_relative_to(os.getcwd()) else RESULTS}"
+            )
+        for leftover in ("upload", "download"):
+            shutil.rmtree(WORK / leftover, ignore_errors=True)
+    failed = [goal for goal in (g for s in sections for g in s.goals) if goal.name in BENCHMARKS]
+    log(f"all done in {time.monotonic() - started:.0f} s")
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
