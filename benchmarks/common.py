@@ -386,6 +386,31 @@ def table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> list[str]
     return lines
 
 
+def transfer_table(rows: Sequence[Sequence[object]]) -> list[str]:
+    """How peak RSS growth is measured, then the per-client table of a transfer benchmark."""
+    return [
+        "Peak RSS growth (Python clients, each in a fresh interpreter, worst run): the kernel's peak-RSS "
+        "counter `VmHWM`, reset through `/proc/self/clear_refs` right before the transfer, minus the RSS "
+        "right before it. `ru_maxrss` cannot be reset and also holds the start-up peak, so its growth is "
+        "shown alongside (0 or below: the transfer never exceeded the start-up peak). curl: peak RSS from "
+        "`wait4`.",
+        "",
+        *table(
+            [
+                "client",
+                "MB/s (median)",
+                "MB/s (each run)",
+                "client CPU s",
+                "server CPU s",
+                "peak RSS MiB",
+                "peak RSS growth MiB",
+                "`ru_maxrss` - RSS before, MiB",
+            ],
+            rows,
+        ),
+    ]
+
+
 def median(values: Sequence[float]) -> float:
     return float(statistics.median(values))
 

@@ -32,7 +32,7 @@ from benchmarks.common import (
     median,
     run_child,
     run_tool,
-    table,
+    transfer_table,
     work_dir,
 )
 
@@ -128,25 +128,7 @@ def run() -> Section:
         f"alternating; median shown. MB = 10^6 bytes. Load average (1 min) before / after: "
         f"{' / '.join(load)}.",
         "",
-        "Peak RSS growth (Python clients, each in a fresh interpreter, worst run): the kernel's peak-RSS "
-        "counter `VmHWM`, reset through `/proc/self/clear_refs` right before the transfer, minus the RSS "
-        "right before it. `ru_maxrss` cannot be reset and also holds the start-up peak, so its growth is "
-        "shown alongside (0 or below: the transfer never exceeded the start-up peak). curl: peak RSS from "
-        "`wait4`.",
-        "",
-        *table(
-            [
-                "client",
-                "MB/s (median)",
-                "MB/s (each run)",
-                "client CPU s",
-                "server CPU s",
-                "peak RSS MiB",
-                "peak RSS growth MiB",
-                "`ru_maxrss` - RSS before, MiB",
-            ],
-            rows,
-        ),
+        *transfer_table(rows),
         "",
         f"Throughput ratio hook / curl: **{ratio:.2f}x**. Client CPU per GiB: hook "
         f"{summary['hook']['cpu'] / 2:.2f} s, curl {summary['curl']['cpu'] / 2:.2f} s.",

@@ -33,7 +33,7 @@ from benchmarks.common import (
     memory_available_kib,
     run_child,
     run_tool,
-    table,
+    transfer_table,
     warm_page_cache,
     work_dir,
 )
@@ -161,25 +161,7 @@ def run() -> Section:
         f"Load average (1 min) before / after: {' / '.join(load)} "
         "(the machine is shared: other work runs on the same 2 cores).",
         "",
-        "Peak RSS growth (Python clients, each in a fresh interpreter, worst run): the kernel's peak-RSS "
-        "counter `VmHWM`, reset through `/proc/self/clear_refs` right before the transfer, minus the RSS "
-        "right before it. `ru_maxrss` cannot be reset and also holds the start-up peak, so its growth is "
-        "shown alongside (0 or below: the transfer never exceeded the start-up peak). curl: peak RSS from "
-        "`wait4`.",
-        "",
-        *table(
-            [
-                "client",
-                "MB/s (median)",
-                "MB/s (each run)",
-                "client CPU s",
-                "server CPU s",
-                "peak RSS MiB",
-                "peak RSS growth MiB",
-                "`ru_maxrss` - RSS before, MiB",
-            ],
-            rows,
-        ),
+        *transfer_table(rows),
         "",
     ]
     if "curl" in summary and "hook" in summary:
