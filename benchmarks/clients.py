@@ -5,14 +5,14 @@ a fresh interpreter against the same simulator (1,000 ``running`` jobs); 1,000 p
 ``GET /api/v1/lipsync/requests/<id>`` once a second (starts spread over the first second) and parse the
 JSON body. Same window and lag measurement as the trigger benchmark.
 
-* ``hook``: ``ChamelaionHook.aget_request`` with one ``hook.async_client()`` per poller (what each
-  ``LipsyncRequestTrigger`` does, minus the trigger's own loop and its log line);
+* ``hook``: ``ChamelaionHook.aget_request`` with one ``hook.async_client()`` (httpx) per poller (what
+  each ``LipsyncRequestTrigger`` did before it moved to the shared session);
 * ``httpx-per-poller`` / ``httpx-shared``: bare ``httpx.AsyncClient.get``, one client per poller or
   one for all;
 * ``aiohttp-per-poller`` / ``aiohttp-shared``: bare ``aiohttp.ClientSession.get``, likewise;
-* ``aiohttp-shared-via-hook``: ``ChamelaionHook.aget_request`` unchanged, given (as ``client=``) a thin
-  httpx-like adapter over one shared aiohttp session: what a poll would cost with the hook's present
-  per-call layers (settings, retry loop, auth-header check, decoding, parsing) on that client;
+* ``aiohttp-shared-via-hook``: ``ChamelaionHook.aget_request`` with ``client=hook.shared_async_client()``,
+  one aiohttp session for all pollers: what each ``LipsyncRequestTrigger`` does now, minus the trigger's
+  own loop;
 * ``asyncio-streams``: a minimal keep-alive HTTP/1.1 client on ``asyncio.open_connection``: the floor
   of what the event loop and the sockets cost.
 """
@@ -27,8 +27,7 @@ import json
 import random
 import sys
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
-from dataclasses import dataclass
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -60,13 +59,13 @@ VARIANTS = (
     "asyncio-streams",
 )
 DESCRIPTIONS = {
-    "hook": "`ChamelaionHook.aget_request`, one `hook.async_client()` per poller (the trigger's path)",
+    "hook": "`ChamelaionHook.aget_request`, one `hook.async_client()` (httpx) per poller",
     "httpx-per-poller": "bare `httpx.AsyncClient.get`, one client per poller",
     "httpx-shared": "bare `httpx.AsyncClient.get`, one client for all",
     "aiohttp-per-poller": "bare `aiohttp.ClientSession.get`, one session per poller",
     "aiohttp-shared": "bare `aiohttp.ClientSession.get`, one session for all",
-    "aiohttp-shared-via-hook": "`ChamelaionHook.aget_request` as it is, its `client=` one shared aiohttp "
-    "session behind an httpx-like `request()`: the hook's own per-call layers on aiohttp",
+    "aiohttp-shared-via-hook": "`ChamelaionHook.aget_request` with `client=` `hook.shared_async_client()`: "
+    "one aiohttp session shared by all pollers (the trigger's path)",
     "asyncio-streams": "minimal keep-alive HTTP/1.1 on `asyncio.open_connection` (the floor)",
 }
 
@@ -200,32 +199,6 @@ def hook_fetch(hook: Any, client: Any, request_id: str) -> Fetch:
     return lambda: hook.aget_request(request_id, client=client)
 
 
-@dataclass
-class _Answer:
-    status_code: int
-    headers: Mapping[str, str]
-    content: bytes
-
-
-class _AiohttpAsHttpx:
-    """Just enough of ``httpx.AsyncClient`` (``request()``) over one shared aiohttp session to pass as the
-    hook's ``client=``: the hook's own per-call code runs unchanged on top of aiohttp."""
-
-    def __init__(self, session: Any) -> None:
-        self.session = session
-
-    async def request(
-        self,
-        method: str,
-        url: str,
-        *,
-        params: Mapping[str, Any] | None = None,
-        headers: Mapping[str, str] | None = None,
-    ) -> _Answer:
-        async with self.session.request(method, url, params=params, headers=headers) as response:
-            return _Answer(response.status, response.headers, await response.read())
-
-
 @contextlib.asynccontextmanager
 async def _fetchers(variant: str, ids: list[str], base_url: str, api_key: str) -> AsyncIterator[list[Fetch]]:
     """One ``fetch()`` per poller, with whatever clients the variant needs, closed afterwards."""
@@ -269,17 +242,11 @@ async def _fetchers(variant: str, ids: list[str], base_url: str, api_key: str) -
 
                 fetchers.append(fetch_httpx)
         elif variant == "aiohttp-shared-via-hook":
-            import aiohttp
-
             from airflow_provider_chamelaion.hooks.chamelaion import ChamelaionHook
 
-            adapter = _AiohttpAsHttpx(
-                await stack.enter_async_context(
-                    aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0))
-                )
-            )
+            session_client = await stack.enter_async_context(ChamelaionHook().shared_async_client())
             for request_id in ids:
-                fetchers.append(hook_fetch(ChamelaionHook(), adapter, request_id))
+                fetchers.append(hook_fetch(ChamelaionHook(), session_client, request_id))
         elif variant.startswith("aiohttp"):
             import aiohttp
 

@@ -669,11 +669,13 @@ async def test_trigger_survives_transient_faults_mid_wait(
     assert sorted(c.fault or "" for c in made if c.fault) == sorted(
         ["status"] * 5 + ["drop", "slow", "malformed", "truncate"]
     )
-    # Poll A: 503, 503, 503, drop, slow: five attempts, four waits, one failed poll (tolerated).
-    # Poll B: 502, 429, then a 200 that is not JSON: not retried, a second failed poll (tolerated).
+    # The trigger polls on a shared aiohttp session, which itself re-sends a GET once when a reused
+    # keep-alive connection is closed under it: the drop is absorbed there and the re-sent GET meets
+    # the next fault. Poll A: 503, 503, 503, drop+slow, 502: five attempts, four waits, one failed
+    # poll (tolerated). Poll B: 429, then a 200 that is not JSON: not retried, a second failed poll.
     # Poll C: cut mid-body, retried once: the wait goes on. (At least: on a busy machine an ordinary
     # answer may also miss the 0.3 s read timeout.)
-    assert len(trigger_sleeps) >= 4 + 2 + 1
+    assert len(trigger_sleeps) >= 4 + 1 + 1
     SCENARIOS.append(
         MatrixRow(
             "trigger: 503 x3, drop, slow, 502, 429, malformed 200, truncate mid-wait",

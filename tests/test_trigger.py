@@ -15,6 +15,7 @@ import pytest
 import respx
 from airflow.sdk import BaseHook
 
+from airflow_provider_chamelaion.hooks import shared_session
 from airflow_provider_chamelaion.hooks.chamelaion import ChamelaionHook
 from airflow_provider_chamelaion.retry import RetryPolicy
 from airflow_provider_chamelaion.simulator import Simulator
@@ -209,7 +210,9 @@ async def test_transient_faults_are_retried_within_a_poll(
     fast_hooks()
     request_id = submit(sim_hook)
     simulator.state.add_fault(kind="status", status=503, path="/requests/", times=2)
-    simulator.state.add_fault(kind="drop", path="/requests/")
+    # A body cut short (not a plain drop: aiohttp itself re-sends a GET once when a reused keep-alive
+    # connection is closed under it, so a drop never reaches the policy).
+    simulator.state.add_fault(kind="truncate", cut_at=10, path="/requests/")
     event = only_event(await collect(LipsyncRequestTrigger(request_id, poll_interval=POLL)))
     assert event["status"] == "completed"
     assert len(sleeps) == 3  # the hook's backoff waits, recorded instead of slept
@@ -270,26 +273,40 @@ async def test_unknown_status_keeps_polling_until_it_changes(
 # -- resources ------------------------------------------------------------------------------------------
 
 
-async def test_one_http_client_for_the_whole_run(
+async def test_one_client_for_the_whole_run_on_the_loops_shared_session(
     simulator: Simulator, sim_hook: ChamelaionHook, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    created: list[httpx.AsyncClient] = []
-    original = ChamelaionHook.async_client
+    opened: list[ChamelaionHook] = []
+    original = ChamelaionHook.shared_async_client
 
-    def counting(self: ChamelaionHook) -> httpx.AsyncClient:
-        client = original(self)
-        created.append(client)
-        return client
+    def counting(self: ChamelaionHook) -> Any:
+        opened.append(self)
+        return original(self)
 
-    monkeypatch.setattr(ChamelaionHook, "async_client", counting)
+    monkeypatch.setattr(ChamelaionHook, "shared_async_client", counting)
     request_id = submit(sim_hook)
     simulator.state.force_status(request_id, "running")
     task = asyncio.ensure_future(collect(LipsyncRequestTrigger(request_id, poll_interval=POLL)))
     await wait_until(lambda: len(polls(simulator, request_id)) >= 3)
     simulator.state.force_status(request_id, "completed")
     assert only_event(await task)["status"] == "completed"
-    assert len(created) == 1
-    assert created[0].is_closed
+    assert len(opened) == 1
+    assert asyncio.get_running_loop() not in shared_session._SESSIONS  # closed with its last user
+
+
+async def test_concurrent_triggers_share_one_session(simulator: Simulator, sim_hook: ChamelaionHook) -> None:
+    ids = [submit(sim_hook) for _ in range(3)]
+    for request_id in ids:
+        simulator.state.force_status(request_id, "running")
+    tasks = [asyncio.ensure_future(collect(LipsyncRequestTrigger(i, poll_interval=POLL))) for i in ids]
+    await wait_until(lambda: all(len(polls(simulator, i)) >= 2 for i in ids))
+    loop = asyncio.get_running_loop()
+    assert shared_session._SESSIONS[loop].users == 3
+    for request_id in ids:
+        simulator.state.force_status(request_id, "completed")
+    events = [only_event(await task) for task in tasks]
+    assert [event["status"] for event in events] == ["completed"] * 3
+    assert loop not in shared_session._SESSIONS
 
 
 async def test_run_never_calls_the_sync_connection_lookup(
@@ -308,10 +325,18 @@ async def test_run_never_calls_the_sync_connection_lookup(
 # -- respx: the exact wire exchange -----------------------------------------------------------------------
 
 
+@pytest.fixture
+def httpx_transport(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Run the trigger on an httpx client, which respx intercepts (these tests are about the wire
+    exchange and the trigger's logic, not the shared-session transport)."""
+    monkeypatch.setattr(ChamelaionHook, "shared_async_client", lambda self: self.async_client())
+
+
 def _request_json(request_id: str, status: str, **extra: str) -> dict[str, str]:
     return {"id": request_id, "status": status, "created_at": "2026-01-01T00:00:00Z", **extra}
 
 
+@pytest.mark.usefixtures("httpx_transport")
 async def test_respx_polls_with_the_key_until_completed(mock_conn: str) -> None:
     with respx.mock(assert_all_called=True) as router:
         route = router.get(f"{MOCK_BASE_URL}/v1/lipsync/requests/r-1").mock(
@@ -330,6 +355,7 @@ async def test_respx_polls_with_the_key_until_completed(mock_conn: str) -> None:
     assert all(call.request.headers["x-api-key"] == API_KEY for call in route.calls)
 
 
+@pytest.mark.usefixtures("httpx_transport")
 async def test_respx_401_ends_at_once_with_the_api_message(mock_conn: str) -> None:
     with respx.mock as router:
         route = router.get(f"{MOCK_BASE_URL}/v1/lipsync/requests/r-2").mock(
@@ -341,6 +367,7 @@ async def test_respx_401_ends_at_once_with_the_api_message(mock_conn: str) -> No
     assert route.call_count == 1
 
 
+@pytest.mark.usefixtures("httpx_transport")
 async def test_respx_malformed_answers_count_as_transient_errors(mock_conn: str) -> None:
     with respx.mock as router:
         route = router.get(f"{MOCK_BASE_URL}/v1/lipsync/requests/r-4").mock(
@@ -357,6 +384,7 @@ async def test_respx_malformed_answers_count_as_transient_errors(mock_conn: str)
     assert route.call_count == 3
 
 
+@pytest.mark.usefixtures("httpx_transport")
 async def test_respx_unexpected_exception_still_yields_exactly_one_error_event(mock_conn: str) -> None:
     with respx.mock as router:
         router.get(f"{MOCK_BASE_URL}/v1/lipsync/requests/r-3").mock(side_effect=RuntimeError("boom"))

@@ -74,7 +74,8 @@ class LipsyncRequestTrigger(BaseTrigger):
         reported_status: str | None = None
         failures = 0
         try:
-            async with hook.async_client() as client:
+            # One client for the whole wait, on a session shared by every trigger on this event loop.
+            async with hook.shared_async_client() as client:
                 while True:
                     try:
                         last = await hook.aget_request(self.request_id, client=client)
