@@ -1,4 +1,4 @@
-"""The one retry policy shared by the hook's sync (requests) and async (httpx) paths.
+"""The one retry policy shared by the hook's sync (requests) and async (httpx or shared aiohttp) paths.
 
 Both paths first turn whatever went wrong into a typed :class:`~.exceptions.ChamelaionAPIError`, then
 hand it to the same :class:`RetryPolicy` (``call`` for sync code, ``acall`` for async code), so "what is
@@ -28,9 +28,6 @@ from airflow_provider_chamelaion.exceptions import (
     ChamelaionServerError,
     ChamelaionTransportError,
 )
-from airflow_provider_chamelaion.wire import parse_retry_after
-
-__all__ = ["RETRYABLE_SERVER_STATUSES", "RetryPolicy", "parse_retry_after"]
 
 T = TypeVar("T")
 

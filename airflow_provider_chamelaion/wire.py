@@ -1,6 +1,6 @@
 """The Chamelaion HTTP contract in one place: paths, request bodies, response decoding, error mapping.
 
-The hook's sync (requests) and async (httpx) paths both build requests and read responses through
+The hook's sync (requests) and async (httpx or the shared aiohttp session) paths both build requests and read responses through
 these functions, so the two can never drift apart.
 """
 

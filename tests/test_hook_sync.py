@@ -40,7 +40,8 @@ from airflow_provider_chamelaion.hooks.chamelaion import ChamelaionHook
 from airflow_provider_chamelaion.media import MediaInfo
 from airflow_provider_chamelaion.models import LipsyncRequest, RequestPage
 from airflow_provider_chamelaion.multipart import FilePart, MultipartBody
-from airflow_provider_chamelaion.retry import RetryPolicy, parse_retry_after
+from airflow_provider_chamelaion.retry import RetryPolicy
+from airflow_provider_chamelaion.wire import parse_retry_after
 from tests.conftest import API_KEY, MOCK_BASE_URL
 
 GENERATE_URL = f"{MOCK_BASE_URL}/v1/lipsync/generate"

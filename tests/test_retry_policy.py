@@ -22,7 +22,8 @@ from airflow_provider_chamelaion.exceptions import (
     ChamelaionValidationError,
     error_for_status,
 )
-from airflow_provider_chamelaion.retry import RetryPolicy, parse_retry_after
+from airflow_provider_chamelaion.retry import RetryPolicy
+from airflow_provider_chamelaion.wire import parse_retry_after
 
 NOW = datetime(2026, 4, 7, 10, 0, 0, tzinfo=timezone.utc)
 

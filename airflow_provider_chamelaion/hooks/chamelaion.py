@@ -1,4 +1,8 @@
-"""ChamelaionHook: the connection and every Chamelaion API call, sync (requests) and async (httpx)."""
+"""ChamelaionHook: the connection and every Chamelaion API call, sync (requests) and async.
+
+The async path takes any client with an httpx-like ``request()``: an ``httpx.AsyncClient`` by default,
+or the triggers' shared aiohttp session (:mod:`.shared_session`).
+"""
 
 from __future__ import annotations
 
