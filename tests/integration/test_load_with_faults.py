@@ -41,7 +41,7 @@ def simulator_config() -> SimulatorConfig:
 
 @pytest.fixture
 def test_dags_folder(monkeypatch: pytest.MonkeyPatch, airflow_db: str) -> Path:
-    """Point the default ``dags-folder`` bundle at tests/dags, so dag.test() finds the DAG file there."""
+    """Point the default ``dags-folder`` bundle at tests/integration/dags, so dag.test() finds the DAG file there."""
     import airflow.settings
 
     monkeypatch.setenv("AIRFLOW__CORE__DAGS_FOLDER", str(DAGS))

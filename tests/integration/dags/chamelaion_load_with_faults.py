@@ -1,6 +1,6 @@
 """Load under faults: many mapped deferrable LipsyncGenerateOperator tasks in one DAG run.
 
-Used by ``tests/test_load_with_faults.py`` (which points the dags folder here so ``dag.test()`` can find
+Used by ``tests/integration/test_load_with_faults.py`` (which points the dags folder here so ``dag.test()`` can find
 the file). ``CHAMELAION_LOAD_TASKS`` (default 200) sets how many mapped tasks there are and
 ``CHAMELAION_POLL_INTERVAL`` how often each wait polls. No ``reference_id`` is given: each task uses
 the one derived from its task instance (``airflow-<dag>-<task>-<run>-<map index>``), unique per task.

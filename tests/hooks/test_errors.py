@@ -1,0 +1,322 @@
+"""Typed errors with the API's own message; nothing ever holds the API key."""
+
+from __future__ import annotations
+
+import json
+import logging
+import pickle
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+import requests
+from requests_mock import Mocker
+
+from airflow_provider_chamelaion.connection import ApiSettings
+from airflow_provider_chamelaion.exceptions import (
+    ChamelaionAPIError,
+    ChamelaionAuthError,
+    ChamelaionConfigError,
+    ChamelaionNotFoundError,
+    ChamelaionResponseError,
+    ChamelaionServerError,
+    ChamelaionTransportError,
+    ChamelaionValidationError,
+)
+from airflow_provider_chamelaion.hooks.chamelaion import ChamelaionHook
+from tests.conftest import API_KEY, MOCK_BASE_URL
+from tests.hooks.mock_api import (
+    AUDIO_URL,
+    GENERATE_URL,
+    REQUEST_ID,
+    REQUEST_URL,
+    REQUESTS_URL,
+    VIDEO_URL,
+    _completed,
+    _last,
+    _no_chained_traceback,
+    _refused,
+    _request_json,
+)
+
+# -- errors ---------------------------------------------------------------------------------------
+
+
+ERROR_CASES = [
+    (401, ChamelaionAuthError, {"message": "Invalid API key"}, "Invalid API key"),
+    (403, ChamelaionAuthError, {"error": "Forbidden for this plan"}, "Forbidden for this plan"),
+    (404, ChamelaionNotFoundError, {"detail": "Request not found"}, "Request not found"),
+    (
+        422,
+        ChamelaionValidationError,
+        {"message": "inputs must contain one video"},
+        "inputs must contain one video",
+    ),
+    (400, ChamelaionValidationError, {"error_message": "bad request"}, "bad request"),
+]
+
+
+class TestErrors:
+    @pytest.mark.parametrize(("status", "cls", "payload", "message"), ERROR_CASES)
+    def test_get_fails_at_once_with_typed_error(
+        self,
+        hook: ChamelaionHook,
+        requests_mock: Mocker,
+        sleeps: Any,
+        status: int,
+        cls: type[ChamelaionAPIError],
+        payload: dict[str, Any],
+        message: str,
+    ) -> None:
+        requests_mock.get(REQUEST_URL, status_code=status, json=payload)
+        with pytest.raises(cls) as info:
+            hook.get_request(REQUEST_ID)
+        error = info.value
+        assert type(error) is cls
+        assert error.status_code == status
+        assert error.method == "GET"
+        assert error.path == f"/v1/lipsync/requests/{REQUEST_ID}"
+        assert error.message == message
+        assert message in str(error)
+        assert f"HTTP {status}" in str(error)
+        assert requests_mock.call_count == 1
+        assert sleeps == []
+
+    @pytest.mark.parametrize(("status", "cls", "payload", "message"), ERROR_CASES)
+    def test_post_fails_at_once_with_typed_error(
+        self,
+        hook: ChamelaionHook,
+        requests_mock: Mocker,
+        status: int,
+        cls: type[ChamelaionAPIError],
+        payload: dict[str, Any],
+        message: str,
+    ) -> None:
+        requests_mock.post(GENERATE_URL, status_code=status, json=payload)
+        with pytest.raises(cls) as info:
+            hook.generate(VIDEO_URL, AUDIO_URL)
+        assert (info.value.status_code, info.value.method, info.value.path) == (
+            status,
+            "POST",
+            "/v1/lipsync/generate",
+        )
+        assert info.value.message == message
+        assert requests_mock.call_count == 1
+
+    def test_fastapi_style_422_detail_is_readable(self, hook: ChamelaionHook, requests_mock: Mocker) -> None:
+        detail = [{"loc": ["body", "inputs"], "msg": "Field required", "type": "missing"}]
+        requests_mock.post(GENERATE_URL, status_code=422, json={"detail": detail})
+        with pytest.raises(ChamelaionValidationError) as info:
+            hook.generate(VIDEO_URL, AUDIO_URL)
+        assert "Field required" in info.value.message
+        assert requests_mock.call_count == 1
+
+    def test_empty_error_body(self, hook: ChamelaionHook, requests_mock: Mocker) -> None:
+        requests_mock.get(REQUEST_URL, status_code=404, text="")
+        with pytest.raises(ChamelaionNotFoundError, match="empty response body"):
+            hook.get_request(REQUEST_ID)
+
+    def test_502_html_is_readable(self, hook: ChamelaionHook, requests_mock: Mocker) -> None:
+        html = (
+            "<html>\r\n<head><title>502 Bad Gateway</title></head>\r\n<body>\r\n"
+            "<center><h1>502 Bad Gateway</h1></center>\r\n<hr><center>nginx</center>\r\n</body>\r\n</html>"
+        )
+        requests_mock.get(REQUEST_URL, status_code=502, text=html, headers={"Content-Type": "text/html"})
+        with pytest.raises(ChamelaionServerError) as info:
+            hook.get_request(REQUEST_ID)
+        text = str(info.value)
+        assert info.value.status_code == 502
+        assert "502 Bad Gateway" in text
+        assert "text/html" in text
+        assert "<" not in text
+        assert "JSONDecodeError" not in text
+        assert "Expecting value" not in text
+        assert _no_chained_traceback(info.value)
+
+    def test_502_html_on_post(self, hook: ChamelaionHook, requests_mock: Mocker) -> None:
+        requests_mock.post(
+            GENERATE_URL,
+            status_code=502,
+            text="<html><body><h1>Bad Gateway</h1></body></html>",
+            headers={"Content-Type": "text/html; charset=utf-8"},
+        )
+        with pytest.raises(ChamelaionServerError, match=r"non-JSON response \(text/html\): Bad Gateway"):
+            hook.generate(VIDEO_URL, AUDIO_URL)
+        assert requests_mock.call_count == 1
+
+    @pytest.mark.parametrize("body", ["{not json", "<html>ok</html>", "", "null-ish"])
+    def test_200_with_malformed_json(self, hook: ChamelaionHook, requests_mock: Mocker, body: str) -> None:
+        requests_mock.get(REQUEST_URL, text=body)
+        with pytest.raises(ChamelaionResponseError) as info:
+            hook.get_request(REQUEST_ID)
+        assert info.value.status_code == 200
+        assert "not JSON" in str(info.value)
+        assert _no_chained_traceback(info.value)
+        assert requests_mock.call_count == 1
+
+    def test_200_with_json_of_the_wrong_type(self, hook: ChamelaionHook, requests_mock: Mocker) -> None:
+        requests_mock.get(REQUESTS_URL, json=["a", "b"])
+        with pytest.raises(ChamelaionResponseError, match="unexpected answer shape"):
+            hook.list_requests()
+
+    def test_redirect_is_not_followed(self, hook: ChamelaionHook, requests_mock: Mocker) -> None:
+        requests_mock.get(REQUEST_URL, status_code=302, headers={"Location": "https://elsewhere.example/x"})
+        with pytest.raises(ChamelaionAPIError) as info:
+            hook.get_request(REQUEST_ID)
+        assert info.value.status_code == 302
+        assert requests_mock.call_count == 1
+
+    def test_errors_survive_pickling(self, hook: ChamelaionHook, requests_mock: Mocker) -> None:
+        requests_mock.get(REQUEST_URL, status_code=404, json={"message": "gone"})
+        with pytest.raises(ChamelaionNotFoundError) as info:
+            hook.get_request(REQUEST_ID)
+        clone = pickle.loads(pickle.dumps(info.value))  # noqa: S301 - our own bytes
+        assert type(clone) is ChamelaionNotFoundError
+        assert (clone.status_code, clone.method, clone.path, clone.message) == (
+            404,
+            "GET",
+            f"/v1/lipsync/requests/{REQUEST_ID}",
+            "gone",
+        )
+        assert str(clone) == str(info.value)
+
+
+# -- secrets --------------------------------------------------------------------------------------
+
+
+class TestSecrets:
+    def test_hook_str_and_repr(self, hook: ChamelaionHook, requests_mock: Mocker) -> None:
+        requests_mock.get(REQUEST_URL, json=_request_json())
+        hook.get_request(REQUEST_ID)
+        assert API_KEY not in repr(hook)
+        assert API_KEY not in str(hook)
+        assert "chamelaion_default" in repr(hook)
+
+    def test_settings_str_and_repr(self, hook: ChamelaionHook) -> None:
+        settings = hook.get_settings()
+        assert settings.api_key == API_KEY
+        assert API_KEY not in repr(settings)
+        assert API_KEY not in str(settings)
+        assert API_KEY not in repr(ApiSettings(MOCK_BASE_URL, API_KEY))
+
+    @pytest.mark.parametrize("status", [400, 401, 403, 404, 422, 429, 500, 502])
+    def test_api_errors_never_hold_the_key(
+        self, hook: ChamelaionHook, requests_mock: Mocker, status: int
+    ) -> None:
+        requests_mock.get(REQUEST_URL, status_code=status, json={"message": "no"})
+        with pytest.raises(ChamelaionAPIError) as info:
+            hook.get_request(REQUEST_ID)
+        self._assert_no_key(info.value)
+
+    @pytest.mark.parametrize(
+        "exc",
+        [
+            requests.exceptions.ConnectionError(
+                "HTTPSConnectionPool(host='api.chamelaion.test', port=443): Max retries exceeded with url: "
+                f"/api/v1/lipsync/requests/{REQUEST_ID}?token=abc (Caused by ConnectionResetError(104))"
+            ),
+            requests.exceptions.ReadTimeout(
+                "HTTPSConnectionPool(host='api.chamelaion.test'): Read timed out."
+            ),
+            requests.exceptions.SSLError("certificate verify failed"),
+            _refused(),
+        ],
+    )
+    def test_transport_errors_never_hold_the_key(
+        self, hook: ChamelaionHook, requests_mock: Mocker, exc: Exception
+    ) -> None:
+        requests_mock.get(REQUEST_URL, exc=exc)
+        with pytest.raises(ChamelaionTransportError) as info:
+            hook.get_request(REQUEST_ID)
+        self._assert_no_key(info.value)
+        assert "?token" not in str(info.value)
+        assert _no_chained_traceback(info.value)
+
+    def test_download_errors_never_hold_the_key(
+        self, hook: ChamelaionHook, requests_mock: Mocker, tmp_path: Path
+    ) -> None:
+        url = f"{MOCK_BASE_URL}/v1/outputs/o.mp4"
+        requests_mock.get(url, status_code=500, text="boom")
+        with pytest.raises(ChamelaionServerError) as info:
+            hook.download_output(_completed(url), tmp_path / "o.mp4")
+        assert _last(requests_mock).headers["x-api-key"] == API_KEY  # it was sent, it must not leak
+        self._assert_no_key(info.value)
+
+    def test_config_errors_never_hold_the_key(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        monkeypatch.setenv(
+            "AIRFLOW_CONN_CHAMELAION_DEFAULT",
+            json.dumps({"conn_type": "chamelaion", "host": "ftp://x.test", "password": API_KEY}),
+        )
+        with pytest.raises(ChamelaionConfigError) as info:
+            ChamelaionHook().get_settings()
+        self._assert_no_key(info.value)
+
+    def test_nothing_logged_holds_the_key(
+        self,
+        hook: ChamelaionHook,
+        requests_mock: Mocker,
+        caplog: pytest.LogCaptureFixture,
+        capsys: pytest.CaptureFixture[str],
+    ) -> None:
+        caplog.set_level(logging.DEBUG)
+        requests_mock.get(
+            REQUEST_URL,
+            [
+                {"status_code": 503, "text": "busy"},
+                {"exc": requests.exceptions.ConnectionError("connection reset by peer")},
+                {"status_code": 429, "headers": {"Retry-After": "1"}},
+                {"status_code": 401, "json": {"message": "Invalid API key"}},
+            ],
+        )
+        with pytest.raises(ChamelaionAuthError):
+            hook.get_request(REQUEST_ID)
+        requests_mock.post(GENERATE_URL, status_code=500, json={"message": "boom"})
+        with pytest.raises(ChamelaionServerError):
+            hook.generate(VIDEO_URL, AUDIO_URL)
+
+        assert requests_mock.call_count == 5
+        assert any("retrying" in record.getMessage() for record in caplog.records)  # logs were captured
+        assert API_KEY not in caplog.text
+        for record in caplog.records:
+            assert API_KEY not in record.getMessage()
+            assert API_KEY not in repr(record.args)
+        captured = capsys.readouterr()
+        assert API_KEY not in captured.out
+        assert API_KEY not in captured.err
+
+    def test_get_settings_masks_the_key(self, hook: ChamelaionHook, monkeypatch: pytest.MonkeyPatch) -> None:
+        import airflow.sdk.log as sdk_log
+        from airflow.sdk._shared.secrets_masker import SecretsMasker
+
+        # A fresh masker, and a connection lookup that masks nothing itself (Airflow's own lookup may
+        # mask the password too): only what the hook registers can redact the key.
+        fresh = SecretsMasker()
+        monkeypatch.setattr(sdk_log, "_secrets_masker", lambda: fresh)
+        monkeypatch.setattr(
+            hook,
+            "get_connection",
+            lambda conn_id: SimpleNamespace(host=MOCK_BASE_URL, password=API_KEY, port=None),
+        )
+        assert fresh.redact(f"key={API_KEY}") == f"key={API_KEY}"
+        hook.get_settings()
+        assert fresh.redact(f"key={API_KEY}") == "key=***"
+        assert fresh.redact({"headers": {"x-api-key": API_KEY}}) == {"headers": {"x-api-key": "***"}}
+
+    def test_global_masker_redacts_the_key_after_get_settings(self, hook: ChamelaionHook) -> None:
+        from airflow.sdk._shared.secrets_masker import redact
+
+        hook.get_settings()
+        assert API_KEY not in str(redact(f"calling with {API_KEY} now"))
+        assert redact(f"calling with {API_KEY} now") == "calling with *** now"
+
+    @staticmethod
+    def _assert_no_key(error: BaseException) -> None:
+        assert API_KEY not in str(error)
+        assert API_KEY not in repr(error)
+        assert API_KEY not in repr(error.args)
+        assert API_KEY not in repr(vars(error))
+        assert API_KEY.encode() not in pickle.dumps(error)
+        cause = error.__cause__ or error.__context__
+        if cause is not None and not error.__suppress_context__:
+            assert API_KEY not in repr(cause)
