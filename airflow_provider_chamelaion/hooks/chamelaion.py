@@ -48,6 +48,7 @@ from airflow_provider_chamelaion.version_compat import (
     BaseHook,
     aget_connection,
     amask_secret,
+    get_connection,
     mask_secret,
 )
 from airflow_provider_chamelaion.wire import (
@@ -187,7 +188,7 @@ class ChamelaionHook(BaseHook):
         """Base URL and API key from the connection (looked up once per hook)."""
         if self._settings is None:
             try:
-                conn = self.get_connection(self.chamelaion_conn_id)
+                conn = get_connection(self, self.chamelaion_conn_id)
             except AirflowNotFoundException:
                 raise missing_connection_error(self.chamelaion_conn_id) from None
             settings = settings_from_connection(conn, self.chamelaion_conn_id)
@@ -354,6 +355,14 @@ class ChamelaionHook(BaseHook):
         """Every request with exactly this ``reference_id``, newest first."""
         matches = [r for r in self.iter_requests(reference_id=reference_id) if r.reference_id == reference_id]
         return sorted(matches, key=lambda r: r.created_at or "", reverse=True)
+
+    @classmethod
+    def get_ui_field_behaviour(cls) -> dict[str, Any]:
+        """The connection form, for Airflow 2.11-3.1 (3.2+ reads it from the provider info and, finding it
+        there, never calls this deprecated hook method)."""
+        from airflow_provider_chamelaion.get_provider_info import hook_field_behaviour
+
+        return hook_field_behaviour()
 
     def test_connection(self) -> tuple[bool, str]:
         """Airflow's "Test" button: one cheap authenticated call (a one-item list)."""

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import pickle
+import threading
 from types import SimpleNamespace
 from typing import Any
 
@@ -25,8 +26,10 @@ from airflow_provider_chamelaion.exceptions import (
 from airflow_provider_chamelaion.hooks.chamelaion import ChamelaionHook
 from airflow_provider_chamelaion.models import LipsyncRequest
 from airflow_provider_chamelaion.retry import RetryPolicy
-from airflow_provider_chamelaion.version_compat import BaseHook
+from airflow_provider_chamelaion.version_compat import HAS_ASYNC_MASKING
 from tests.conftest import API_KEY, MOCK_BASE_URL
+from tests.helpers.loop_guard import forbid_sync_lookup_on_the_loop
+from tests.helpers.masking import fresh_masker
 
 REQUEST_ID = "6f82a2d8-a6d4-4e8a-a0fa-e8b09823a2d8"
 REQUEST_URL = f"{MOCK_BASE_URL}/v1/lipsync/requests/{REQUEST_ID}"
@@ -322,17 +325,16 @@ class TestClients:
 
 
 class TestAsyncSettings:
-    async def test_uses_the_async_connection_path(
+    async def test_never_looks_the_connection_up_synchronously_on_the_loop(
         self, hook: ChamelaionHook, respx_mock: respx.MockRouter, monkeypatch: pytest.MonkeyPatch
     ) -> None:
-        def sync_lookup(*args: Any, **kwargs: Any) -> Any:
-            raise AssertionError("sync get_connection called on the event loop")
-
-        monkeypatch.setattr(BaseHook, "get_connection", classmethod(sync_lookup))
-        monkeypatch.setattr(ChamelaionHook, "get_connection", classmethod(sync_lookup))
+        off_loop_lookups = forbid_sync_lookup_on_the_loop(monkeypatch)
         settings = await hook.aget_settings()
         assert settings.base_url == MOCK_BASE_URL
         assert settings.api_key == API_KEY
+        # 3.3+: Airflow's async lookup; before: the sync one, in a worker thread.
+        assert len(off_loop_lookups) == (0 if HAS_ASYNC_MASKING else 1)
+        assert threading.current_thread().name not in off_loop_lookups
 
         route = respx_mock.get(REQUEST_URL).mock(return_value=_ok())
         await hook.aget_request(REQUEST_ID)
@@ -345,11 +347,7 @@ class TestAsyncSettings:
         respx_mock: respx.MockRouter,
         monkeypatch: pytest.MonkeyPatch,
     ) -> None:
-        def sync_lookup(*args: Any, **kwargs: Any) -> Any:
-            raise AssertionError("sync get_connection called on the event loop")
-
-        monkeypatch.setattr(BaseHook, "get_connection", classmethod(sync_lookup))
-        monkeypatch.setattr(ChamelaionHook, "get_connection", classmethod(sync_lookup))
+        forbid_sync_lookup_on_the_loop(monkeypatch)
         respx_mock.get(REQUEST_URL).mock(return_value=_ok())
         assert (await ChamelaionHook(retry_policy=retry_policy).aget_request(REQUEST_ID)).id == REQUEST_ID
 
@@ -377,18 +375,19 @@ class TestAsyncSettings:
             await ChamelaionHook("chamelaion_async_nokey").aget_settings()
 
     async def test_masks_the_key(self, hook: ChamelaionHook, monkeypatch: pytest.MonkeyPatch) -> None:
-        import airflow.sdk.log as sdk_log
-        from airflow.sdk._shared.secrets_masker import SecretsMasker
-
         # A fresh masker, and a connection lookup that masks nothing itself (Airflow's own lookup masks
         # the password too): only what the hook registers can redact the key.
-        fresh = SecretsMasker()
-        monkeypatch.setattr(sdk_log, "_secrets_masker", lambda: fresh)
+        fresh = fresh_masker(monkeypatch)
 
-        async def plain_lookup(conn_id: str) -> Any:
+        def plain_lookup(conn_id: str) -> Any:
             return SimpleNamespace(host=MOCK_BASE_URL, password=API_KEY, port=None)
 
-        monkeypatch.setattr(hook, "aget_connection", plain_lookup)
+        async def async_plain_lookup(conn_id: str) -> Any:
+            return plain_lookup(conn_id)
+
+        # The hook uses whichever lookup the line makes safe on the loop (version_compat.aget_connection).
+        monkeypatch.setattr(hook, "aget_connection", async_plain_lookup, raising=False)
+        monkeypatch.setattr(hook, "get_connection", plain_lookup)
         assert fresh.redact(API_KEY) == API_KEY
         await hook.aget_settings()
         assert fresh.redact(f"x-api-key: {API_KEY}") == "x-api-key: ***"

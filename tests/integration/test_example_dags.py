@@ -11,8 +11,9 @@ import pytest
 
 from airflow_provider_chamelaion.simulator import Simulator, SimulatorConfig
 from airflow_provider_chamelaion.triggers.lipsync import LipsyncRequestTrigger
+from airflow_provider_chamelaion.version_compat import RETRY_RESTARTS_AFTER_DEFERRAL
 from tests.conftest import API_KEY, EXAMPLE_DAGS
-from tests.helpers.dags import load_dag_file
+from tests.helpers.dags import load_dag_file, repair_airflow2_dag_test
 
 EXAMPLE_FILES = sorted(EXAMPLE_DAGS.glob("example_*.py"))
 _module_names = itertools.count()
@@ -31,6 +32,7 @@ def simulator_config() -> SimulatorConfig:
 
 @pytest.fixture
 def dag_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, airflow_db: str, simulator: Simulator) -> Path:
+    repair_airflow2_dag_test(monkeypatch)
     monkeypatch.setenv("CHAMELAION_OUTPUT_DIR", str(tmp_path / "outputs"))
     monkeypatch.setenv("CHAMELAION_MEDIA_DIR", str(tmp_path / "media"))
     monkeypatch.setenv("CHAMELAION_POLL_INTERVAL", "0.3")
@@ -52,7 +54,7 @@ def trigger_runs(monkeypatch: pytest.MonkeyPatch) -> list[str]:
 
 
 def test_example_dags_load_without_errors() -> None:
-    from airflow.dag_processing.dagbag import DagBag
+    from airflow_provider_chamelaion.version_compat import DagBag
 
     bag = DagBag(dag_folder=str(EXAMPLE_DAGS))
     assert bag.import_errors == {}
@@ -102,19 +104,27 @@ def test_catalogue_backfill_retries_failed_items_and_reruns_pay_nothing(
 
     first = module.dag.test()
 
-    # The failed item failed its try; the task's retry submitted it again (a failed job is never
-    # reused) and everything else was submitted exactly once.
-    assert first.state == "success"
     statuses = sorted(simulator.state.status_of(job)[0] for job in simulator.state.jobs.values())
-    assert statuses == ["completed", "completed", "completed", "failed"]
-    assert len(list((dag_env / "catalogue").glob("*.mp4"))) == 3
+    if RETRY_RESTARTS_AFTER_DEFERRAL:
+        # The failed item failed its try; the task's retry submitted it again (a failed job is never
+        # reused) and everything else was submitted exactly once.
+        assert first.state == "success"
+        assert statuses == ["completed", "completed", "completed", "failed"]
+        assert len(list((dag_env / "catalogue").glob("*.mp4"))) == 3
+    else:
+        # Airflow 3.0 resumes the retry with the failed try's event: it fails the same way, submits
+        # nothing (the documented 3.0 degradation), and the run fails; the re-run below submits it.
+        assert first.state == "failed"
+        assert statuses == ["completed", "completed", "failed"]
     submissions = len(simulator.state.calls_to("POST"))
 
-    second = module.dag.test()  # a re-run of the backfill: every item is already done
+    second = module.dag.test()  # a re-run of the backfill: every item that is not failed is done
 
     assert second.state == "success"
     assert len(simulator.state.jobs) == 4
-    assert len(simulator.state.calls_to("POST")) == submissions
+    resubmitted = 0 if RETRY_RESTARTS_AFTER_DEFERRAL else 1
+    assert len(simulator.state.calls_to("POST")) == submissions + resubmitted
+    assert len(list((dag_env / "catalogue").glob("*.mp4"))) == 3
 
 
 def test_upload_mode_end_to_end(dag_env: Path, simulator: Simulator, trigger_runs: list[str]) -> None:

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import logging
 import time
+from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -226,30 +229,45 @@ def test_retry_with_derived_reference_id_and_store_submits_nothing_new(
     assert len(simulator.state.jobs) == 1
 
 
+@contextlib.contextmanager
+def warnings_logged(caplog: pytest.LogCaptureFixture) -> Iterator[list[str]]:
+    """The warnings logged in the block: through structlog (Airflow 3's task logger) or the standard
+    logging module (Airflow 2's)."""
+    messages: list[str] = []
+    with structlog.testing.capture_logs() as logs, caplog.at_level(logging.WARNING):
+        yield messages
+    messages.extend(entry["event"] for entry in logs if entry["log_level"] == "warning")
+    messages.extend(record.getMessage() for record in caplog.records if record.levelno == logging.WARNING)
+
+
 def test_reuse_existing_request_takes_the_newest_and_warns(
-    simulator: Simulator, sim_hook: ChamelaionHook, retry_policy: RetryPolicy
+    simulator: Simulator,
+    sim_hook: ChamelaionHook,
+    retry_policy: RetryPolicy,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     older = submit(sim_hook, "ep42-ja")
     newer = submit(sim_hook, "ep42-ja")
     submit(sim_hook, "ep43-ja")  # another reference_id: never a candidate
     operator = make_operator(retry_policy, reference_id="ep42-ja", reuse_existing_request=True)
-    with structlog.testing.capture_logs() as logs:
+    with warnings_logged(caplog) as warnings:
         request_id = operator.execute(make_context())
     assert request_id == newer != older
     assert len(simulator.state.jobs) == 3
     assert len(posts(simulator)) == 3  # only the three set up here
-    warnings = [entry["event"] for entry in logs if entry["log_level"] == "warning"]
-    assert any("2 requests" in warning and newer in warning for warning in warnings), logs
+    assert any("2 requests" in warning and newer in warning for warning in warnings), warnings
 
 
 def test_reuse_existing_request_single_match_does_not_warn(
-    simulator: Simulator, sim_hook: ChamelaionHook, retry_policy: RetryPolicy
+    simulator: Simulator,
+    sim_hook: ChamelaionHook,
+    retry_policy: RetryPolicy,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     existing = submit(sim_hook, "ep42-ja")
     operator = make_operator(retry_policy, reference_id="ep42-ja", reuse_existing_request=True)
-    with structlog.testing.capture_logs() as logs:
+    with warnings_logged(caplog) as warnings:
         assert operator.execute(make_context()) == existing
-    warnings = [entry["event"] for entry in logs if entry["log_level"] == "warning"]
     assert not [warning for warning in warnings if "reference_id" in warning], warnings
 
 
