@@ -18,7 +18,7 @@ from airflow_provider_chamelaion.exceptions import (
     ChamelaionServerError,
     ChamelaionTransportError,
 )
-from airflow_provider_chamelaion.media import check_destination, inspect_source
+from airflow_provider_chamelaion.media import check_destination, check_filesystem, inspect_source
 from airflow_provider_chamelaion.models import LipsyncRequest, Outcome
 from airflow_provider_chamelaion.wire import validate_http_url, validate_reference_id
 
@@ -209,6 +209,10 @@ class LipsyncGenerateOperator(BaseOperator):
             )
         if self.poll_interval <= 0 or self.timeout <= 0:
             raise ChamelaionConfigError(f"{self.task_id}: poll_interval and timeout must be positive")
+        for name, value in files.items():
+            # At parse time, templated or not: an object store this installation cannot read must not
+            # get as far as a run (the scheme is literal even in 's3://dubs/{{ ds }}/42.mp4').
+            check_filesystem(value, f"{self.task_id}: {name}")
 
     @property
     def upload_mode(self) -> bool:
@@ -415,6 +419,10 @@ class LipsyncDownloadOperator(BaseOperator):
         self.request_id = request_id
         self.destination = destination
         self.chamelaion_conn_id = chamelaion_conn_id
+        # At parse time: a destination this installation cannot write fails the DAG import, so no run
+        # (and no upstream generate task) pays for a job whose output could not be saved. The rendered
+        # value is checked again when the task starts.
+        check_filesystem(destination, f"{self.task_id}: destination")
 
     @cached_property
     def hook(self) -> ChamelaionHook:
