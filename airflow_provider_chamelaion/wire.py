@@ -34,6 +34,21 @@ def request_path(request_id: str) -> str:
     return f"{REQUESTS_PATH}/{quote(request_id, safe='')}"
 
 
+def url_for_log(url: str | None) -> str | None:
+    """``url`` without its query string and fragment, for log lines.
+
+    ``output_url`` is a signed URL: its query (``sig=...``) lets anyone holding it fetch the output until
+    it expires, so logs show where it points and that it is signed, never the signature. XCom keeps the
+    whole URL (downstream tasks need it).
+    """
+    if not url:
+        return url
+    parts = urlsplit(url)
+    if not parts.query and not parts.fragment:
+        return url
+    return parts._replace(query="", fragment="").geturl() + "?<signed query hidden>"
+
+
 def validate_http_url(value: object, field: str) -> str:
     """Return ``value`` if it is an absolute http(s) URL, else raise naming ``field``."""
     if not isinstance(value, str) or not value.strip():

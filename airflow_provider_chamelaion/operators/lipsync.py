@@ -20,7 +20,7 @@ from airflow_provider_chamelaion.exceptions import (
 )
 from airflow_provider_chamelaion.media import check_destination, check_filesystem, inspect_source
 from airflow_provider_chamelaion.models import LipsyncRequest, Outcome
-from airflow_provider_chamelaion.wire import validate_http_url, validate_reference_id
+from airflow_provider_chamelaion.wire import url_for_log, validate_http_url, validate_reference_id
 
 if TYPE_CHECKING:
     from airflow.sdk import Context, XComArg
@@ -389,7 +389,7 @@ class LipsyncGenerateOperator(BaseOperator):
     def _finish(self, context: Context, request: dict[str, str | None]) -> str:
         context["ti"].xcom_push(key=XCOM_REQUEST_KEY, value=request)
         self.log.info(
-            "Chamelaion lip-sync request %s completed: %s", request.get("id"), request.get("output_url")
+            "Chamelaion lip-sync request %s completed: %s", request.get("id"), url_for_log(request.get("output_url"))
         )
         return str(request["id"])
 

@@ -13,7 +13,7 @@ from airflow.sdk.exceptions import AirflowFailException, AirflowSensorTimeout, A
 
 from airflow_provider_chamelaion.events import poll_once, resolve_wait_event
 from airflow_provider_chamelaion.exceptions import LipsyncJobFailedError
-from airflow_provider_chamelaion.wire import validate_reference_id
+from airflow_provider_chamelaion.wire import url_for_log, validate_reference_id
 
 if TYPE_CHECKING:
     from airflow.sdk import Context, XComArg
@@ -111,6 +111,6 @@ class LipsyncRequestSensor(BaseSensorOperator):
         except LipsyncJobFailedError as err:
             raise AirflowFailException(str(err)) from err
         self.log.info(
-            "Chamelaion lip-sync request %s completed: %s", request.get("id"), request.get("output_url")
+            "Chamelaion lip-sync request %s completed: %s", request.get("id"), url_for_log(request.get("output_url"))
         )
         return request
