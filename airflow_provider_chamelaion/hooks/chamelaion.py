@@ -253,7 +253,14 @@ class ChamelaionHook(BaseHook):
             content = response.content
         except requests.RequestException as err:
             raise _transport_error(err, method, path) from None
-        return decode_response(response.status_code, response.headers, content, method=method, path=path)
+        return decode_response(
+            response.status_code,
+            response.headers,
+            content,
+            method=method,
+            path=path,
+            base_url=settings.base_url,
+        )
 
     def _call(self, method: str, path: str, *, idempotent: bool, **kwargs: Any) -> Any:
         return self.retry_policy.call(
@@ -487,7 +494,12 @@ class ChamelaionHook(BaseHook):
                 except httpx.HTTPError as err:
                     raise _transport_error(err, method, path) from None
                 return decode_response(
-                    response.status_code, response.headers, response.content, method=method, path=path
+                    response.status_code,
+                    response.headers,
+                    response.content,
+                    method=method,
+                    path=path,
+                    base_url=settings.base_url,
                 )
 
             return await self.retry_policy.acall(attempt, idempotent=True, what=f"{method} {path}")

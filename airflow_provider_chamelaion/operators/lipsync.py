@@ -389,7 +389,9 @@ class LipsyncGenerateOperator(BaseOperator):
     def _finish(self, context: Context, request: dict[str, str | None]) -> str:
         context["ti"].xcom_push(key=XCOM_REQUEST_KEY, value=request)
         self.log.info(
-            "Chamelaion lip-sync request %s completed: %s", request.get("id"), url_for_log(request.get("output_url"))
+            "Chamelaion lip-sync request %s completed: %s",
+            request.get("id"),
+            url_for_log(request.get("output_url")),
         )
         return str(request["id"])
 

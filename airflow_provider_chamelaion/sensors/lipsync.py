@@ -111,6 +111,8 @@ class LipsyncRequestSensor(BaseSensorOperator):
         except LipsyncJobFailedError as err:
             raise AirflowFailException(str(err)) from err
         self.log.info(
-            "Chamelaion lip-sync request %s completed: %s", request.get("id"), url_for_log(request.get("output_url"))
+            "Chamelaion lip-sync request %s completed: %s",
+            request.get("id"),
+            url_for_log(request.get("output_url")),
         )
         return request
