@@ -23,6 +23,7 @@ from airflow_provider_chamelaion.models import LipsyncRequest, Outcome
 from airflow_provider_chamelaion.wire import url_for_log, validate_http_url, validate_reference_id
 
 if TYPE_CHECKING:
+    from airflow.providers.openlineage.extractors import OperatorLineage
     from airflow.sdk import Context, XComArg
 
     from airflow_provider_chamelaion.hooks.chamelaion import ChamelaionHook
@@ -354,6 +355,7 @@ class LipsyncGenerateOperator(BaseOperator):
 
     def execute(self, context: Context) -> str:
         request_id = self.submit_or_reuse(context)
+        self._lineage_request_id = request_id
         context["ti"].xcom_push(key=XCOM_RETURN_KEY, value=request_id)
         if not self.wait_for_completion:
             return request_id
@@ -387,6 +389,7 @@ class LipsyncGenerateOperator(BaseOperator):
         return self._finish(context, resolve_wait_event(event))
 
     def _finish(self, context: Context, request: dict[str, str | None]) -> str:
+        self._lineage_request_id = str(request["id"])
         context["ti"].xcom_push(key=XCOM_REQUEST_KEY, value=request)
         self.log.info(
             "Chamelaion lip-sync request %s completed: %s",
@@ -394,6 +397,20 @@ class LipsyncGenerateOperator(BaseOperator):
             url_for_log(request.get("output_url")),
         )
         return str(request["id"])
+
+    def get_openlineage_facets_on_complete(self, task_instance: Any) -> OperatorLineage:
+        """OpenLineage: the input media (URLs or files) in, the lip-sync job out (see :mod:`..lineage`)."""
+        from airflow_provider_chamelaion import lineage
+
+        sources = (self.video_file, self.audio_file) if self.upload_mode else (self.video_url, self.audio_url)
+        request_id = getattr(self, "_lineage_request_id", None)
+        if request_id is None:  # pragma: no cover - Airflow calls this only after execute succeeded
+            return lineage.operator_lineage([lineage.media_dataset(s) for s in sources], [])
+        return lineage.operator_lineage(
+            inputs=[lineage.media_dataset(source) for source in sources],
+            outputs=[lineage.job_dataset(self.hook.get_settings().base_url, request_id)],
+            run_facets=lineage.job_run_facets(request_id),
+        )
 
 
 class LipsyncDownloadOperator(BaseOperator):
@@ -435,4 +452,18 @@ class LipsyncDownloadOperator(BaseOperator):
     def execute(self, context: Context) -> str:
         request_id = validate_reference_id(self.request_id, "request_id")
         check_destination(self.destination)
-        return str(self.hook.download_output(request_id, self.destination))
+        request = self.hook.get_request(request_id)  # by id or reference_id: lineage needs the real id
+        written = self.hook.download_output(request, self.destination)
+        self._lineage = (request.id, written)
+        return str(written)
+
+    def get_openlineage_facets_on_complete(self, task_instance: Any) -> OperatorLineage:
+        """OpenLineage: the lip-sync job in, the file written out (see :mod:`..lineage`)."""
+        from airflow_provider_chamelaion import lineage
+
+        request_id, written = self._lineage
+        return lineage.operator_lineage(
+            inputs=[lineage.job_dataset(self.hook.get_settings().base_url, request_id)],
+            outputs=[lineage.media_dataset(written)],
+            run_facets=lineage.job_run_facets(request_id),
+        )
