@@ -420,6 +420,10 @@ class LipsyncDownloadOperator(BaseOperator):
     :param destination: a local or object-storage file path (templated); an existing directory, or a
         path ending in ``/``, gets the output's own file name. Nothing is left there if the download fails.
     :param chamelaion_conn_id: the Airflow connection (default ``chamelaion_default``).
+    :param asset: declare the output as an Airflow asset (``Dataset`` on Airflow 2), so DAGs scheduled on
+        it run when a new output lands: an ``Asset`` of yours (for a templated destination), or ``True``
+        for one made of a fixed ``destination``. Each event's ``extra`` holds the ``path`` written and
+        the ``request_id``.
     :return: the path written, as a string (XCom ``return_value``).
     """
 
@@ -432,8 +436,14 @@ class LipsyncDownloadOperator(BaseOperator):
         request_id: str | XComArg,
         destination: MediaDestination,
         chamelaion_conn_id: str = "chamelaion_default",
+        asset: Any = None,
         **kwargs: Any,
     ) -> None:
+        from airflow_provider_chamelaion.assets import destination_asset
+
+        self.asset = destination_asset(asset, destination, kwargs.get("task_id", "download"))
+        if self.asset is not None:
+            kwargs["outlets"] = [*(kwargs.get("outlets") or []), self.asset]
         super().__init__(**kwargs)
         self.request_id = request_id
         self.destination = destination
@@ -455,6 +465,9 @@ class LipsyncDownloadOperator(BaseOperator):
         request = self.hook.get_request(request_id)  # by id or reference_id: lineage needs the real id
         written = self.hook.download_output(request, self.destination)
         self._lineage = (request.id, written)
+        if self.asset is not None:
+            # The consumer reads which file landed from the asset event (inlet_events / triggering events).
+            context["outlet_events"][self.asset].extra = {"path": str(written), "request_id": request.id}
         return str(written)
 
     def get_openlineage_facets_on_complete(self, task_instance: Any) -> OperatorLineage:
