@@ -27,8 +27,8 @@ OUTPUT_DIR = os.environ.get("CHAMELAION_OUTPUT_DIR", "/tmp/chamelaion-outputs")
 
 # [START howto_asset_lipsync_download]
 # One asset for the stream of episodes: the destination is templated (a new file every run), so the
-# asset names the folder they land in rather than any one file.
-DUBBED_EPISODES = Asset(name="chamelaion_dubbed_episodes", uri=f"file://{OUTPUT_DIR}/dubbed/")
+# asset is named for what it means; each event's extra says which file landed.
+DUBBED_EPISODES = Asset("chamelaion_dubbed_episodes")
 
 with DAG(
     dag_id="chamelaion_dub_episode",
