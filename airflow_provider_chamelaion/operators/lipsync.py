@@ -18,6 +18,7 @@ from airflow_provider_chamelaion.exceptions import (
     ChamelaionServerError,
     ChamelaionTransportError,
 )
+from airflow_provider_chamelaion.links import LipsyncOutputLink
 from airflow_provider_chamelaion.media import check_destination, check_filesystem, inspect_source
 from airflow_provider_chamelaion.models import LipsyncRequest, Outcome
 from airflow_provider_chamelaion.wire import url_for_log, validate_http_url, validate_reference_id
@@ -131,6 +132,9 @@ class LipsyncGenerateOperator(BaseOperator):
 
     template_fields: Sequence[str] = ("video_url", "audio_url", "video_file", "audio_file", "reference_id")
     ui_color = "#d5e8f5"
+    operator_extra_links = (LipsyncOutputLink(),)
+    #: Where the finished request dict is (read by the extra link).
+    request_xcom_key = XCOM_REQUEST_KEY
 
     def __init__(
         self,

@@ -13,6 +13,7 @@ from airflow.sdk.exceptions import AirflowFailException, AirflowSensorTimeout, A
 
 from airflow_provider_chamelaion.events import poll_once, resolve_wait_event
 from airflow_provider_chamelaion.exceptions import LipsyncJobFailedError
+from airflow_provider_chamelaion.links import LipsyncOutputLink
 from airflow_provider_chamelaion.wire import url_for_log, validate_reference_id
 
 if TYPE_CHECKING:
@@ -48,6 +49,9 @@ class LipsyncRequestSensor(BaseSensorOperator):
 
     template_fields: Sequence[str] = ("request_id",)
     ui_color = "#e8d5f5"
+    operator_extra_links = (LipsyncOutputLink(),)
+    #: Where the finished request dict is (read by the extra link).
+    request_xcom_key = "return_value"
 
     def __init__(
         self,

@@ -91,6 +91,14 @@ def test_nightly_localization_end_to_end(
     # finished meanwhile are found complete by their sensor's first look, without deferring.
     assert trigger_runs
     assert set(trigger_runs) <= {job.id for job in jobs}
+    # Each sensor's extra link is its job's output URL, as stored for the UI.
+    waits = [ti for ti in run.get_task_instances() if ti.task_id == "wait"]
+    assert len(waits) == 4
+    for ti in waits:
+        request = ti.xcom_pull(task_ids="wait", map_indexes=ti.map_index)
+        link = ti.xcom_pull(task_ids="wait", key="_link_LipsyncOutputLink", map_indexes=ti.map_index)
+        assert link == request["output_url"]
+        assert link.startswith(f"{simulator.origin}/outputs/{request['id']}.mp4?expires=")
     outputs = sorted(dag_env.iterdir())
     assert [path.name for path in outputs] == sorted(f"{ref}.mp4" for ref in expected)
     assert all(path.stat().st_size == simulator.config.output_size for path in outputs)
@@ -180,6 +188,12 @@ def test_a_new_dubbed_episode_triggers_the_consumer_dag(dag_env: Path, simulator
             select(AssetDagRunQueue.target_dag_id).where(AssetDagRunQueue.asset_id == asset_id)
         ).all()
         assert "chamelaion_publish_dubbed_episode" in queued
+
+    # The extra link Airflow stored for the UI: the finished job's (still valid) output URL.
+    [submit] = [ti for ti in produced.get_task_instances() if ti.task_id == "submit"]
+    request = submit.xcom_pull(task_ids="submit", key="request")
+    assert request["output_url"].startswith(f"{simulator.origin}/outputs/{job.id}.mp4?expires=")
+    assert submit.xcom_pull(task_ids="submit", key="_link_LipsyncOutputLink") == request["output_url"]
 
     consumed = module.consumer.test()
 
