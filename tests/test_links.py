@@ -59,7 +59,7 @@ def test_operator_and_sensor_carry_the_link_and_say_where_the_request_is() -> No
 
 def test_the_link_is_registered_in_the_provider_info() -> None:
     from airflow.sdk import BaseOperatorLink
-    from airflow.utils.module_loading import import_string
+    from airflow.sdk.module_loading import import_string
 
     from airflow_provider_chamelaion.get_provider_info import get_provider_info
 
