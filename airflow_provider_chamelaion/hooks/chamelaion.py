@@ -44,6 +44,7 @@ from airflow_provider_chamelaion.media import (
 )
 from airflow_provider_chamelaion.models import LipsyncRequest, RequestPage
 from airflow_provider_chamelaion.multipart import FilePart, MultipartBody
+from airflow_provider_chamelaion.progress import TransferProgress
 from airflow_provider_chamelaion.retry import RetryPolicy
 from airflow_provider_chamelaion.wire import (
     API_KEY_HEADER,
@@ -306,13 +307,22 @@ class ChamelaionHook(BaseHook):
         def upload() -> Any:
             # Files are (re)opened per attempt: a 429 retry must send the whole body again.
             with open_source(video) as video_file, open_source(audio) as audio_file:
+                progress = TransferProgress(
+                    "Uploading",
+                    f"{infos['video'].filename} and {infos['audio'].filename}",
+                    infos["video"].size + infos["audio"].size,
+                    self.log,
+                )
                 body = MultipartBody(
                     [
                         FilePart("video", infos["video"], video_file),
                         FilePart("audio", infos["audio"], audio_file),
-                    ]
+                    ],
+                    on_chunk=progress.advance,
                 )
-                return self._send("POST", path, data=body, headers={"Content-Type": body.content_type})
+                answer = self._send("POST", path, data=body, headers={"Content-Type": body.content_type})
+                progress.finish()
+                return answer
 
         payload = self.retry_policy.call(upload, idempotent=False, what=f"POST {path}")
         request_id = read_request_id(payload, method="POST", path=path)
@@ -403,11 +413,12 @@ class ChamelaionHook(BaseHook):
                 )
             try:
                 self.retry_policy.call(
-                    functools.partial(self._download_once, lipsync.output_url, target),
+                    functools.partial(
+                        self._download_once, lipsync.output_url, target, f"output of {lipsync.id} to {target}"
+                    ),
                     idempotent=True,
                     what=f"download of {lipsync.id}",
                 )
-                self.log.info("Downloaded output of %s to %s", lipsync.id, target)
                 return target
             except (ChamelaionAuthError, ChamelaionNotFoundError) as err:
                 if refreshed:
@@ -420,7 +431,7 @@ class ChamelaionHook(BaseHook):
                 )
                 lipsync = self.get_request(lipsync.id)
 
-    def _download_once(self, url: str, target: Path | ObjectStoragePath) -> None:
+    def _download_once(self, url: str, target: Path | ObjectStoragePath, what: str = "output") -> None:
         settings = self.get_settings()
         path = urlsplit(url).path  # no query string: signed URLs carry their signature there
         headers = {"Accept-Encoding": "identity", **self._auth_headers(url, settings)}
@@ -433,16 +444,21 @@ class ChamelaionHook(BaseHook):
                         response.status_code, response.headers, response.content, method="GET", path=path
                     )
                 expected = response.headers.get("Content-Length")
+                progress = TransferProgress(
+                    "Downloading", what, int(expected) if expected and expected.isdigit() else None, self.log
+                )
                 written = 0
                 with atomic_write(target) as handle:
                     for chunk in response.iter_content(DOWNLOAD_CHUNK_SIZE):
                         handle.write(chunk)
                         written += len(chunk)
+                        progress.advance(len(chunk))
                     encoded = bool(response.headers.get("Content-Encoding"))
                     if expected is not None and not encoded and written != int(expected):
                         raise ChamelaionTransportError(
                             f"download ended after {written} of {expected} bytes", method="GET", path=path
                         )
+                progress.finish()
         except requests.RequestException as err:
             raise _transport_error(err, "GET", path) from None
 

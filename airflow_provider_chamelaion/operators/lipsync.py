@@ -21,6 +21,7 @@ from airflow_provider_chamelaion.exceptions import (
 from airflow_provider_chamelaion.links import LipsyncOutputLink
 from airflow_provider_chamelaion.media import check_destination, check_filesystem, inspect_source
 from airflow_provider_chamelaion.models import LipsyncRequest, Outcome
+from airflow_provider_chamelaion.progress import WaitReporter
 from airflow_provider_chamelaion.wire import url_for_log, validate_http_url, validate_reference_id
 
 if TYPE_CHECKING:
@@ -379,7 +380,8 @@ class LipsyncGenerateOperator(BaseOperator):
 
     def _wait(self, request_id: str) -> dict[str, str | None]:
         deadline = time.monotonic() + self.timeout
-        while (request := poll_once(self.hook, request_id, self.log)) is None:
+        reporter = WaitReporter(request_id, self.log)
+        while (request := poll_once(self.hook, request_id, self.log, reporter)) is None:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 raise LipsyncWaitTimeout(

@@ -14,6 +14,7 @@ from airflow.sdk.exceptions import AirflowFailException, AirflowSensorTimeout, A
 from airflow_provider_chamelaion.events import poll_once, resolve_wait_event
 from airflow_provider_chamelaion.exceptions import LipsyncJobFailedError
 from airflow_provider_chamelaion.links import LipsyncOutputLink
+from airflow_provider_chamelaion.progress import WaitReporter
 from airflow_provider_chamelaion.wire import url_for_log, validate_reference_id
 
 if TYPE_CHECKING:
@@ -73,9 +74,20 @@ class LipsyncRequestSensor(BaseSensorOperator):
 
         return ChamelaionHook(self.chamelaion_conn_id)
 
+    def _wait_reporter(self, request_id: str) -> WaitReporter:
+        """One per wait: in ``poke`` mode pokes share it, so unchanged statuses are not logged each time.
+
+        (``reschedule`` mode starts each poke afresh and logs the status every poke.)
+        """
+        reporter = getattr(self, "_reporter", None)
+        if reporter is None or reporter.request_id != request_id:
+            reporter = self._reporter = WaitReporter(request_id, self.log)
+        return reporter
+
     def poke(self, context: Context) -> bool | PokeReturnValue:
         try:
-            request = poll_once(self.hook, validate_reference_id(self.request_id, "request_id"), self.log)
+            request_id = validate_reference_id(self.request_id, "request_id")
+            request = poll_once(self.hook, request_id, self.log, self._wait_reporter(request_id))
         except LipsyncJobFailedError as err:
             raise AirflowFailException(str(err)) from err
         if request is None:
