@@ -7,6 +7,7 @@ Waits: a line per status change, and at most one "still waiting" line per 10 min
 from __future__ import annotations
 
 import asyncio
+from collections.abc import MutableMapping
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -96,7 +97,7 @@ def test_wait_logs_changes_and_still_waiting_at_most_every_10_minutes() -> None:
 # -- the helpers in the hook and the trigger -------------------------------------------------------------
 
 
-def events_of(logs: list[dict[str, Any]]) -> list[str]:
+def events_of(logs: list[MutableMapping[str, Any]]) -> list[str]:
     """Info lines as the task log shows them (Airflow's loggers format %-style arguments)."""
     return [entry["event"] for entry in logs if entry["log_level"] == "info"]
 
