@@ -15,15 +15,9 @@ from airflow_provider_chamelaion.media import uri_scheme
 
 
 def asset_class() -> type:
-    """Airflow's asset class.
+    """Airflow's asset class (``Dataset`` on 2.x), from the compat module on first use."""
+    from airflow_provider_chamelaion.version_compat import Asset
 
-    VERSION-DEPENDENT IMPORT (Airflow 3 ``airflow.sdk.Asset``, 2.x ``airflow.datasets.Dataset``): the
-    one place this provider names it, to move into the compat module.
-    """
-    try:
-        from airflow.sdk import Asset
-    except ImportError:  # pragma: no cover - Airflow 2.x
-        from airflow.datasets import Dataset as Asset  # type: ignore[no-redef]
     return Asset
 
 

@@ -13,23 +13,18 @@ from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs, urlsplit
 
-from airflow.sdk import BaseOperatorLink
+from airflow_provider_chamelaion.version_compat import BaseOperatorLink
 
 if TYPE_CHECKING:
-    from airflow.sdk import BaseOperator
     from airflow.sdk.types import TaskInstanceKey
+
+    from airflow_provider_chamelaion.version_compat import BaseOperator
 
 
 def _xcom() -> Any:
-    """Airflow's XCom accessor.
+    """Airflow's XCom accessor, from the compat module on first use (only when a task finishes)."""
+    from airflow_provider_chamelaion.version_compat import XCom
 
-    VERSION-DEPENDENT IMPORT (Airflow 3 ``airflow.sdk.execution_time.xcom``, 2.x ``airflow.models.xcom``):
-    the one place this module names it, to move into the compat module.
-    """
-    try:
-        from airflow.sdk.execution_time.xcom import XCom
-    except ImportError:  # pragma: no cover - Airflow 2.x
-        from airflow.models.xcom import XCom  # type: ignore[no-redef]
     return XCom
 
 

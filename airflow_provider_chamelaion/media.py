@@ -24,7 +24,7 @@ from typing import IO, TYPE_CHECKING, Any, Union
 from airflow_provider_chamelaion.exceptions import ChamelaionConfigError
 
 if TYPE_CHECKING:
-    from airflow.sdk import ObjectStoragePath
+    from airflow_provider_chamelaion.version_compat import ObjectStoragePath
 
 MediaSource = Union[str, "os.PathLike[str]", "ObjectStoragePath", IO[bytes]]
 MediaDestination = Union[str, "os.PathLike[str]", "ObjectStoragePath"]
@@ -35,7 +35,8 @@ def _is_uri(value: str) -> bool:
 
 
 def _object_storage_path(value: Any) -> ObjectStoragePath:
-    from airflow.sdk import ObjectStoragePath  # imported here: object storage is optional and heavy
+    # Imported here: object storage is optional and heavy.
+    from airflow_provider_chamelaion.version_compat import ObjectStoragePath
 
     return value if isinstance(value, ObjectStoragePath) else ObjectStoragePath(value)
 
@@ -43,7 +44,7 @@ def _object_storage_path(value: Any) -> ObjectStoragePath:
 def _is_object_storage(value: Any) -> bool:
     if isinstance(value, str):
         return _is_uri(value)
-    # Avoid importing airflow.sdk's object storage just to find out a Path is not one of them.
+    # Avoid importing Airflow's object storage just to find out a Path is not one of them.
     return type(value).__module__.startswith(("airflow.", "upath"))
 
 
@@ -175,15 +176,9 @@ def uri_scheme(value: object) -> str | None:
 
 
 def _airflow_has_filesystem(scheme: str) -> bool:
-    """Whether Airflow's object storage has a filesystem registered for ``scheme`` (by a provider).
+    """Whether Airflow's object storage has a filesystem registered for ``scheme`` (by a provider)."""
+    from airflow_provider_chamelaion.version_compat import has_fs
 
-    VERSION-DEPENDENT IMPORT (Airflow 3 ``airflow.sdk.io``, 2.x ``airflow.io``): the one place this
-    module names it, to move into the compat module.
-    """
-    try:
-        from airflow.sdk.io.fs import has_fs
-    except ImportError:  # pragma: no cover - Airflow 2.x
-        from airflow.io import has_fs  # type: ignore[attr-defined,no-redef]
     return bool(has_fs(scheme))
 
 

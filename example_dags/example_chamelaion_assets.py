@@ -8,7 +8,8 @@ Two DAGs:
 * ``chamelaion_publish_dubbed_episode`` is scheduled on ``DUBBED_EPISODES``: Airflow runs it after every
   new episode, and its task reads which file landed from the asset event.
 
-On Airflow 2.x, ``Asset`` is ``airflow.datasets.Dataset`` and ``inlet_events`` works the same way.
+On Airflow 2.x, ``Asset`` (imported from the provider's compat module) is ``airflow.datasets.Dataset``
+and ``inlet_events`` works the same way.
 """
 
 from __future__ import annotations
@@ -18,9 +19,9 @@ from pathlib import Path
 from typing import Any
 
 import pendulum
-from airflow.sdk import DAG, Asset, task
 
 from airflow_provider_chamelaion.operators.lipsync import LipsyncDownloadOperator, LipsyncGenerateOperator
+from airflow_provider_chamelaion.version_compat import DAG, Asset, task
 
 POLL_INTERVAL = float(os.environ.get("CHAMELAION_POLL_INTERVAL", "30"))
 OUTPUT_DIR = os.environ.get("CHAMELAION_OUTPUT_DIR", "/tmp/chamelaion-outputs")
