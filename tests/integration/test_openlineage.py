@@ -35,7 +35,7 @@ with DAG("chamelaion_lineage", schedule=None, start_date=pendulum.datetime(2026,
         audio_url="https://cdn.example.com/dubs/42-ja.wav",
         reference_id="ep42-ja-{{ ds }}",
         wait_for_completion=True,
-        deferrable=False,
+        deferrable=True,  # lineage after resuming from the trigger: a fresh operator, only the event
         poll_interval=0.1,
     )
     submit >> LipsyncDownloadOperator(task_id="download", request_id=submit.output, destination=os.environ["OUT"])
