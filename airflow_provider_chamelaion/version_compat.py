@@ -79,6 +79,7 @@ if TYPE_CHECKING:
         Asset,
         BaseHook,
         BaseOperator,
+        BaseOperatorLink,
         BaseSensorOperator,
         Context,
         ObjectStoragePath,
@@ -95,12 +96,15 @@ if TYPE_CHECKING:
         AirflowSkipException,
         TaskDeferred,
     )
+    from airflow.sdk.execution_time.xcom import XCom
+    from airflow.sdk.io.fs import has_fs
     from airflow.sdk.log import mask_secret as _airflow_mask_secret
     from airflow.triggers.base import BaseTrigger, TriggerEvent
 else:
     BaseHook = _first("BaseHook", "airflow.sdk", "airflow.hooks.base")
     BaseOperator = _first("BaseOperator", "airflow.sdk", "airflow.models.baseoperator")
     BaseSensorOperator = _first("BaseSensorOperator", "airflow.sdk", "airflow.sensors.base")
+    BaseOperatorLink = _first("BaseOperatorLink", "airflow.sdk", "airflow.models.baseoperatorlink")
     PokeReturnValue = _first("PokeReturnValue", "airflow.sdk", "airflow.sensors.base")
     conf = _first("conf", "airflow.sdk", "airflow.configuration")
 
@@ -128,6 +132,9 @@ _LAZY: dict[str, tuple[str, ...]] = {
     "task": ("airflow.sdk", "airflow.decorators"),
     # For the tests and tools that load DAG files (3.3 moved it to the dag processor).
     "DagBag": ("airflow.dag_processing.dagbag", "airflow.models.dagbag"),
+    # Read only when a task runs (extra links) or a DAG names object storage (parse-time check).
+    "XCom": ("airflow.sdk.execution_time.xcom", "airflow.models.xcom"),
+    "has_fs": ("airflow.sdk.io.fs", "airflow.io"),
 }
 
 
@@ -273,6 +280,7 @@ __all__ = [
     "Asset",
     "BaseHook",
     "BaseOperator",
+    "BaseOperatorLink",
     "BaseSensorOperator",
     "BaseTrigger",
     "Context",
@@ -281,11 +289,13 @@ __all__ = [
     "PokeReturnValue",
     "TaskDeferred",
     "TriggerEvent",
+    "XCom",
     "XComArg",
     "aget_connection",
     "amask_secret",
     "conf",
     "get_connection",
+    "has_fs",
     "mask_secret",
     "task",
 ]
