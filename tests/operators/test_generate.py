@@ -30,6 +30,7 @@ from airflow_provider_chamelaion.triggers.lipsync import LipsyncRequestTrigger
 from airflow_provider_chamelaion.version_compat import TaskDeferred
 from tests.conftest import idle
 from tests.helpers.context import DAG_ID, RUN_ID, TASK_ID, FakeTaskStateStore, FakeTI, make_context
+from tests.helpers.logs import logged_text
 
 VIDEO = "https://media.test/ep42/video.mp4"
 AUDIO = "https://media.test/ep42/ja.wav"
@@ -465,17 +466,17 @@ def test_wait_polls_until_completed_and_pushes_the_request(
 
 
 def test_signed_output_url_is_logged_without_its_query_and_kept_whole_in_xcom(
-    simulator: Simulator, retry_policy: RetryPolicy
+    simulator: Simulator, retry_policy: RetryPolicy, caplog: pytest.LogCaptureFixture
 ) -> None:
     ti = FakeTI()
     operator = make_operator(retry_policy, wait_for_completion=True, poll_interval=0.05, timeout=60)
-    with structlog.testing.capture_logs() as logs:
+    with logged_text(caplog) as logs:
         request_id = operator.execute(make_context(ti))
     [request] = ti.pushed("request")
     signed = request["output_url"]
     signature = signed.split("?", 1)[1]
     assert "sig=" in signature  # the simulator signs its output URLs like the API does
-    text = "\n".join(str(entry) for entry in logs)
+    text = "\n".join(logs)
     assert signature not in text
     assert "sig=" not in text
     assert f"{simulator.origin}/outputs/{request_id}.mp4?<signed query hidden>" in text

@@ -9,7 +9,6 @@ import uuid
 from typing import TYPE_CHECKING, Any
 
 import pytest
-import structlog
 
 from airflow_provider_chamelaion.exceptions import (
     ChamelaionAuthError,
@@ -31,6 +30,7 @@ from airflow_provider_chamelaion.version_compat import (
 )
 from tests.conftest import API_KEY, connection_json, idle
 from tests.helpers.context import make_context as fake_context
+from tests.helpers.logs import logged_text
 
 if TYPE_CHECKING:
     from airflow_provider_chamelaion.version_compat import Context
@@ -280,13 +280,13 @@ def test_execute_complete_needs_only_the_event() -> None:
     assert sensor.execute_complete(make_context(), event=event("completed", request=request)) == request
 
 
-def test_execute_complete_logs_the_output_url_without_its_signature() -> None:
+def test_execute_complete_logs_the_output_url_without_its_signature(caplog: pytest.LogCaptureFixture) -> None:
     signed = "https://storage.test/outputs/r-1.mp4?expires=1767225600&sig=5f2b9c0e7d"
     request = {"id": "r-1", "status": "completed", "output_url": signed}
     sensor = make_sensor("r-1", deferrable=True)
-    with structlog.testing.capture_logs() as logs:
+    with logged_text(caplog) as logs:
         assert sensor.execute_complete(make_context(), event=event("completed", request=request)) == request
-    text = "\n".join(str(entry) for entry in logs)
+    text = "\n".join(logs)
     assert "https://storage.test/outputs/r-1.mp4?<signed query hidden>" in text
     assert "sig=" not in text
 
