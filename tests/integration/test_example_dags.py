@@ -14,6 +14,7 @@ from airflow_provider_chamelaion.simulator import Simulator, SimulatorConfig
 from airflow_provider_chamelaion.triggers.lipsync import LipsyncRequestTrigger
 from airflow_provider_chamelaion.version_compat import (
     AIRFLOW_V_3_0_PLUS,
+    AIRFLOW_V_3_1_PLUS,
     AIRFLOW_V_3_3_PLUS,
     RETRY_RESTARTS_AFTER_DEFERRAL,
 )
@@ -83,8 +84,13 @@ def test_example_dags_have_howto_markers(path: Path) -> None:
 
 
 def test_nightly_localization_end_to_end(
-    dag_env: Path, simulator: Simulator, trigger_runs: list[str]
+    dag_env: Path, simulator: Simulator, trigger_runs: list[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    # The simulator's jobs make no progress until a trigger runs, so the first wait finds its job still
+    # queued and defers, on every line however slowly dag.test() runs the four submissions.
+    real_clock = simulator.state.clock
+    frozen_at = real_clock()
+    monkeypatch.setattr(simulator.state, "clock", lambda: real_clock() if trigger_runs else frozen_at)
     module = load_dag_module("example_chamelaion_nightly_localization")
     run = module.dag.test()
 
@@ -177,6 +183,11 @@ def sync_example_dags() -> None:
 
 
 def test_a_new_dubbed_episode_triggers_the_consumer_dag(dag_env: Path, simulator: Simulator) -> None:
+    if AIRFLOW_V_3_0_PLUS and not AIRFLOW_V_3_1_PLUS:
+        pytest.skip(
+            "Airflow 3.0's dag.test() fails a task whose outlet asset no DAG processor has registered "
+            "(AirflowInactiveAssetInInletOrOutletException); a deployment's DAG processor registers it"
+        )
     if not AIRFLOW_V_3_3_PLUS:
         # The asset tables and DAG-bundle sync this test reads are 3.3's; elsewhere the producer runs
         # end to end and its download writes the file (the asset event is Airflow's own to record).

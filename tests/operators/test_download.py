@@ -272,7 +272,13 @@ def test_the_asset_event_says_which_file_landed(done: str, tmp_path: Path) -> No
         task_id="download", request_id=REFERENCE_ID, destination=f"{tmp_path}/", asset=episodes
     )
     context = make_context()
-    events: dict[Any, Any] = {episodes: SimpleNamespace(extra={})}
-    context["outlet_events"] = events
+    event = SimpleNamespace(extra={})
+
+    class OutletEvents:  # Airflow's accessor is looked up by asset (3.0's Asset is not hashable)
+        def __getitem__(self, asset: Any) -> SimpleNamespace:
+            assert asset == episodes
+            return event
+
+    context["outlet_events"] = OutletEvents()  # type: ignore[typeddict-item]
     written = operator.execute(context)
-    assert events[episodes].extra == {"path": written, "request_id": done}
+    assert event.extra == {"path": written, "request_id": done}
