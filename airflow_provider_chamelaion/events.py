@@ -115,12 +115,17 @@ def resolve_wait_event(
     raise ChamelaionError(str(event.get("message") or "the trigger reported an error"))
 
 
-def poll_once(hook: ChamelaionHook, request_id: str, log: Any) -> dict[str, str | None] | None:
+def poll_once(
+    hook: ChamelaionHook, request_id: str, log: Any, *, report_status: bool = True
+) -> dict[str, str | None] | None:
     """One synchronous look at a request: its dict once completed, ``None`` while it is not finished.
 
     The sync twin of one trigger poll, used by the sensor's ``poke`` and the operator's
     non-deferrable wait. A transient error (after the hook's own retries) counts as "not finished
     yet", so an API hiccup never fails the task; the wait's timeout bounds an outage.
+
+    :param report_status: log a request that is still running. The look before deferring passes
+        ``False``: the trigger that takes over reports the status, once.
 
     :raises LipsyncJobFailedError: the job failed.
     :raises ChamelaionAPIError: a permanent error (bad key, unknown id).
@@ -134,6 +139,7 @@ def poll_once(hook: ChamelaionHook, request_id: str, log: Any) -> dict[str, str 
         return None
     event = event_for_request(request, request_id)
     if event is None:
-        log.info("Chamelaion lip-sync request %s is %s", request_id, request.status)
+        if report_status:
+            log.info("Chamelaion lip-sync request %s is %s", request_id, request.status)
         return None
     return resolve_wait_event(event)

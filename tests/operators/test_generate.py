@@ -26,11 +26,14 @@ from airflow_provider_chamelaion.retry import RetryPolicy
 from airflow_provider_chamelaion.simulator import Simulator
 from airflow_provider_chamelaion.triggers.lipsync import LipsyncRequestTrigger
 from tests.conftest import idle
-from tests.helpers.context import DAG_ID, RUN_ID, TASK_ID, FakeTaskStateStore, FakeTI, make_context
+from tests.helpers.context import TASK_ID, FakeTaskStateStore, FakeTI, make_context
 
 VIDEO = "https://media.test/ep42/video.mp4"
 AUDIO = "https://media.test/ep42/ja.wav"
-DERIVED = f"airflow-{DAG_ID}-{TASK_ID}-{RUN_ID}"
+#: The reference_id derived for DAG_ID/TASK_ID/RUN_ID with VIDEO and AUDIO (map index -1, no namespace):
+#: readable dag and task ids, then 16 hex digits of the SHA-256 of the task instance and input identity.
+DERIVED = "airflow-dubbing.generate-6efe3452feddc785"
+DERIVED_MAP_INDEX_3 = "airflow-dubbing.generate-ddff6d513a39396d"
 STATE_KEY = "chamelaion_submission"
 GENERATE = "/generate$"
 LIST = "/requests$"
@@ -193,12 +196,12 @@ def test_job_carries_the_user_reference_id(simulator: Simulator, retry_policy: R
     assert ti.pushes == [("return_value", request_id)]
 
 
-@pytest.mark.parametrize(("map_index", "suffix"), [(-1, ""), (3, "-3")])
+@pytest.mark.parametrize(("map_index", "expected"), [(-1, DERIVED), (3, DERIVED_MAP_INDEX_3)])
 def test_derived_reference_id_names_the_task_instance(
-    simulator: Simulator, retry_policy: RetryPolicy, map_index: int, suffix: str
+    simulator: Simulator, retry_policy: RetryPolicy, map_index: int, expected: str
 ) -> None:
     request_id = make_operator(retry_policy).execute(make_context(FakeTI(map_index=map_index)))
-    assert simulator.state.jobs[request_id].reference_id == DERIVED + suffix
+    assert simulator.state.jobs[request_id].reference_id == expected
 
 
 # -- never paying twice ---------------------------------------------------------------------------------
@@ -351,13 +354,22 @@ def test_post_answer_lost_on_the_last_attempt_still_finds_the_job(
 
 
 def test_post_lost_and_lookup_failing_raises_then_retry_finds_the_job_user_reference_id(
-    simulator: Simulator, retry_policy: RetryPolicy
+    simulator: Simulator, retry_policy: RetryPolicy, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     store = FakeTaskStateStore()
-    simulator.state.add_fault(kind="drop_after", method="POST", path=GENERATE)
-    simulator.state.add_fault(kind="status", status=401, method="GET", path=LIST)
+    operator = make_operator(retry_policy, reference_id="ep42-ja")
+    real_generate = operator.hook.generate
+
+    def generate_then_break_lookups(*args: Any, **kwargs: Any) -> str:
+        # The ids already carrying the reference_id are listed before the POST; only the reconciling
+        # look-up after the lost answer must fail, so the faults go in just before the POST.
+        simulator.state.add_fault(kind="drop_after", method="POST", path=GENERATE)
+        simulator.state.add_fault(kind="status", status=401, method="GET", path=LIST)
+        return real_generate(*args, **kwargs)
+
+    monkeypatch.setattr(operator.hook, "generate", generate_then_break_lookups)
     with pytest.raises(ChamelaionAuthError):
-        make_operator(retry_policy, reference_id="ep42-ja").execute(make_context(FakeTI(), state_store=store))
+        operator.execute(make_context(FakeTI(), state_store=store))
     assert len(simulator.state.jobs) == 1
     created = next(iter(simulator.state.jobs))
 
