@@ -266,6 +266,20 @@ ROWS = [
         "reference_id must be a non-empty string",
         0,
     ),
+    Row(
+        "B27",
+        execute_generate(**URLS, reference_id=".."),
+        ChamelaionConfigError,
+        r"reference_id '\.\.' cannot be used",
+        0,
+    ),
+    Row(
+        "B28",
+        lambda t: LipsyncRequestSensor(task_id="wait", request_id=".", deferrable=True).execute(context()),
+        ChamelaionConfigError,
+        r"request_id '\.' cannot be used",
+        0,
+    ),
 ]
 
 
