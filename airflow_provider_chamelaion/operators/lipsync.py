@@ -75,13 +75,15 @@ class LipsyncGenerateOperator(BaseOperator):
     :param video_file: local or object-storage path of the video to upload (templated).
     :param audio_file: local or object-storage path of the audio to upload (templated).
     :param reference_id: your identifier for the job, e.g. ``ep42-ja-{{ ds }}`` (templated; URL mode
-        only: the upload endpoint does not take it).
+        only: the upload endpoint does not take it). Without it, one is derived from the task instance,
+        the inputs and the connection's ``reference_namespace``.
     :param disable_active_speaker_detection: use max-face preprocessing (URL mode only; part of the
         inputs' identity).
     :param reuse_existing_request: reuse any job with this ``reference_id`` that has not failed (the
         newest, with a warning if there are several) instead of submitting.
     :param wait_for_completion: wait until the job has finished.
-    :param deferrable: wait in the triggerer (default ``[operators] default_deferrable``).
+    :param deferrable: wait in the triggerer (default ``[operators] default_deferrable``). A reused job
+        is looked at once first, so one that has already finished costs no trigger.
     :param poll_interval: seconds between status checks while waiting (default 30).
     :param timeout: how long to wait in all, in seconds or a ``timedelta`` (default 24 hours).
     :param chamelaion_conn_id: the Airflow connection (default ``chamelaion_default``).
