@@ -272,31 +272,34 @@ class LipsyncGenerateOperator(BaseOperator):
 
         # Which existing jobs count as this task instance's work: with a derived reference_id or
         # reuse_existing_request, any that has not failed; with the user's own reference_id (which may
-        # be reused across runs on purpose), only one that appeared after this task instance's first
-        # POST, i.e. one whose id is not among those known before it.
-        trust_any = self.reuse_existing_request or self.reference_id is None
-        if trust_any or earlier is not None:
-            known = frozenset(earlier.known_ids) if earlier is not None and not trust_any else frozenset()
-            if (existing := self._newest_live(reference_id, excluding=known)) is not None:
-                self.log.info(
-                    "Reusing Chamelaion request %s (reference_id %r, status %s)",
-                    existing.id,
-                    reference_id,
-                    existing.status,
-                )
-                store.save(Submission(reference_id, inputs, existing.id, tuple(sorted(known))))
-                return _Job(existing.id, reused=True)
-        else:
+        # be reused across runs on purpose), only one whose id was not known before this task
+        # instance's first POST. Without a record of that POST, none can exist yet.
+        known: frozenset[str] | None = None
+        if self.reuse_existing_request or self.reference_id is None:
+            known = frozenset()
+        elif earlier is not None:
+            known = frozenset(earlier.known_ids)
+        if known is not None and (existing := self._newest_live(reference_id, excluding=known)):
+            self.log.info(
+                "Reusing Chamelaion request %s (reference_id %r, status %s)",
+                existing.id,
+                reference_id,
+                existing.status,
+            )
+            store.save(Submission(reference_id, inputs, existing.id, tuple(sorted(known))))
+            return _Job(existing.id, reused=True)
+        if known is None:
             known = frozenset(
                 request.id
                 for request in self.hook.find_requests(reference_id)
                 if request.outcome is not Outcome.FAILED
             )
-        record = Submission(reference_id, inputs, known_ids=tuple(sorted(known)))
+        known_before: frozenset[str] = known  # not Optional any more, also inside the closure below
+        record = Submission(reference_id, inputs, known_ids=tuple(sorted(known_before)))
         store.save(record)  # before the POST: a retry after a lost answer knows what was there before
 
         def find_lost_job(error: BaseException) -> str | None:
-            found = self._newest_live(reference_id, excluding=known)
+            found = self._newest_live(reference_id, excluding=known_before)
             if found is not None:
                 self.log.info(
                     "The lost submission created request %s (reference_id %r); not submitting again",
