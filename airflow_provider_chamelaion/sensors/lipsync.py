@@ -7,21 +7,24 @@ from collections.abc import Sequence
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
-from airflow.sdk import BaseSensorOperator, conf
-from airflow.sdk.bases.sensor import PokeReturnValue
-from airflow.sdk.exceptions import AirflowFailException, AirflowSensorTimeout, AirflowSkipException
-
 from airflow_provider_chamelaion.events import poll_once, resolve_wait_event
 from airflow_provider_chamelaion.exceptions import LipsyncJobFailedError
+from airflow_provider_chamelaion.version_compat import (
+    AirflowFailException,
+    AirflowSensorTimeout,
+    AirflowSkipException,
+    BaseSensorOperator,
+    PokeReturnValue,
+    conf,
+)
 from airflow_provider_chamelaion.wire import validate_reference_id
 
 #: What ``soft_fail`` turns into a skip, in every mode: the job failed, or the wait timed out.
 SOFT_FAILURES = (AirflowFailException, AirflowSensorTimeout)
 
 if TYPE_CHECKING:
-    from airflow.sdk import Context, XComArg
-
     from airflow_provider_chamelaion.hooks.chamelaion import ChamelaionHook
+    from airflow_provider_chamelaion.version_compat import Context, XComArg
 
 
 class LipsyncRequestSensor(BaseSensorOperator):
