@@ -7,6 +7,7 @@ created and *which* job's output the task delivered.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -222,3 +223,28 @@ def test_rerun_with_reuse_existing_request_reuses_the_finished_job(
 
     assert len(simulator.state.jobs) == 1
     assert assert_delivered(simulator, rerun, audio=WRONG_AUDIO) == first["id"]
+
+
+def test_upload_mode_clear_after_replacing_the_audio_uploads_the_new_file(
+    simulator: Simulator, retry_policy: RetryPolicy, tmp_path: Path
+) -> None:
+    """The earlier try's record is about the old files: no more deleting the store key by hand."""
+    video, draft, final = tmp_path / "ep42.mp4", tmp_path / "ja-draft.wav", tmp_path / "ja-final.wav"
+    video.write_bytes(b"v" * 5000)
+    draft.write_bytes(b"a" * 3000)
+    final.write_bytes(b"b" * 3100)
+    store = FakeTaskStateStore()
+
+    def upload(audio: Path, ti: FakeTI) -> str:
+        op = LipsyncGenerateOperator(task_id="submit", video_file=str(video), audio_file=str(audio))
+        op.hook = ChamelaionHook(retry_policy=retry_policy)
+        return op.execute(make_context(ti, state_store=store))
+
+    first = upload(draft, FakeTI(try_number=1))
+    again = upload(draft, FakeTI(try_number=2))  # a retry with the same files: reused
+    fixed = upload(final, FakeTI(try_number=3))  # cleared after the fix: uploaded anew
+
+    assert again == first
+    assert fixed != first
+    assert len(simulator.state.jobs) == 2
+    assert simulator.state.uploads == [{"video": 5000, "audio": 3000}, {"video": 5000, "audio": 3100}]
