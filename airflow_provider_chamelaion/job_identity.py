@@ -1,4 +1,4 @@
-"""Which job is this task instance's work: derived ``reference_id``\\ s, the identity of the inputs, and
+"""Which job is this task instance's work: derived ``reference_id`` values, the identity of the inputs, and
 the record an earlier try leaves in Airflow's task state store.
 
 Nothing here looks at a clock. A job is this task instance's when its ``reference_id`` says so (a

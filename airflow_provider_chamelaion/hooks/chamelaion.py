@@ -139,8 +139,8 @@ class ChamelaionHook(BaseHook):
     The connection holds the API key in ``password`` and the base URL in ``host`` (a full URL such as
     ``https://api.chamelaion.com/api``; empty means that one, no scheme means https, or the extra
     ``scheme``). A URI-form connection (``chamelaion://:KEY@api.chamelaion.com/api``, which Airflow
-    stores as host and schema) gives the same base URL. The extra ``reference_namespace`` names the
-    deployment for the ``reference_id`` values it derives (see :mod:`airflow_provider_chamelaion.job_identity`).
+    stores as host and schema) gives the same base URL. The extra ``reference_namespace`` goes into
+    every derived ``reference_id`` (see :mod:`airflow_provider_chamelaion.job_identity`).
 
     Every GET is retried on connection errors, timeouts, 429 (honouring ``Retry-After``) and
     500/502/503/504 with exponential backoff and jitter; POSTs are retried only when the server
