@@ -21,6 +21,7 @@ from airflow_provider_chamelaion.models import LipsyncRequest, Outcome
 
 if TYPE_CHECKING:
     from airflow_provider_chamelaion.hooks.chamelaion import ChamelaionHook
+    from airflow_provider_chamelaion.progress import WaitReporter
 
 WaitStatus = Literal["completed", "failed", "timeout", "error"]
 WAIT_STATUSES: frozenset[str] = frozenset({"completed", "failed", "timeout", "error"})
@@ -116,7 +117,12 @@ def resolve_wait_event(
 
 
 def poll_once(
-    hook: ChamelaionHook, request_id: str, log: Any, *, report_status: bool = True
+    hook: ChamelaionHook,
+    request_id: str,
+    log: Any,
+    reporter: WaitReporter | None = None,
+    *,
+    report_status: bool = True,
 ) -> dict[str, str | None] | None:
     """One synchronous look at a request: its dict once completed, ``None`` while it is not finished.
 
@@ -124,8 +130,10 @@ def poll_once(
     non-deferrable wait. A transient error (after the hook's own retries) counts as "not finished
     yet", so an API hiccup never fails the task; the wait's timeout bounds an outage.
 
-    :param report_status: log a request that is still running. The look before deferring passes
-        ``False``: the trigger that takes over reports the status, once.
+    :param reporter: what a polling loop logs statuses through (one line per change, and a "still
+        waiting" line at most every 10 minutes); without it, the status is logged on every call.
+    :param report_status: ``False`` logs nothing for a request still running: the look before
+        deferring passes it, as the trigger that takes over reports the status, once.
 
     :raises LipsyncJobFailedError: the job failed.
     :raises ChamelaionAPIError: a permanent error (bad key, unknown id).
@@ -139,7 +147,9 @@ def poll_once(
         return None
     event = event_for_request(request, request_id)
     if event is None:
-        if report_status:
+        if reporter is not None:  # a loop that polls again: status changes and "still waiting" lines
+            reporter.report(request.status)
+        elif report_status:
             log.info("Chamelaion lip-sync request %s is %s", request_id, request.status)
         return None
     return resolve_wait_event(event)

@@ -336,6 +336,8 @@ class TestOutputFileName:
     def test_fails_loudly_when_nothing_is_where_it_says(
         self, hook: ChamelaionHook, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
     ) -> None:
-        monkeypatch.setattr(hook, "_download_once", lambda url, target: None)  # "succeeds", writes nothing
+        monkeypatch.setattr(
+            hook, "_download_once", lambda url, target, *rest: None
+        )  # "succeeds", writes nothing
         with pytest.raises(ChamelaionError, match=rf"{REQUEST_ID}.*is not a file"):
             hook.download_output(_completed(), tmp_path / "out.mp4")
