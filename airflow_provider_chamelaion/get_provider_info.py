@@ -66,6 +66,15 @@ def get_provider_info() -> dict[str, Any]:
                 "hook-class-name": "airflow_provider_chamelaion.hooks.chamelaion.ChamelaionHook",
                 "hook-name": "Chamelaion",
                 "ui-field-behaviour": UI_FIELD_BEHAVIOUR,
+                "conn-fields": {
+                    "reference_namespace": {
+                        "label": "Reference namespace",
+                        "description": "Name of this Airflow deployment (e.g. staging). It goes into every "
+                        "reference_id the operator derives, so deployments sharing one API key never "
+                        "reuse each other's jobs.",
+                        "schema": {"type": ["string", "null"]},
+                    },
+                },
             }
         ],
     }

@@ -237,7 +237,12 @@ with warnings.catch_warnings(record=True) as caught:
     hook_imported_for_ui = "{HOOK_MODULE}" in sys.modules
     hook = manager.hooks["chamelaion"]
     behaviours = manager.field_behaviours
+    # 3.2+: conn-fields from the provider info (2.11-3.1 read no conn-fields).
+    widgets = {{}}
+    if ui is not None:
+        widgets = {{name: w.field for name, w in manager.connection_form_widgets.items() if "chamelaion" in name}}
 print(json.dumps({{
+    "widgets": widgets,
     "version": provider.version,
     "ui": ui,
     "hook_imported_for_ui": hook_imported_for_ui,
@@ -269,6 +274,11 @@ print(json.dumps({{
     assert report["field_behaviour"]["relabeling"] == {"host": "Base URL", "password": "API key"}
     assert report["field_behaviour"]["placeholders"]["host"] == PUBLIC_BASE_URL
     assert set(report["field_behaviour"]["hidden_fields"]) == {"schema", "login", "port", "extra"}
+    if report["ui"] is not None:  # 3.2+ (before, the namespace is set in the connection's extra)
+        # The deployment's namespace for derived reference ids is a field of its own in the form.
+        namespace = report["widgets"]["extra__chamelaion__reference_namespace"]
+        assert namespace["schema"]["title"] == "Reference namespace"
+        assert "staging" in namespace["description"]
 
 
 def test_airflow_providers_get_shows_the_provider(tmp_path: Path) -> None:
