@@ -648,10 +648,12 @@ def test_deployments_with_their_own_namespace_never_share_a_job(
     )
 
 
-def test_submission_is_logged_once(simulator: Simulator, retry_policy: RetryPolicy) -> None:
-    with structlog.testing.capture_logs() as logs:
+def test_submission_is_logged_once(
+    simulator: Simulator, retry_policy: RetryPolicy, caplog: pytest.LogCaptureFixture
+) -> None:
+    with logged_text(caplog) as logs:
         request_id = make_operator(retry_policy).execute(make_context())
-    lines = [entry["event"] for entry in logs if request_id in entry["event"]]
+    lines = [line for line in logs if request_id in line]
     assert len(lines) == 1, lines
     assert "Submitted" in lines[0]
 
