@@ -22,7 +22,7 @@ from airflow_provider_chamelaion.sensors.lipsync import LipsyncRequestSensor
 from airflow_provider_chamelaion.simulator import Simulator
 from airflow_provider_chamelaion.triggers.lipsync import LipsyncRequestTrigger
 from airflow_provider_chamelaion.version_compat import (
-    AIRFLOW_V_3_0_PLUS,
+    AIRFLOW_V_3_1_PLUS,
     AirflowFailException,
     AirflowSensorTimeout,
     AirflowSkipException,
@@ -379,8 +379,8 @@ def test_deferrable_soft_fail_still_fails_on_an_error_event(message: str) -> Non
 def test_never_fail_still_skips_an_error_event() -> None:
     """never_fail is Airflow's "skip whatever happens": left as Airflow documents it."""
     sensor = make_sensor("r-1", deferrable=True, never_fail=True)
-    # Airflow 2's resume_execution turns errors into skips for soft_fail only (never_fail: pokes only).
-    expected = AirflowSkipException if AIRFLOW_V_3_0_PLUS else ChamelaionError
+    # Before 3.1, resume_execution turns errors into skips for soft_fail only (never_fail: pokes only).
+    expected = AirflowSkipException if AIRFLOW_V_3_1_PLUS else ChamelaionError
     with pytest.raises(expected):
         sensor.resume_execution(
             next_method="execute_complete",
