@@ -503,6 +503,19 @@ class ChamelaionHook(BaseHook):
         payload = await self._acall("GET", path, client=client)
         return parse_model(LipsyncRequest.from_api, payload, method="GET", path=path)
 
+    async def alist_requests(
+        self,
+        *,
+        limit: int | None = None,
+        offset: int | None = None,
+        reference_id: str | None = None,
+        client: AsyncRequester | None = None,
+    ) -> RequestPage:
+        """Async :meth:`list_requests` (same retry policy); ``client`` as for :meth:`aget_request`."""
+        params = list_params(limit=limit, offset=offset, reference_id=reference_id)
+        payload = await self._acall("GET", REQUESTS_PATH, client=client, params=params)
+        return parse_model(RequestPage.from_api, payload, method="GET", path=REQUESTS_PATH)
+
 
 def _output_filename(request: LipsyncRequest) -> str:
     name = urlsplit(request.output_url or "").path.rsplit("/", 1)[-1]
