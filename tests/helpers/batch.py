@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 from dataclasses import dataclass, field
+from collections.abc import Callable
 from typing import Any
 
 from airflow.sdk.exceptions import TaskDeferred
@@ -44,7 +46,7 @@ async def run_trigger(trigger: LipsyncBatchTrigger) -> dict[str, Any]:
 def run_batch(operator: LipsyncBatchGenerateOperator, context: Any) -> BatchRun:
     """Execute, and for every deferral re-create the trigger from its serialized form and run it."""
     run = BatchRun()
-    step = lambda: operator.execute(context)  # noqa: E731
+    step: Callable[[], dict[str, Any]] = lambda: operator.execute(context)  # noqa: E731
     while True:
         try:
             run.summary = step()
@@ -55,8 +57,7 @@ def run_batch(operator: LipsyncBatchGenerateOperator, context: Any) -> BatchRun:
             run.triggers.append(kwargs)
             event = asyncio.run(run_trigger(LipsyncBatchTrigger(**kwargs)))
             run.events.append(event)
-            method = getattr(operator, deferred.method_name)
-            step = lambda method=method, event=event: method(context, event)  # noqa: E731
+            step = functools.partial(getattr(operator, deferred.method_name), context, event)
         except Exception as err:
             run.error = err
             return run

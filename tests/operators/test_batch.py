@@ -15,7 +15,7 @@ from airflow_provider_chamelaion.operators.batch import LipsyncBatchFailedError,
 from airflow_provider_chamelaion.simulator import Simulator, SimulatorConfig
 from tests.conftest import API_KEY, idle
 from tests.helpers.batch import FAST_RETRIES, run_batch
-from tests.helpers.context import make_context
+from tests.helpers.context import FakeTI, make_context
 
 QUEUED, RUNNING = 0.2, 0.3
 
@@ -218,7 +218,8 @@ def test_failed_jobs_fail_the_task_after_all_finished_and_a_rerun_resubmits_only
     simulator: Simulator, tmp_path: Path
 ) -> None:
     simulator.state.fail_next(2)
-    context = make_context()
+    ti = FakeTI()
+    context = make_context(ti)
 
     run = run_batch(make_batch(tmp_path, items(10), submit_concurrency=1), context)
 
@@ -229,7 +230,7 @@ def test_failed_jobs_fail_the_task_after_all_finished_and_a_rerun_resubmits_only
     assert "title-1-fr (request " in message
     assert "no face was detected in the video" in message
     assert str(tmp_path / "manifest.jsonl") in message
-    pushed = context["ti"].pushed("return_value")
+    pushed = ti.pushed("return_value")
     assert pushed[-1]["failed"] == 2
     assert pushed[-1]["completed"] == 8
     posts_before = len(idle(simulator).state.calls_to("POST"))
