@@ -7,8 +7,9 @@ page by page, which is cheaper, and walks the listing safely:
 * it follows the page size the server *applied* (``pagination.limit``; a server may clamp ``limit``);
 * jobs created meanwhile push older ones to later offsets, so the same job can appear on two pages:
   pages are deduplicated by id, and nothing is ever skipped (offsets only move items down);
-* it stops at the latest ``total``, at an empty page, when nothing is left to find, or as soon as the
-  pages left cost more than one look-up per item still missing (the caller then looks those up).
+* it stops at the latest ``total``, at an empty page, when nothing is left to find, or once the pages
+  left cost more than one look-up per item still missing and the last page found none of them (the
+  caller then looks those up).
 
 The sync reconcile of the batch operator and the async polls of the batch trigger both use it.
 """
@@ -39,19 +40,36 @@ class ListingScan:
     applied_limit: int | None = None
     pages: int = 0
     seen: set[str] = field(default_factory=set)
+    #: Where the wanted items were last time: (offset just past the deepest one, the total then). Jobs
+    #: created since push it down by the growth of the total; past it, look-ups are used instead.
+    horizon: tuple[int, int] | None = None
+    _last_missing: int | None = field(default=None, repr=False)
+
+    def _end(self) -> int:
+        assert self.total is not None
+        if self.horizon is None:
+            return self.total
+        position, total_then = self.horizon
+        return min(self.total, position + max(0, self.total - total_then))
 
     def next_offset(self, missing: int) -> int | None:
         """Offset of the next page to fetch, or ``None`` to stop, given how many items are still missing."""
         if missing <= 0:
             return None
         if self.total is None:
+            self._last_missing = missing
             return 0  # the first page also tells the total and the applied page size
-        if self.offset >= self.total:
+        end = self._end()
+        if self.offset >= end:
             return None
-        pages_left = math.ceil((self.total - self.offset) / max(1, self.applied_limit or self.page_size))
-        if pages_left > missing:
-            return None  # one look-up per missing item is cheaper than the rest of the listing
-        return self.offset
+        pages_left = math.ceil((end - self.offset) / max(1, self.applied_limit or self.page_size))
+        found_on_last_page = self._last_missing - missing if self._last_missing is not None else 0
+        self._last_missing = missing
+        if pages_left <= missing or found_on_last_page > 0:
+            # The rest of the listing costs no more than a look-up per missing item; or the page just
+            # read held wanted items, so the next one likely does too (a batch's jobs sit together).
+            return self.offset
+        return None  # one look-up per missing item is cheaper
 
     @property
     def exhausted(self) -> bool:

@@ -58,8 +58,9 @@ def test_reconcile_looks_up_a_few_items_one_by_one(simulator: Simulator, sim_hoo
     ids = new_jobs(simulator, ["item-a"])
     result = reconcile(sim_hook, ["item-a", "item-b", "history-5"])
 
-    # Page 1 finds item-a; 20 more pages would cost more than looking up the other two.
-    assert (result.list_calls, result.lookup_calls) == (1, 2)
+    # Page 1 finds item-a, so page 2 is read too (wanted items sit together); it finds nothing, and 19
+    # more pages would cost more than looking up the other two.
+    assert (result.list_calls, result.lookup_calls) == (2, 2)
     assert result.found["item-a"].id == ids["item-a"]
     assert set(result.found) == {"item-a", "history-5"}
 
@@ -92,9 +93,9 @@ def test_reconcile_misses_nothing_when_jobs_are_created_between_pages(
     result = reconcile(sim_hook, [f"item-{n}" for n in range(250)] + ["absent"])
 
     assert {ref: request.id for ref, request in result.found.items()} == ids
-    # Each page after the first repeats the 30 jobs pushed down onto it (deduplicated). After three
-    # pages 10 items and "absent" are missing and 21 pages are left: 11 look-ups are cheaper.
-    assert (result.list_calls, result.lookup_calls) == (3, 11)
+    # Each page after the first repeats the 30 jobs pushed down onto it (deduplicated), so 250 items
+    # take 5 pages; then "absent" is missing and a look-up is cheaper than the 19 pages left.
+    assert (result.list_calls, result.lookup_calls) == (5, 1)
 
 
 def test_failed_jobs_are_never_reused_but_an_older_live_one_is(

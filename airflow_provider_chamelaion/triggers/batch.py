@@ -84,8 +84,9 @@ class LipsyncBatchTrigger(BaseTrigger):
         self.page_size = int(page_size)
         self.max_consecutive_errors = int(max_consecutive_errors)
         self.lookup_concurrency = int(lookup_concurrency)
-        #: API calls of the last poll cycle (for logs and tests).
-        self.last_cycle_calls = 0
+        #: (jobs pending, API calls) of every poll cycle so far (for logs and tests).
+        self.cycles: list[tuple[int, int]] = []
+        self._horizon: tuple[int, int] | None = None
 
     def serialize(self) -> tuple[str, dict[str, Any]]:
         return (
@@ -120,14 +121,21 @@ class LipsyncBatchTrigger(BaseTrigger):
 
     async def _poll(self, hook: Any, client: Any, pending: dict[str, ManifestRow]) -> int:
         """Refresh every pending row; return the API calls it took."""
-        scan = ListingScan(self.page_size)
+        scan = ListingScan(self.page_size, horizon=self._horizon)
         unseen = set(pending)
+        deepest = 0  # just past the deepest job seen that is still in flight
         while (offset := scan.next_offset(len(unseen))) is not None:
             page = await hook.alist_requests(limit=self.page_size, offset=offset, client=client)
-            for request in scan.feed(page):
+            for position, request in enumerate(scan.feed(page), start=offset + 1):
                 if request.id in unseen:
-                    pending[request.id].update(request)
+                    row = pending[request.id]
+                    row.update(request)
                     unseen.discard(request.id)
+                    if row.in_flight:
+                        deepest = max(deepest, position)
+        # Next cycle, pages go no deeper than where jobs still in flight were seen (plus what was
+        # created since): once most of a batch has finished, its rest costs a page or two, not a walk.
+        self._horizon = (deepest, scan.total) if scan.total is not None and not unseen else None
         gate = asyncio.Semaphore(self.lookup_concurrency)
 
         async def look_up(request_id: str) -> None:
@@ -158,7 +166,7 @@ class LipsyncBatchTrigger(BaseTrigger):
                     pending = {request_id: row for request_id, row in by_id.items() if row.in_flight}
                     if pending:
                         try:
-                            self.last_cycle_calls = await self._poll(hook, client, pending)
+                            cost = await self._poll(hook, client, pending)
                         except (ChamelaionAPIError, ChamelaionConfigError) as err:
                             failures += 1
                             self.log.warning(
@@ -173,9 +181,8 @@ class LipsyncBatchTrigger(BaseTrigger):
                                 return
                         else:
                             failures = 0
-                            self.log.debug(
-                                "Poll cycle: %d API calls for %d jobs", self.last_cycle_calls, len(pending)
-                            )
+                            self.cycles.append((len(pending), cost))
+                            self.log.debug("Poll cycle: %d API calls for %d jobs", cost, len(pending))
                     counts = count_stages(rows)
                     if counts != reported:  # a log line per change, not per poll
                         self.log.info("Batch of %d: %s", len(rows), format_counts(counts))

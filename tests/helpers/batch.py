@@ -28,6 +28,8 @@ class BatchRun:
     summary: dict[str, Any] | None = None
     error: BaseException | None = None
     triggers: list[dict[str, Any]] = field(default_factory=list)
+    #: (jobs pending, API calls) of every poll cycle of every trigger, in order.
+    cycles: list[tuple[int, int]] = field(default_factory=list)
     events: list[dict[str, Any]] = field(default_factory=list)
 
 
@@ -55,7 +57,9 @@ def run_batch(operator: LipsyncBatchGenerateOperator, context: Any) -> BatchRun:
             classpath, kwargs = deferred.trigger.serialize()
             assert classpath.endswith("LipsyncBatchTrigger")
             run.triggers.append(kwargs)
-            event = asyncio.run(run_trigger(LipsyncBatchTrigger(**kwargs)))
+            trigger = LipsyncBatchTrigger(**kwargs)
+            event = asyncio.run(run_trigger(trigger))
+            run.cycles.extend(trigger.cycles)
             run.events.append(event)
             step = functools.partial(getattr(operator, deferred.method_name), context, event)
         except Exception as err:
