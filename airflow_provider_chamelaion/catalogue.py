@@ -24,7 +24,7 @@ from airflow_provider_chamelaion.media import _is_object_storage, _object_storag
 from airflow_provider_chamelaion.wire import validate_http_url, validate_reference_id
 
 if TYPE_CHECKING:
-    from airflow.sdk import ObjectStoragePath
+    from airflow_provider_chamelaion.version_compat import ObjectStoragePath
 
 CataloguePath = Union[str, "os.PathLike[str]", "ObjectStoragePath"]
 #: What a batch operator accepts: the items themselves, or where to read them.

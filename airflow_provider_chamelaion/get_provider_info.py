@@ -31,7 +31,10 @@ def get_provider_info() -> dict[str, Any]:
         "operators": [
             {
                 "integration-name": "Chamelaion",
-                "python-modules": ["airflow_provider_chamelaion.operators.lipsync"],
+                "python-modules": [
+                    "airflow_provider_chamelaion.operators.lipsync",
+                    "airflow_provider_chamelaion.operators.batch",
+                ],
             }
         ],
         "sensors": [
@@ -49,7 +52,10 @@ def get_provider_info() -> dict[str, Any]:
         "triggers": [
             {
                 "integration-name": "Chamelaion",
-                "python-modules": ["airflow_provider_chamelaion.triggers.lipsync"],
+                "python-modules": [
+                    "airflow_provider_chamelaion.triggers.lipsync",
+                    "airflow_provider_chamelaion.triggers.batch",
+                ],
             }
         ],
         "connection-types": [

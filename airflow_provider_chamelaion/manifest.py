@@ -23,7 +23,7 @@ from airflow_provider_chamelaion.models import LipsyncRequest, Outcome, outcome_
 if TYPE_CHECKING:
     from pathlib import Path
 
-    from airflow.sdk import ObjectStoragePath
+    from airflow_provider_chamelaion.version_compat import ObjectStoragePath
 
 #: Status of an item not submitted yet (waiting for a slot under ``max_in_flight``); not an API status.
 NOT_SUBMITTED = "not_submitted"

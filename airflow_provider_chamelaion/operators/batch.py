@@ -17,8 +17,6 @@ from datetime import timedelta
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
-from airflow.sdk import BaseOperator
-
 from airflow_provider_chamelaion.catalogue import (
     CatalogueItem,
     CataloguePath,
@@ -45,11 +43,11 @@ from airflow_provider_chamelaion.manifest import (
 )
 from airflow_provider_chamelaion.models import LipsyncRequest, Outcome
 from airflow_provider_chamelaion.operators.lipsync import AMBIGUOUS_SUBMIT_ERRORS, XCOM_RETURN_KEY
+from airflow_provider_chamelaion.version_compat import BaseOperator
 
 if TYPE_CHECKING:
-    from airflow.sdk import Context
-
     from airflow_provider_chamelaion.hooks.chamelaion import ChamelaionHook
+    from airflow_provider_chamelaion.version_compat import Context
 
 #: How many failed items a batch failure names.
 NAMED_FAILURES = 5

@@ -7,8 +7,6 @@ import time
 from collections.abc import AsyncIterator
 from typing import Any, Literal, TypedDict
 
-from airflow.triggers.base import BaseTrigger, TriggerEvent
-
 from airflow_provider_chamelaion.exceptions import ChamelaionAPIError, ChamelaionConfigError, is_permanent
 from airflow_provider_chamelaion.listing import ListingScan
 from airflow_provider_chamelaion.manifest import (
@@ -18,6 +16,7 @@ from airflow_provider_chamelaion.manifest import (
     read_manifest,
     write_manifest,
 )
+from airflow_provider_chamelaion.version_compat import BaseTrigger, TriggerEvent
 
 BatchStatus = Literal["done", "wave", "timeout", "error"]
 BATCH_STATUSES: frozenset[str] = frozenset({"done", "wave", "timeout", "error"})

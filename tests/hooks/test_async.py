@@ -10,7 +10,6 @@ from typing import Any
 import httpx
 import pytest
 import respx
-from airflow.sdk import BaseHook
 
 from airflow_provider_chamelaion.exceptions import (
     ChamelaionAPIError,
@@ -26,6 +25,7 @@ from airflow_provider_chamelaion.exceptions import (
 from airflow_provider_chamelaion.hooks.chamelaion import ChamelaionHook
 from airflow_provider_chamelaion.models import LipsyncRequest
 from airflow_provider_chamelaion.retry import RetryPolicy
+from airflow_provider_chamelaion.version_compat import BaseHook
 from tests.conftest import API_KEY, MOCK_BASE_URL
 
 REQUEST_ID = "6f82a2d8-a6d4-4e8a-a0fa-e8b09823a2d8"

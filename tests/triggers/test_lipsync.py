@@ -13,13 +13,13 @@ from typing import Any
 import httpx
 import pytest
 import respx
-from airflow.sdk import BaseHook
 
 from airflow_provider_chamelaion.hooks import shared_session
 from airflow_provider_chamelaion.hooks.chamelaion import ChamelaionHook
 from airflow_provider_chamelaion.retry import RetryPolicy
 from airflow_provider_chamelaion.simulator import Simulator
 from airflow_provider_chamelaion.triggers.lipsync import LipsyncRequestTrigger
+from airflow_provider_chamelaion.version_compat import BaseHook
 from tests.conftest import API_KEY, MOCK_BASE_URL, connection_json, idle
 from tests.helpers.triggers import collect, only_event, polls, wait_until
 
