@@ -26,6 +26,7 @@ from airflow_provider_chamelaion.catalogue import (
 )
 from airflow_provider_chamelaion.events import LipsyncWaitTimeout
 from airflow_provider_chamelaion.exceptions import (
+    ChamelaionAuthError,
     ChamelaionConfigError,
     ChamelaionError,
     ChamelaionRateLimitError,
@@ -147,9 +148,21 @@ class BatchSubmitter:
         self.concurrency = concurrency
         self.log = log
         self.found_after_lost_answer = 0
+        self._lock = threading.Lock()
+        #: A wrong key or connection: stops every submission not yet sent, instead of 10,000 failures.
+        self._fatal: BaseException | None = None
 
     def submit_one(self, item: CatalogueItem) -> str:
+        if self._fatal is not None:
+            raise ChamelaionError(f"not submitted: an earlier submission failed for good ({self._fatal})")
         hook = self.hooks.get()
+        try:
+            return self._submit_one(hook, item)
+        except (ChamelaionAuthError, ChamelaionConfigError) as err:
+            self._fatal = err
+            raise
+
+    def _submit_one(self, hook: ChamelaionHook, item: CatalogueItem) -> str:
         rate_limited_rounds = 0
         attempt = 0
         while True:
@@ -178,7 +191,7 @@ class BatchSubmitter:
                 self.policy.sleep(self.policy.wait_before_retry(err, attempt))
                 alive = [r for r in hook.find_requests(item.reference_id) if r.outcome is not Outcome.FAILED]
                 if alive:
-                    with self.hooks._lock:
+                    with self._lock:
                         self.found_after_lost_answer += 1
                     return alive[0].id
                 if attempt >= self.policy.max_attempts:
@@ -437,7 +450,8 @@ class LipsyncBatchGenerateOperator(BaseOperator):
         self.log.info("Batch of %d finished: %s", len(rows), format_counts(counts))
         if check_failures and failed:
             named = "; ".join(
-                f"{row.reference_id} (request {row.request_id}): {row.error_message or row.status}"
+                f"{row.reference_id} ({f'request {row.request_id}' if row.request_id else 'rejected'}): "
+                f"{row.error_message or row.status}"
                 for row in failed[:NAMED_FAILURES]
             )
             more = f"; and {len(failed) - NAMED_FAILURES} more" if len(failed) > NAMED_FAILURES else ""

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from airflow_provider_chamelaion.exceptions import ChamelaionConfigError
+from airflow_provider_chamelaion.exceptions import ChamelaionConfigError, ChamelaionError
 from airflow_provider_chamelaion.hooks.chamelaion import ChamelaionHook
 from airflow_provider_chamelaion.manifest import read_manifest
 from airflow_provider_chamelaion.operators.batch import LipsyncBatchFailedError, LipsyncBatchGenerateOperator
@@ -311,3 +311,34 @@ def test_without_waiting_the_summary_lists_what_was_submitted(simulator: Simulat
     assert run.triggers == []
     assert run.summary is not None
     assert (run.summary["submitted"], run.summary["queued"]) == (5, 5)
+
+
+def test_an_item_the_api_rejects_is_a_failed_row_named_in_the_error(
+    simulator: Simulator, tmp_path: Path
+) -> None:
+    simulator.state.add_fault(
+        kind="status", status=422, body='{"message": "inputs[0].url could not be fetched"}', path="/generate$"
+    )
+
+    run = run_batch(make_batch(tmp_path, items(5), submit_concurrency=1), make_context())
+
+    assert isinstance(run.error, LipsyncBatchFailedError)
+    assert "1 of 5 lip-sync jobs failed" in str(run.error)
+    assert "(rejected): inputs[0].url could not be fetched" in str(run.error)
+    rejected = [row for row in manifest(tmp_path).values() if row["status"] == "rejected"]
+    assert len(rejected) == 1
+    assert rejected[0]["request_id"] is None
+    assert len(idle(simulator).state.jobs) == 4
+
+
+def test_a_refused_key_stops_the_submissions_not_yet_sent(simulator: Simulator, tmp_path: Path) -> None:
+    # The key may list but not create (e.g. a read-only key): every POST is refused with 401.
+    simulator.state.add_fault(kind="status", status=401, path="/generate$", times=1000)
+
+    run = run_batch(make_batch(tmp_path, items(200), submit_concurrency=4), make_context())
+
+    assert isinstance(run.error, ChamelaionError)
+    assert str(run.error).startswith("200 of 200 submissions failed")
+    assert "HTTP 401" in str(run.error)
+    assert 1 <= len(idle(simulator).state.calls_to("POST")) <= 4, "at most one refusal per submitter"
+    assert {row["status"] for row in manifest(tmp_path).values()} == {"not_submitted"}
