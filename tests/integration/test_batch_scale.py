@@ -26,9 +26,14 @@ CHILD = ROOT / "tests" / "helpers" / "batch_child.py"
 
 @pytest.fixture
 def simulator_config() -> SimulatorConfig:
-    # "Fast settings": jobs take 2 s, the account already holds 20,000 requests, 100 a page.
+    # "Fast settings": jobs run 2 s, 500 at a time (so the batch is still working after the last POST
+    # and the trigger polls a draining backlog); the account already holds 20,000 requests, 100 a page.
     return SimulatorConfig(
-        api_key=API_KEY, phases=(("queued", 1.0), ("running", 1.0)), history_size=20_000, max_page_size=100
+        api_key=API_KEY,
+        phases=(("queued", 0.5), ("running", 2.0)),
+        max_concurrent_jobs=500,
+        history_size=20_000,
+        max_page_size=100,
     )
 
 
