@@ -195,12 +195,13 @@ def validate_items(raw_items: Iterable[tuple[int, Any]], *, where: str = "catalo
 
 def load_catalogue(source: CatalogueSource, catalogue_format: str | None = None) -> list[CatalogueItem]:
     """The validated items of a catalogue given as a list of dicts or as a JSON Lines / CSV file path."""
-    if isinstance(source, (list, tuple)):
+    if isinstance(source, Sequence) and not isinstance(source, (str, bytes)):
+        # Any sequence: a list, or the lazy sequence Airflow hands over for an upstream's XCom.
         return validate_items(enumerate(source, start=1))
     if isinstance(source, str) and not source.strip():
         raise ChamelaionConfigError("catalogue is empty: give a list of items or a .jsonl/.csv path")
     if isinstance(source, (str, os.PathLike)) or _is_object_storage(source):
-        path = as_path(source)  # type: ignore[arg-type]
+        path = as_path(source)
         return validate_items(read_raw(path, catalogue_format), where=f"catalogue {str(path)!r}")
     raise ChamelaionConfigError(
         f"catalogue must be a list of items or a local/object-storage path, got {type(source).__name__}"

@@ -114,3 +114,22 @@ def test_shared_backoff_holds_every_thread_until_the_latest_pause_ends() -> None
     other.start()
     other.join()
     assert ("other-submitter", 2.0) in slept
+
+
+def test_any_sequence_of_items_is_a_catalogue() -> None:
+    """Airflow hands an upstream task's list over as a lazy sequence, not a list."""
+    from collections.abc import Sequence
+
+    class LazySequence(Sequence[dict[str, Any]]):
+        def __init__(self, rows: list[dict[str, Any]]) -> None:
+            self.rows = rows
+
+        def __len__(self) -> int:
+            return len(self.rows)
+
+        def __getitem__(self, index: Any) -> Any:
+            return self.rows[index]
+
+    assert [loaded.row for loaded in load_catalogue(LazySequence([item(1), item(2)]))] == [1, 2]
+    with pytest.raises(ChamelaionConfigError, match="got int"):
+        load_catalogue(42)  # type: ignore[arg-type]
