@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import threading
 from pathlib import Path
 from typing import Any
 
@@ -11,7 +10,6 @@ import pytest
 
 from airflow_provider_chamelaion.catalogue import load_catalogue, split_catalogue
 from airflow_provider_chamelaion.exceptions import ChamelaionConfigError
-from airflow_provider_chamelaion.operators.batch import SharedBackoff
 
 
 def item(n: int, **overrides: Any) -> dict[str, Any]:
@@ -89,31 +87,6 @@ def test_formats_are_told_from_the_name_or_given(tmp_path: Path) -> None:
         load_catalogue(str(tmp_path / "missing.csv"))
     with pytest.raises(ChamelaionConfigError, match="is empty"):
         load_catalogue([])
-
-
-def test_shared_backoff_holds_every_thread_until_the_latest_pause_ends() -> None:
-    now = [0.0]
-    slept: list[tuple[str, float]] = []
-
-    def sleep(seconds: float) -> None:
-        slept.append((threading.current_thread().name, seconds))
-        now[0] += seconds
-
-    gate = SharedBackoff(sleep=sleep, clock=lambda: now[0])
-    gate.wait()
-    assert slept == [], "no pause, no wait"
-
-    gate.pause(2.0)  # a 429 with Retry-After: 2 seen by one submitter
-    assert now[0] == 2.0
-    gate.pause(0.5)  # a shorter one later does not shorten anything; it waits its own
-    assert now[0] == 2.5
-    now[0] = 10.0
-    gate.pause(3.0)
-    other = threading.Thread(target=gate.wait, name="other-submitter")
-    now[0] = 11.0  # the other submitter arrives a second into the pause: waits the remaining 2 s
-    other.start()
-    other.join()
-    assert ("other-submitter", 2.0) in slept
 
 
 def test_any_sequence_of_items_is_a_catalogue() -> None:

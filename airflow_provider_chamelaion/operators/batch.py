@@ -8,15 +8,14 @@ with a few listing pages, submits what is missing concurrently, and waits in one
 
 from __future__ import annotations
 
-import dataclasses
-import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from datetime import timedelta
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
+from airflow_provider_chamelaion.batch_submit import BatchSubmitter, ThreadHooks
 from airflow_provider_chamelaion.catalogue import (
     CatalogueItem,
     CataloguePath,
@@ -26,24 +25,20 @@ from airflow_provider_chamelaion.catalogue import (
 )
 from airflow_provider_chamelaion.events import LipsyncWaitTimeout
 from airflow_provider_chamelaion.exceptions import (
-    ChamelaionAuthError,
     ChamelaionConfigError,
     ChamelaionError,
-    ChamelaionRateLimitError,
-    ChamelaionValidationError,
 )
 from airflow_provider_chamelaion.listing import reconcile
 from airflow_provider_chamelaion.manifest import (
     NOT_SUBMITTED,
-    REJECTED,
     ManifestRow,
     count_stages,
     format_counts,
     read_manifest,
     write_manifest,
 )
-from airflow_provider_chamelaion.models import LipsyncRequest, Outcome
-from airflow_provider_chamelaion.operators.lipsync import AMBIGUOUS_SUBMIT_ERRORS, XCOM_RETURN_KEY
+from airflow_provider_chamelaion.models import LipsyncRequest
+from airflow_provider_chamelaion.operators.lipsync import XCOM_RETURN_KEY
 from airflow_provider_chamelaion.version_compat import BaseOperator
 
 if TYPE_CHECKING:
@@ -52,185 +47,10 @@ if TYPE_CHECKING:
 
 #: How many failed items a batch failure names.
 NAMED_FAILURES = 5
-#: Rounds of the hook's own 429 retries an item may go through before the batch gives it up.
-RATE_LIMIT_ROUNDS = 10
 
 
 class LipsyncBatchFailedError(ChamelaionError):
     """More jobs of a batch failed than its ``max_failure_rate`` accepts."""
-
-
-class SharedBackoff:
-    """One pause for the whole batch: a 429 (or a lost answer) seen by one submitter holds back all.
-
-    Each submitter calls :meth:`wait` before a POST; the retry policy of every submitter's hook sleeps
-    through :meth:`pause`, so the server's ``Retry-After`` applies to the batch, not just to one thread
-    that would otherwise be replaced at once by seven others hitting the same limit.
-    """
-
-    def __init__(
-        self, sleep: Callable[[float], None] = time.sleep, clock: Callable[[], float] = time.monotonic
-    ):
-        self._sleep = sleep
-        self._clock = clock
-        self._lock = threading.Lock()
-        self._until = 0.0
-        self.pauses = 0
-
-    def pause(self, seconds: float) -> None:
-        with self._lock:
-            self._until = max(self._until, self._clock() + seconds)
-            self.pauses += 1
-        self.wait()
-
-    def wait(self) -> None:
-        while True:
-            with self._lock:
-                until = self._until
-                remaining = until - self._clock()
-            if remaining <= 0:
-                return
-            self._sleep(remaining)
-            with self._lock:
-                if self._until == until:  # not extended while this thread slept
-                    return
-
-
-class _ThreadHooks:
-    """One hook per thread (a requests session is not shared between threads), all on one connection.
-
-    The connection is read once, on the task's own thread: the task runner's channel to its supervisor
-    is not for concurrent use.
-    """
-
-    def __init__(self, base: ChamelaionHook, **overrides: Any) -> None:
-        from airflow_provider_chamelaion.hooks.chamelaion import ChamelaionHook
-
-        self._settings = base.get_settings()
-        self._make = lambda: ChamelaionHook(
-            base.chamelaion_conn_id,
-            retry_policy=overrides.get("retry_policy", base.retry_policy),
-            timeout=base.timeout,
-            download_timeout=base.download_timeout,
-        )
-        self._local = threading.local()
-        self._all: list[ChamelaionHook] = []
-        self._lock = threading.Lock()
-
-    def get(self) -> ChamelaionHook:
-        hook = getattr(self._local, "hook", None)
-        if hook is None:
-            hook = self._make()
-            hook._settings = self._settings  # the connection as read on the task's thread
-            self._local.hook = hook
-            with self._lock:
-                self._all.append(hook)
-        return hook
-
-    def close(self) -> None:
-        for hook in self._all:
-            hook.close()
-
-
-class BatchSubmitter:
-    """Submits catalogue items concurrently, never paying twice.
-
-    Every POST goes through :meth:`ChamelaionHook.generate` (the one retry policy: 429s and connections
-    never made are retried, nothing else). When the answer to a POST is lost (a dropped connection, a
-    5xx, an unreadable body) the job may exist: the item's ``reference_id`` is looked up before it is
-    ever sent again, exactly as the single operator does.
-    """
-
-    def __init__(self, hook: ChamelaionHook, *, concurrency: int, log: Any) -> None:
-        self.gate = SharedBackoff(hook.retry_policy.sleep)
-        self.policy = dataclasses.replace(hook.retry_policy, sleep=self.gate.pause)
-        self.hooks = _ThreadHooks(hook, retry_policy=self.policy)
-        self.concurrency = concurrency
-        self.log = log
-        self.found_after_lost_answer = 0
-        self._lock = threading.Lock()
-        #: A wrong key or connection: stops every submission not yet sent, instead of 10,000 failures.
-        self._fatal: BaseException | None = None
-
-    def submit_one(self, item: CatalogueItem) -> str:
-        if self._fatal is not None:
-            raise ChamelaionError(f"not submitted: an earlier submission failed for good ({self._fatal})")
-        hook = self.hooks.get()
-        try:
-            return self._submit_one(hook, item)
-        except (ChamelaionAuthError, ChamelaionConfigError) as err:
-            self._fatal = err
-            raise
-
-    def _submit_one(self, hook: ChamelaionHook, item: CatalogueItem) -> str:
-        rate_limited_rounds = 0
-        attempt = 0
-        while True:
-            self.gate.wait()
-            attempt += 1
-            try:
-                return hook.generate(
-                    item.video_url,
-                    item.audio_url,
-                    reference_id=item.reference_id,
-                    disable_active_speaker_detection=item.disable_active_speaker_detection,
-                )
-            except ChamelaionRateLimitError as err:
-                # Every attempt of the hook's policy got a 429: nothing was created. Wait with the batch.
-                rate_limited_rounds += 1
-                if rate_limited_rounds >= RATE_LIMIT_ROUNDS:
-                    raise
-                attempt -= 1
-                self.gate.pause(self.policy.wait_before_retry(err, self.policy.max_attempts))
-            except AMBIGUOUS_SUBMIT_ERRORS as err:
-                self.log.warning(
-                    "Submission of %s may or may not have reached Chamelaion (%s); checking by reference_id",
-                    item.reference_id,
-                    err,
-                )
-                self.policy.sleep(self.policy.wait_before_retry(err, attempt))
-                alive = [r for r in hook.find_requests(item.reference_id) if r.outcome is not Outcome.FAILED]
-                if alive:
-                    with self._lock:
-                        self.found_after_lost_answer += 1
-                    return alive[0].id
-                if attempt >= self.policy.max_attempts:
-                    raise
-
-    def submit(self, items: Sequence[CatalogueItem], rows: dict[str, ManifestRow]) -> None:
-        """Submit ``items``, recording each outcome in ``rows``; raise after all if any failed for good."""
-        if not items:
-            return
-        errors: list[tuple[CatalogueItem, BaseException]] = []
-        step = max(1, len(items) // 10)
-        done = 0
-        try:
-            with ThreadPoolExecutor(self.concurrency, thread_name_prefix="chamelaion-submit") as pool:
-                futures = {pool.submit(self.submit_one, item): item for item in items}
-                for future in as_completed(futures):
-                    item = futures[future]
-                    row = rows[item.reference_id]
-                    try:
-                        request_id = future.result()
-                    except ChamelaionValidationError as err:
-                        # The API refused this item (nothing was created): a failed row, not a failed batch.
-                        row.status, row.error_message, row.source = REJECTED, err.message, "submitted"
-                    except Exception as err:
-                        errors.append((item, err))
-                    else:
-                        row.request_id, row.status, row.source = request_id, "queued", "submitted"
-                    done += 1
-                    if done % step == 0 or done == len(items):
-                        self.log.info("Submitted %d of %d", done, len(items))
-        finally:
-            self.hooks.close()
-        if errors:
-            item, first = errors[0]
-            raise ChamelaionError(
-                f"{len(errors)} of {len(items)} submissions failed; the first, {item.reference_id!r} "
-                f"(row {item.row}): {first}. Everything submitted is in the manifest; a retry submits only "
-                "the rest"
-            ) from first
 
 
 class LipsyncBatchGenerateOperator(BaseOperator):
@@ -553,7 +373,7 @@ class LipsyncBatchDownloadOperator(BaseOperator):
             directory,
             len(todo),
         )
-        hooks = _ThreadHooks(self.hook)
+        hooks = ThreadHooks(self.hook)
         errors: list[tuple[ManifestRow, BaseException]] = []
         step = max(1, len(todo) // 10)
 
