@@ -2,7 +2,7 @@
 
 ``python -m benchmarks.batch_deployment [ITEMS]`` (default 200) runs ``bench_per_item`` and then
 ``bench_batch`` (benchmarks/dags/bench_catalogue.py) on the test harness's deployment: API server,
-scheduler (LocalExecutor, parallelism 32), DAG processor and triggerer as separate processes on SQLite,
+scheduler (LocalExecutor, the harness's parallelism 4), DAG processor and triggerer as separate processes on SQLite,
 the simulator in this process (jobs ~10 s, poll 5 s). Each DAG runs twice (the second run is the
 re-run). Writes ``benchmarks/results-batch.md``.
 
@@ -180,7 +180,8 @@ def write_report(items: int, results: dict[str, list[dict[str, Any]]]) -> None:
                 "",
                 f"`python -m benchmarks.batch_deployment {items}` on {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC: "
                 f"{items} items, simulator jobs 10 s (queued 2 s, running 8 s), poll 5 s. Deployment: the test "
-                "harness's (API server, scheduler with LocalExecutor, DAG processor, triggerer; SQLite), on a "
+                "harness's (API server, scheduler with LocalExecutor (parallelism 4), DAG processor, triggerer; "
+                "SQLite), on a "
                 "shared 2-core machine with other work running. **Not** the issue's target deployment "
                 "(PostgreSQL, CeleryExecutor, Redis, two workers, S3): see the README for what is missing.",
                 "",
