@@ -58,6 +58,7 @@ def get_provider_info() -> dict[str, Any]:
                 ],
             }
         ],
+        "extra-links": ["airflow_provider_chamelaion.links.LipsyncOutputLink"],
         "connection-types": [
             {
                 "connection-type": CONN_TYPE,
@@ -67,6 +68,15 @@ def get_provider_info() -> dict[str, Any]:
                     "hidden-fields": ["schema", "login", "port", "extra"],
                     "relabeling": {"host": "Base URL", "password": "API key"},
                     "placeholders": {"host": DEFAULT_BASE_URL, "password": "your Chamelaion API key"},
+                },
+                "conn-fields": {
+                    "reference_namespace": {
+                        "label": "Reference namespace",
+                        "description": "Name of this Airflow deployment (e.g. staging). It goes into every "
+                        "reference_id the operator derives, so deployments sharing one API key never "
+                        "reuse each other's jobs.",
+                        "schema": {"type": ["string", "null"]},
+                    },
                 },
             }
         ],

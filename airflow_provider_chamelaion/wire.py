@@ -24,6 +24,8 @@ GENERATE_PATH = "/v1/lipsync/generate"
 GENERATE_WITH_MEDIA_PATH = "/v1/lipsync/generate-with-media"
 REQUESTS_PATH = "/v1/lipsync/requests"
 API_KEY_HEADER = "x-api-key"
+#: Endpoints that exist whatever the account holds: a 404 there means the URL is wrong, not the id.
+COLLECTION_PATHS = frozenset({GENERATE_PATH, GENERATE_WITH_MEDIA_PATH, REQUESTS_PATH})
 
 _MAX_MESSAGE_CHARS = 500
 _TAG = re.compile(r"<[^>]+>")
@@ -32,6 +34,29 @@ _TAG = re.compile(r"<[^>]+>")
 def request_path(request_id: str) -> str:
     """Path of one request; the id (a UUID or a ``reference_id``) is escaped as one path segment."""
     return f"{REQUESTS_PATH}/{quote(request_id, safe='')}"
+
+
+def missing_prefix_hint(base_url: str, path: str) -> str:
+    """What a 404 on a collection endpoint almost always means: the base URL lacks its path prefix."""
+    return (
+        f" (called {base_url}{path}, which does not exist: the connection's Base URL {base_url!r} "
+        "probably lacks its path prefix, e.g. '/api' as in https://api.chamelaion.com/api)"
+    )
+
+
+def url_for_log(url: str | None) -> str | None:
+    """``url`` without its query string and fragment, for log lines.
+
+    ``output_url`` is a signed URL: its query (``sig=...``) lets anyone holding it fetch the output until
+    it expires, so logs show where it points and that it is signed, never the signature. XCom keeps the
+    whole URL (downstream tasks need it).
+    """
+    if not url:
+        return url
+    parts = urlsplit(url)
+    if not parts.query and not parts.fragment:
+        return url
+    return parts._replace(query="", fragment="").geturl() + "?<signed query hidden>"
 
 
 def validate_http_url(value: object, field: str) -> str:
@@ -50,7 +75,9 @@ def validate_http_url(value: object, field: str) -> str:
 def validate_reference_id(value: object, field: str = "reference_id") -> str:
     """Return ``value`` if it can be used as a ``reference_id``, else raise naming ``field``.
 
-    A ``/`` is refused because the API looks requests up by ``reference_id`` in a URL path segment.
+    A ``/``, a control character, ``.`` or ``..`` is refused because the API looks requests up by
+    ``reference_id`` in a URL path segment, and HTTP clients and servers rewrite ``.`` and ``..``
+    segments (a redirect, the list page or a 404), so such a look-up would never find the job.
     """
     if not isinstance(value, str) or not value.strip():
         raise ChamelaionConfigError(f"{field} must be a non-empty string, got {value!r}")
@@ -59,6 +86,18 @@ def validate_reference_id(value: object, field: str = "reference_id") -> str:
             f"{field} {value!r} contains '/' or a control character; the API looks requests up by "
             "reference_id in a URL path, so use letters, digits and -_.: only"
         )
+    if value in (".", ".."):
+        raise ChamelaionConfigError(
+            f"{field} {value!r} cannot be used: the API looks requests up by reference_id in a URL path, "
+            "where '.' and '..' mean 'this' and 'the parent' path; use letters, digits and -_.: only"
+        )
+    return value
+
+
+def validate_optional_bool(value: object, field: str) -> bool | None:
+    """Return ``value`` if it is ``True``, ``False`` or ``None``, else raise naming ``field``."""
+    if value is not None and not isinstance(value, bool):
+        raise ChamelaionConfigError(f"{field} must be True, False or None, got {value!r}")
     return value
 
 
@@ -76,13 +115,9 @@ def generate_body(
             {"type": "audio", "url": validate_http_url(audio_url, "audio_url")},
         ]
     }
-    if disable_active_speaker_detection is not None:
-        if not isinstance(disable_active_speaker_detection, bool):
-            raise ChamelaionConfigError(
-                "disable_active_speaker_detection must be True, False or None, got "
-                f"{disable_active_speaker_detection!r}"
-            )
-        body["disable_active_speaker_detection"] = disable_active_speaker_detection
+    detection = validate_optional_bool(disable_active_speaker_detection, "disable_active_speaker_detection")
+    if detection is not None:
+        body["disable_active_speaker_detection"] = detection
     if reference_id is not None:
         body["reference_id"] = validate_reference_id(reference_id)
     return body
@@ -162,12 +197,19 @@ def decode_response(
     *,
     method: str,
     path: str,
+    base_url: str | None = None,
 ) -> Any:
-    """Return the JSON of a 2xx response, or raise the typed error for anything else."""
+    """Return the JSON of a 2xx response, or raise the typed error for anything else.
+
+    :param base_url: the connection's base URL; a 404 on a collection endpoint then names the URL called.
+    """
     if status_code >= 300:
+        message = error_message(content, headers.get("content-type"))
+        if status_code == 404 and path in COLLECTION_PATHS and base_url is not None:
+            message += missing_prefix_hint(base_url, path)
         raise error_for_status(
             status_code,
-            error_message(content, headers.get("content-type")),
+            message,
             method=method,
             path=path,
             retry_after=parse_retry_after(headers.get("retry-after")),

@@ -11,9 +11,9 @@ import dataclasses
 import functools
 import re
 import ssl
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any, Protocol
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 
 import httpx
 import requests
@@ -40,8 +40,9 @@ from airflow_provider_chamelaion.media import (
     open_source,
     resolve_destination,
 )
-from airflow_provider_chamelaion.models import LipsyncRequest, RequestPage
+from airflow_provider_chamelaion.models import LipsyncRequest, RequestPage, newest_first
 from airflow_provider_chamelaion.multipart import FilePart, MultipartBody
+from airflow_provider_chamelaion.progress import TransferProgress
 from airflow_provider_chamelaion.retry import RetryPolicy
 from airflow_provider_chamelaion.version_compat import (
     AirflowNotFoundException,
@@ -137,7 +138,10 @@ class ChamelaionHook(BaseHook):
     """Talks to the Chamelaion lip-sync API.
 
     The connection holds the API key in ``password`` and the base URL in ``host`` (a full URL such as
-    ``https://api.chamelaion.com/api``; empty means that one, no scheme means https).
+    ``https://api.chamelaion.com/api``; empty means that one, no scheme means https, or the extra
+    ``scheme``). A URI-form connection (``chamelaion://:KEY@api.chamelaion.com/api``, which Airflow
+    stores as host and schema) gives the same base URL. The extra ``reference_namespace`` goes into
+    every derived ``reference_id`` (see :mod:`airflow_provider_chamelaion.job_identity`).
 
     Every GET is retried on connection errors, timeouts, 429 (honouring ``Retry-After``) and
     500/502/503/504 with exponential backoff and jitter; POSTs are retried only when the server
@@ -253,7 +257,14 @@ class ChamelaionHook(BaseHook):
             content = response.content
         except requests.RequestException as err:
             raise _transport_error(err, method, path) from None
-        return decode_response(response.status_code, response.headers, content, method=method, path=path)
+        return decode_response(
+            response.status_code,
+            response.headers,
+            content,
+            method=method,
+            path=path,
+            base_url=settings.base_url,
+        )
 
     def _call(self, method: str, path: str, *, idempotent: bool, **kwargs: Any) -> Any:
         return self.retry_policy.call(
@@ -267,10 +278,15 @@ class ChamelaionHook(BaseHook):
         *,
         reference_id: str | None = None,
         disable_active_speaker_detection: bool | None = None,
+        reconcile: Callable[[BaseException], str | None] | None = None,
     ) -> str:
         """Start a lip-sync job from two http(s) URLs (``POST /v1/lipsync/generate``).
 
-        :return: the new request's id.
+        :param reconcile: called when the POST may have created a job but its answer was lost
+            (see :meth:`RetryPolicy.call <airflow_provider_chamelaion.retry.RetryPolicy.call>`): return
+            that job's id if it finds it, or ``None`` to have the POST sent again. Without it, such a
+            POST is never sent again and its error is raised.
+        :return: the new request's id (or the one ``reconcile`` found).
         """
         body = generate_body(
             video_url,
@@ -278,10 +294,18 @@ class ChamelaionHook(BaseHook):
             reference_id=reference_id,
             disable_active_speaker_detection=disable_active_speaker_detection,
         )
-        payload = self._call("POST", GENERATE_PATH, idempotent=False, json=body)
-        request_id = read_request_id(payload, method="POST", path=GENERATE_PATH)
-        self.log.info("Submitted Chamelaion lip-sync request %s (reference_id=%s)", request_id, reference_id)
-        return request_id
+
+        def post() -> str:
+            payload = self._send("POST", GENERATE_PATH, json=body)
+            request_id = read_request_id(payload, method="POST", path=GENERATE_PATH)
+            self.log.info(
+                "Submitted Chamelaion lip-sync request %s (reference_id %s)", request_id, reference_id
+            )
+            return request_id
+
+        return self.retry_policy.call(
+            post, idempotent=False, what=f"POST {GENERATE_PATH}", reconcile=reconcile
+        )
 
     def generate_with_media(self, video: MediaSource, audio: MediaSource) -> str:
         """Start a lip-sync job by uploading two files (``POST /v1/lipsync/generate-with-media``).
@@ -299,13 +323,22 @@ class ChamelaionHook(BaseHook):
         def upload() -> Any:
             # Files are (re)opened per attempt: a 429 retry must send the whole body again.
             with open_source(video) as video_file, open_source(audio) as audio_file:
+                progress = TransferProgress(
+                    "Uploading",
+                    f"{infos['video'].filename} and {infos['audio'].filename}",
+                    infos["video"].size + infos["audio"].size,
+                    self.log,
+                )
                 body = MultipartBody(
                     [
                         FilePart("video", infos["video"], video_file),
                         FilePart("audio", infos["audio"], audio_file),
-                    ]
+                    ],
+                    on_chunk=progress.advance,
                 )
-                return self._send("POST", path, data=body, headers={"Content-Type": body.content_type})
+                answer = self._send("POST", path, data=body, headers={"Content-Type": body.content_type})
+                progress.finish()
+                return answer
 
         payload = self.retry_policy.call(upload, idempotent=False, what=f"POST {path}")
         request_id = read_request_id(payload, method="POST", path=path)
@@ -351,9 +384,13 @@ class ChamelaionHook(BaseHook):
                 return
 
     def find_requests(self, reference_id: str) -> list[LipsyncRequest]:
-        """Every request with exactly this ``reference_id``, newest first."""
+        """Every request with exactly this ``reference_id``, newest first.
+
+        "Newest" compares the parsed ``created_at`` times (offsets honoured); a request without a
+        readable time counts as the oldest, and ties keep the API's listing order.
+        """
         matches = [r for r in self.iter_requests(reference_id=reference_id) if r.reference_id == reference_id]
-        return sorted(matches, key=lambda r: r.created_at or "", reverse=True)
+        return newest_first(matches)
 
     def test_connection(self) -> tuple[bool, str]:
         """Airflow's "Test" button: one cheap authenticated call (a one-item list)."""
@@ -396,11 +433,13 @@ class ChamelaionHook(BaseHook):
                 )
             try:
                 self.retry_policy.call(
-                    functools.partial(self._download_once, lipsync.output_url, target),
+                    functools.partial(
+                        self._download_once, lipsync.output_url, target, f"output of {lipsync.id} to {target}"
+                    ),
                     idempotent=True,
                     what=f"download of {lipsync.id}",
                 )
-                self.log.info("Downloaded output of %s to %s", lipsync.id, target)
+                _check_written(target, lipsync.id)
                 return target
             except (ChamelaionAuthError, ChamelaionNotFoundError) as err:
                 if refreshed:
@@ -413,7 +452,7 @@ class ChamelaionHook(BaseHook):
                 )
                 lipsync = self.get_request(lipsync.id)
 
-    def _download_once(self, url: str, target: Path | ObjectStoragePath) -> None:
+    def _download_once(self, url: str, target: Path | ObjectStoragePath, what: str = "output") -> None:
         settings = self.get_settings()
         path = urlsplit(url).path  # no query string: signed URLs carry their signature there
         headers = {"Accept-Encoding": "identity", **self._auth_headers(url, settings)}
@@ -426,16 +465,21 @@ class ChamelaionHook(BaseHook):
                         response.status_code, response.headers, response.content, method="GET", path=path
                     )
                 expected = response.headers.get("Content-Length")
+                progress = TransferProgress(
+                    "Downloading", what, int(expected) if expected and expected.isdigit() else None, self.log
+                )
                 written = 0
                 with atomic_write(target) as handle:
                     for chunk in response.iter_content(DOWNLOAD_CHUNK_SIZE):
                         handle.write(chunk)
                         written += len(chunk)
+                        progress.advance(len(chunk))
                     encoded = bool(response.headers.get("Content-Encoding"))
                     if expected is not None and not encoded and written != int(expected):
                         raise ChamelaionTransportError(
                             f"download ended after {written} of {expected} bytes", method="GET", path=path
                         )
+                progress.finish()
         except requests.RequestException as err:
             raise _transport_error(err, "GET", path) from None
 
@@ -487,7 +531,12 @@ class ChamelaionHook(BaseHook):
                 except httpx.HTTPError as err:
                     raise _transport_error(err, method, path) from None
                 return decode_response(
-                    response.status_code, response.headers, response.content, method=method, path=path
+                    response.status_code,
+                    response.headers,
+                    response.content,
+                    method=method,
+                    path=path,
+                    base_url=settings.base_url,
                 )
 
             return await self.retry_policy.acall(attempt, idempotent=True, what=f"{method} {path}")
@@ -518,5 +567,27 @@ class ChamelaionHook(BaseHook):
 
 
 def _output_filename(request: LipsyncRequest) -> str:
-    name = urlsplit(request.output_url or "").path.rsplit("/", 1)[-1]
-    return name or f"{request.id}.mp4"
+    """A safe file name for the output: the URL's last path segment, percent-decoded.
+
+    Falls back to ``<request id>.mp4`` when that segment is empty, ``.``/``..``, or holds a path
+    separator or control character once decoded, so a strange URL can never write outside (or
+    "into") the destination directory.
+    """
+    segment = urlsplit(request.output_url or "").path.rsplit("/", 1)[-1]
+    for name in (unquote(segment).strip(), f"{request.id}.mp4"):
+        if name not in ("", ".", "..", ".mp4") and not any(char in "/\\" or ord(char) < 32 for char in name):
+            return name
+    return "output.mp4"
+
+
+def _check_written(target: Path | ObjectStoragePath, request_id: str) -> None:
+    """Fail loudly unless the output is now a file at ``target``, where the caller will say it is."""
+    try:
+        written = target.is_file()
+    except Exception as err:
+        raise ChamelaionError(f"could not check the download of {request_id} at {target}: {err}") from None
+    if not written:
+        raise ChamelaionError(
+            f"the download of Chamelaion lip-sync request {request_id} reported success but {target} "
+            "is not a file; nothing was written there"
+        )

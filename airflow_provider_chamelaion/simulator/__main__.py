@@ -7,7 +7,7 @@ import sys
 from collections.abc import Sequence
 
 from airflow_provider_chamelaion.simulator.server import Simulator
-from airflow_provider_chamelaion.simulator.state import Fault, SimulatorConfig
+from airflow_provider_chamelaion.simulator.state import Fault, SimulatorConfig, parse_clock_offset
 
 
 def _phases(text: str) -> tuple[tuple[str, float], ...]:
@@ -53,13 +53,22 @@ def _fault(text: str) -> Fault:
         raise argparse.ArgumentTypeError(str(err)) from None
 
 
+def _clock_offset(text: str) -> float:
+    try:
+        return parse_clock_offset(text)
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
+
+
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     defaults = SimulatorConfig()
     parser = argparse.ArgumentParser(
         prog="python -m airflow_provider_chamelaion.simulator", description=__doc__
     )
-    parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=int, default=8089)
+    parser.add_argument(
+        "--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1, loopback only)"
+    )
+    parser.add_argument("--port", type=int, default=8089, help="port to listen on (default 8089)")
     parser.add_argument("--api-key", default=defaults.api_key, help="the key clients must send (x-api-key)")
     parser.add_argument(
         "--phases",
@@ -71,7 +80,12 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         "--failure-rate", type=float, default=defaults.failure_rate, help="fraction of jobs that fail"
     )
     parser.add_argument("--output-size", type=int, default=defaults.output_size, help="bytes of each output")
-    parser.add_argument("--output-url-ttl", type=float, default=defaults.output_url_ttl)
+    parser.add_argument(
+        "--output-url-ttl",
+        type=float,
+        default=defaults.output_url_ttl,
+        help=f"seconds a signed output_url stays valid (default {defaults.output_url_ttl:g})",
+    )
     parser.add_argument(
         "--output-base-url", default=None, help="origin output URLs point at (default: the API's)"
     )
@@ -109,8 +123,30 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         default=0,
         help="completed requests the account already holds at start (realistic listings)",
     )
-    parser.add_argument("--seed", type=int, default=None)
-    return parser.parse_args(argv)
+    parser.add_argument(
+        "--seed", type=int, default=None, help="seed of the random failures and faults, for repeatable runs"
+    )
+    parser.add_argument(
+        "--clock-offset",
+        type=_clock_offset,
+        default=0.0,
+        help="shift every time the API reports (created_at, started_at, finished_at), e.g. -8h, +30d, -1y",
+    )
+    return parser.parse_args(_joined_clock_offset(sys.argv[1:] if argv is None else argv))
+
+
+def _joined_clock_offset(argv: Sequence[str]) -> list[str]:
+    """``--clock-offset -8h`` as ``--clock-offset=-8h``: argparse would take ``-8h`` for an option."""
+    joined: list[str] = []
+    pending = False
+    for arg in argv:
+        if pending:
+            joined[-1] = f"--clock-offset={arg}"
+            pending = False
+        else:
+            joined.append(arg)
+            pending = arg == "--clock-offset"
+    return joined
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -128,6 +164,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         max_concurrent_jobs=args.max_concurrent_jobs,
         post_rate_limit=args.post_rate_limit,
         history_size=args.history_size,
+        clock_offset=args.clock_offset,
     )
     simulator = Simulator(config, host=args.host, port=args.port)
     for fault in args.fault:
