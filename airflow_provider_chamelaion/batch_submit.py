@@ -3,7 +3,8 @@
 Used by :class:`~airflow_provider_chamelaion.operators.batch.LipsyncBatchGenerateOperator`. Every POST
 goes through :meth:`ChamelaionHook.generate` and its retry policy (:mod:`.retry`); what this module adds
 is what a batch needs on top: one pause for all submitters when the server pushes back, one hook per
-thread, and the look-up-before-resending of the single operator for lost answers.
+thread, and the look-up by ``reference_id`` that the retry policy runs before resending a POST whose answer was
+lost.
 """
 
 from __future__ import annotations
@@ -25,7 +26,6 @@ from airflow_provider_chamelaion.exceptions import (
 )
 from airflow_provider_chamelaion.manifest import REJECTED, ManifestRow
 from airflow_provider_chamelaion.models import Outcome
-from airflow_provider_chamelaion.operators.lipsync import AMBIGUOUS_SUBMIT_ERRORS
 
 if TYPE_CHECKING:
     from airflow_provider_chamelaion.hooks.chamelaion import ChamelaionHook
@@ -109,10 +109,10 @@ class ThreadHooks:
 class BatchSubmitter:
     """Submits catalogue items concurrently, never paying twice.
 
-    Every POST goes through :meth:`ChamelaionHook.generate` (the one retry policy: 429s and connections
-    never made are retried, nothing else). When the answer to a POST is lost (a dropped connection, a
-    5xx, an unreadable body) the job may exist: the item's ``reference_id`` is looked up before it is
-    ever sent again, exactly as the single operator does.
+    Every POST goes through :meth:`ChamelaionHook.generate` and the one retry policy: 429s and
+    connections never made are retried; when the answer to a POST is lost (a dropped connection, a 5xx,
+    an unreadable body) the policy has the item's ``reference_id`` looked up before the POST is ever
+    sent again (``reconcile``), as for the single operator.
     """
 
     def __init__(self, hook: ChamelaionHook, *, concurrency: int, log: Any) -> None:
@@ -137,39 +137,32 @@ class BatchSubmitter:
             raise
 
     def _submit_one(self, hook: ChamelaionHook, item: CatalogueItem) -> str:
+        def find_lost_job(error: BaseException) -> str | None:
+            # The POST may have created the job before its answer was lost: look before sending again.
+            alive = [r for r in hook.find_requests(item.reference_id) if r.outcome is not Outcome.FAILED]
+            if not alive:
+                return None
+            with self._lock:
+                self.found_after_lost_answer += 1
+            return alive[0].id
+
         rate_limited_rounds = 0
-        attempt = 0
         while True:
             self.gate.wait()
-            attempt += 1
             try:
                 return hook.generate(
                     item.video_url,
                     item.audio_url,
                     reference_id=item.reference_id,
                     disable_active_speaker_detection=item.disable_active_speaker_detection,
+                    reconcile=find_lost_job,
                 )
             except ChamelaionRateLimitError as err:
                 # Every attempt of the hook's policy got a 429: nothing was created. Wait with the batch.
                 rate_limited_rounds += 1
                 if rate_limited_rounds >= RATE_LIMIT_ROUNDS:
                     raise
-                attempt -= 1
                 self.gate.pause(self.policy.wait_before_retry(err, self.policy.max_attempts))
-            except AMBIGUOUS_SUBMIT_ERRORS as err:
-                self.log.warning(
-                    "Submission of %s may or may not have reached Chamelaion (%s); checking by reference_id",
-                    item.reference_id,
-                    err,
-                )
-                self.policy.sleep(self.policy.wait_before_retry(err, attempt))
-                alive = [r for r in hook.find_requests(item.reference_id) if r.outcome is not Outcome.FAILED]
-                if alive:
-                    with self._lock:
-                        self.found_after_lost_answer += 1
-                    return alive[0].id
-                if attempt >= self.policy.max_attempts:
-                    raise
 
     def submit(self, items: Sequence[CatalogueItem], rows: dict[str, ManifestRow]) -> None:
         """Submit ``items``, recording each outcome in ``rows``; raise after all if any failed for good."""
