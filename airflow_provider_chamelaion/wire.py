@@ -1,7 +1,8 @@
 """The Chamelaion HTTP contract in one place: paths, request bodies, response decoding, error mapping.
 
-The hook's sync (requests) and async (httpx or the shared aiohttp session) paths both build requests and read responses through
-these functions, so the two can never drift apart.
+The hook's sync (requests) and async (aiohttp, on the event loop's shared session) paths both build
+requests and read responses through these functions, so the two can never drift apart. Nothing here
+knows either HTTP library: answers arrive as status, headers and bytes.
 """
 
 from __future__ import annotations
