@@ -28,6 +28,8 @@ API_KEY_HEADER = "x-api-key"
 
 _MAX_MESSAGE_CHARS = 500
 _TAG = re.compile(r"<[^>]+>")
+# A "/" or a control character; a regex because the triggerer checks every id on every poll.
+_PATH_UNSAFE = re.compile(r"[/\x00-\x1f]")
 
 
 def request_path(request_id: str) -> str:
@@ -55,7 +57,7 @@ def validate_reference_id(value: object, field: str = "reference_id") -> str:
     """
     if not isinstance(value, str) or not value.strip():
         raise ChamelaionConfigError(f"{field} must be a non-empty string, got {value!r}")
-    if "/" in value or any(ord(char) < 32 for char in value):
+    if _PATH_UNSAFE.search(value):
         raise ChamelaionConfigError(
             f"{field} {value!r} contains '/' or a control character; the API looks requests up by "
             "reference_id in a URL path, so use letters, digits and -_.: only"

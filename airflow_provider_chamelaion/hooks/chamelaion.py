@@ -11,7 +11,6 @@ that says whether the server may have seen the request; retries are then decided
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import dataclasses
 import functools
 import re
@@ -218,7 +217,9 @@ class ChamelaionHook(BaseHook):
 
     def _auth_headers(self, url: str, settings: ApiSettings) -> dict[str, str]:
         """The API key header, only for URLs on the API's own origin."""
-        return {API_KEY_HEADER: settings.api_key} if origin_of(url) == settings.origin else {}
+        # The prefix test is the common case (an API path), without parsing a URL on every poll.
+        same_origin = url.startswith(settings.base_url + "/") or origin_of(url) == settings.origin
+        return {API_KEY_HEADER: settings.api_key} if same_origin else {}
 
     # -- the sync path ----------------------------------------------------------------------------
 
@@ -458,23 +459,22 @@ class ChamelaionHook(BaseHook):
         client: SharedSessionClient | None = None,
         params: Mapping[str, Any] | None = None,
     ) -> Any:
+        if client is None:
+            async with self.shared_async_client() as own:
+                return await self._acall(method, path, client=own, params=params)
         settings = await self.aget_settings()
         url = settings.base_url + path
-        async with contextlib.AsyncExitStack() as stack:
-            http = (
-                client if client is not None else await stack.enter_async_context(self.shared_async_client())
-            )
 
-            async def attempt() -> Any:
-                try:
-                    answer = await http.request(
-                        method, url, params=params, headers=self._auth_headers(url, settings)
-                    )
-                except ASYNC_TRANSPORT_ERRORS as err:
-                    raise _transport_error(err, method, path) from None
-                return decode_response(answer.status, answer.headers, answer.body, method=method, path=path)
+        async def attempt() -> Any:
+            try:
+                answer = await client.request(
+                    method, url, params=params, headers=self._auth_headers(url, settings)
+                )
+            except ASYNC_TRANSPORT_ERRORS as err:
+                raise _transport_error(err, method, path) from None
+            return decode_response(answer.status, answer.headers, answer.body, method=method, path=path)
 
-            return await self.retry_policy.acall(attempt, idempotent=True, what=f"{method} {path}")
+        return await self.retry_policy.acall(attempt, idempotent=True, what=f"{method} {path}")
 
     async def aget_request(
         self, request_id: str, *, client: SharedSessionClient | None = None
