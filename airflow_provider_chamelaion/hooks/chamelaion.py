@@ -459,10 +459,10 @@ class ChamelaionHook(BaseHook):
         client: SharedSessionClient | None = None,
         params: Mapping[str, Any] | None = None,
     ) -> Any:
+        settings = await self.aget_settings()  # a bad connection fails before a session is opened
         if client is None:
             async with self.shared_async_client() as own:
                 return await self._acall(method, path, client=own, params=params)
-        settings = await self.aget_settings()
         url = settings.base_url + path
 
         async def attempt() -> Any:
