@@ -12,6 +12,8 @@ JSON body. Same window and lag measurement as the trigger benchmark.
 * ``aiohttp-shared-via-hook``: ``ChamelaionHook.aget_request`` with ``client=hook.shared_async_client()``,
   one aiohttp session for all pollers: what each ``LipsyncRequestTrigger`` does now, minus the trigger's
   own loop;
+* ``hook-standalone``: ``ChamelaionHook.aget_request`` without ``client=``: what a caller that holds no
+  client pays (a session opened per call unless another call on the loop holds one);
 * ``asyncio-streams``: a minimal keep-alive HTTP/1.1 client on ``asyncio.open_connection``: the floor
   of what the event loop and the sockets cost.
 """
@@ -54,6 +56,7 @@ VARIANTS = (
     "aiohttp-per-poller",
     "aiohttp-shared",
     "aiohttp-shared-via-hook",
+    "hook-standalone",
     "asyncio-streams",
 )
 DESCRIPTIONS = {
@@ -63,6 +66,8 @@ DESCRIPTIONS = {
     "aiohttp-shared": "bare `aiohttp.ClientSession.get`, one session for all",
     "aiohttp-shared-via-hook": "`ChamelaionHook.aget_request` with `client=` `hook.shared_async_client()`: "
     "one aiohttp session shared by all pollers (the trigger's path)",
+    "hook-standalone": "`ChamelaionHook.aget_request` without `client=`: each call joins the loop's session "
+    "while another call holds it, else opens one and closes it after",
     "asyncio-streams": "minimal keep-alive HTTP/1.1 on `asyncio.open_connection` (the floor)",
 }
 
@@ -237,6 +242,11 @@ async def _fetchers(variant: str, ids: list[str], base_url: str, api_key: str) -
             session_client = await stack.enter_async_context(ChamelaionHook().shared_async_client())
             for request_id in ids:
                 fetchers.append(hook_fetch(ChamelaionHook(), session_client, request_id))
+        elif variant == "hook-standalone":
+            from airflow_provider_chamelaion.hooks.chamelaion import ChamelaionHook
+
+            for request_id in ids:
+                fetchers.append(hook_fetch(ChamelaionHook(), None, request_id))
         elif variant.startswith("aiohttp"):
             import aiohttp
 
