@@ -8,7 +8,7 @@ it in a URL, and request headers are not part of any message).
 
 from __future__ import annotations
 
-from airflow.sdk.exceptions import AirflowException
+from airflow_provider_chamelaion.version_compat import AirflowException
 
 
 class ChamelaionError(AirflowException):

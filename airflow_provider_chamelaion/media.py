@@ -22,7 +22,7 @@ from typing import IO, TYPE_CHECKING, Any, Union
 from airflow_provider_chamelaion.exceptions import ChamelaionConfigError
 
 if TYPE_CHECKING:
-    from airflow.sdk import ObjectStoragePath
+    from airflow_provider_chamelaion.version_compat import ObjectStoragePath
 
 MediaSource = Union[str, "os.PathLike[str]", "ObjectStoragePath", IO[bytes]]
 MediaDestination = Union[str, "os.PathLike[str]", "ObjectStoragePath"]
@@ -33,7 +33,8 @@ def _is_uri(value: str) -> bool:
 
 
 def _object_storage_path(value: Any) -> ObjectStoragePath:
-    from airflow.sdk import ObjectStoragePath  # imported here: object storage is optional and heavy
+    # Imported here: object storage is optional and heavy.
+    from airflow_provider_chamelaion.version_compat import ObjectStoragePath
 
     return value if isinstance(value, ObjectStoragePath) else ObjectStoragePath(value)
 
@@ -41,7 +42,7 @@ def _object_storage_path(value: Any) -> ObjectStoragePath:
 def _is_object_storage(value: Any) -> bool:
     if isinstance(value, str):
         return _is_uri(value)
-    # Avoid importing airflow.sdk's object storage just to find out a Path is not one of them.
+    # Avoid importing Airflow's object storage just to find out a Path is not one of them.
     return type(value).__module__.startswith(("airflow.", "upath"))
 
 

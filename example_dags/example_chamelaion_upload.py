@@ -12,9 +12,9 @@ import os
 from pathlib import Path
 
 import pendulum
-from airflow.sdk import DAG, task
 
 from airflow_provider_chamelaion.operators.lipsync import LipsyncDownloadOperator, LipsyncGenerateOperator
+from airflow_provider_chamelaion.version_compat import DAG, task
 
 POLL_INTERVAL = float(os.environ.get("CHAMELAION_POLL_INTERVAL", "30"))
 OUTPUT_DIR = os.environ.get("CHAMELAION_OUTPUT_DIR", "/tmp/chamelaion-outputs")

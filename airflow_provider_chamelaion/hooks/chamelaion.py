@@ -20,8 +20,6 @@ from urllib.parse import urlsplit
 
 import aiohttp
 import requests
-from airflow.sdk import BaseHook
-from airflow.sdk.exceptions import AirflowNotFoundException
 
 from airflow_provider_chamelaion import __version__
 from airflow_provider_chamelaion.connection import (
@@ -48,6 +46,13 @@ from airflow_provider_chamelaion.media import (
 from airflow_provider_chamelaion.models import LipsyncRequest, RequestPage
 from airflow_provider_chamelaion.multipart import FilePart, MultipartBody
 from airflow_provider_chamelaion.retry import RetryPolicy
+from airflow_provider_chamelaion.version_compat import (
+    AirflowNotFoundException,
+    BaseHook,
+    aget_connection,
+    amask_secret,
+    mask_secret,
+)
 from airflow_provider_chamelaion.wire import (
     API_KEY_HEADER,
     GENERATE_PATH,
@@ -66,9 +71,8 @@ if TYPE_CHECKING:
     from contextlib import AbstractAsyncContextManager
     from pathlib import Path
 
-    from airflow.sdk import ObjectStoragePath
-
     from airflow_provider_chamelaion.hooks.shared_session import SharedSessionClient
+    from airflow_provider_chamelaion.version_compat import ObjectStoragePath
 
 USER_AGENT = f"airflow-provider-chamelaion/{__version__}"
 _QUERY = re.compile(r"\?[^\s)'\"]*")
@@ -182,8 +186,6 @@ class ChamelaionHook(BaseHook):
             except AirflowNotFoundException:
                 raise missing_connection_error(self.chamelaion_conn_id) from None
             settings = settings_from_connection(conn, self.chamelaion_conn_id)
-            from airflow.sdk.log import mask_secret
-
             mask_secret(settings.api_key)
             self._settings = settings
         return self._settings
@@ -192,12 +194,10 @@ class ChamelaionHook(BaseHook):
         """Async :meth:`get_settings`: no sync database or supervisor call on the event loop."""
         if self._settings is None:
             try:
-                conn = await self.aget_connection(self.chamelaion_conn_id)
+                conn = await aget_connection(self, self.chamelaion_conn_id)
             except AirflowNotFoundException:
                 raise missing_connection_error(self.chamelaion_conn_id) from None
             settings = settings_from_connection(conn, self.chamelaion_conn_id)
-            from airflow.sdk.log import amask_secret
-
             await amask_secret(settings.api_key)
             self._settings = settings
         return self._settings

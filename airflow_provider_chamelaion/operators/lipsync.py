@@ -8,8 +8,6 @@ from datetime import datetime, timedelta, timezone
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
-from airflow.sdk import BaseOperator, conf
-
 from airflow_provider_chamelaion.events import LipsyncWaitTimeout, poll_once, resolve_wait_event
 from airflow_provider_chamelaion.exceptions import (
     ChamelaionConfigError,
@@ -20,13 +18,13 @@ from airflow_provider_chamelaion.exceptions import (
 )
 from airflow_provider_chamelaion.media import check_destination, inspect_source
 from airflow_provider_chamelaion.models import LipsyncRequest, Outcome
+from airflow_provider_chamelaion.version_compat import BaseOperator, conf
 from airflow_provider_chamelaion.wire import validate_http_url, validate_reference_id
 
 if TYPE_CHECKING:
-    from airflow.sdk import Context, XComArg
-
     from airflow_provider_chamelaion.hooks.chamelaion import ChamelaionHook
     from airflow_provider_chamelaion.media import MediaDestination, MediaSource
+    from airflow_provider_chamelaion.version_compat import Context, XComArg
 
 XCOM_RETURN_KEY = "return_value"
 XCOM_REQUEST_KEY = "request"

@@ -7,18 +7,21 @@ from collections.abc import Sequence
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
-from airflow.sdk import BaseSensorOperator, conf
-from airflow.sdk.bases.sensor import PokeReturnValue
-from airflow.sdk.exceptions import AirflowFailException, AirflowSensorTimeout, AirflowSkipException
-
 from airflow_provider_chamelaion.events import poll_once, resolve_wait_event
 from airflow_provider_chamelaion.exceptions import LipsyncJobFailedError
+from airflow_provider_chamelaion.version_compat import (
+    AirflowFailException,
+    AirflowSensorTimeout,
+    AirflowSkipException,
+    BaseSensorOperator,
+    PokeReturnValue,
+    conf,
+)
 from airflow_provider_chamelaion.wire import validate_reference_id
 
 if TYPE_CHECKING:
-    from airflow.sdk import Context, XComArg
-
     from airflow_provider_chamelaion.hooks.chamelaion import ChamelaionHook
+    from airflow_provider_chamelaion.version_compat import Context, XComArg
 
 
 class LipsyncRequestSensor(BaseSensorOperator):

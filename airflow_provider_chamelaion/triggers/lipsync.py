@@ -7,11 +7,10 @@ import time
 from collections.abc import AsyncIterator
 from typing import Any
 
-from airflow.triggers.base import BaseTrigger, TriggerEvent
-
 from airflow_provider_chamelaion.events import error_event, event_for_request, timeout_event
 from airflow_provider_chamelaion.exceptions import ChamelaionAPIError, ChamelaionConfigError, is_permanent
 from airflow_provider_chamelaion.models import LipsyncRequest
+from airflow_provider_chamelaion.version_compat import BaseTrigger, TriggerEvent
 
 
 class LipsyncRequestTrigger(BaseTrigger):

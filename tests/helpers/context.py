@@ -7,7 +7,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, cast
 
 if TYPE_CHECKING:
-    from airflow.sdk import Context
+    from airflow_provider_chamelaion.version_compat import Context
 
 DAG_ID = "dubbing"
 TASK_ID = "generate"

@@ -8,11 +8,10 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from airflow.triggers.base import TriggerEvent
-
 from airflow_provider_chamelaion.simulator import Simulator
 from airflow_provider_chamelaion.simulator.state import CallRecord
 from airflow_provider_chamelaion.triggers.lipsync import LipsyncRequestTrigger
+from airflow_provider_chamelaion.version_compat import TriggerEvent
 
 #: A safety net so a broken trigger or wait fails the test instead of hanging it; never a timing assertion.
 SAFETY_TIMEOUT = 20.0

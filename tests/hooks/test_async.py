@@ -14,7 +14,6 @@ from typing import Any
 
 import aiohttp
 import pytest
-from airflow.sdk import BaseHook
 
 from airflow_provider_chamelaion.exceptions import (
     ChamelaionAPIError,
@@ -31,6 +30,7 @@ from airflow_provider_chamelaion.hooks import shared_session
 from airflow_provider_chamelaion.hooks.chamelaion import ChamelaionHook, _transport_error
 from airflow_provider_chamelaion.models import LipsyncRequest
 from airflow_provider_chamelaion.retry import RetryPolicy
+from airflow_provider_chamelaion.version_compat import BaseHook
 from tests.conftest import API_KEY, RecordedSleeps, connection_json
 from tests.helpers.scripted_server import Reply, ScriptedServer, scripted_server
 

@@ -32,7 +32,7 @@ from tests.conftest import ROOT
 from tests.helpers.context import make_context
 
 if TYPE_CHECKING:
-    from airflow.sdk import Context
+    from airflow_provider_chamelaion.version_compat import Context
 
 URLS = {"video_url": "https://cdn.example.com/v.mp4", "audio_url": "https://cdn.example.com/a.wav"}
 

@@ -23,7 +23,6 @@ from pathlib import Path
 from typing import Any, cast
 
 import pytest
-from airflow.triggers.base import TriggerEvent
 
 from airflow_provider_chamelaion.exceptions import (
     ChamelaionAPIError,
@@ -41,6 +40,7 @@ from airflow_provider_chamelaion.retry import RetryPolicy
 from airflow_provider_chamelaion.simulator import Simulator, SimulatorConfig
 from airflow_provider_chamelaion.simulator.state import CallRecord, Job
 from airflow_provider_chamelaion.triggers.lipsync import LipsyncRequestTrigger
+from airflow_provider_chamelaion.version_compat import TriggerEvent
 from tests.conftest import API_KEY, RecordedSleeps
 from tests.helpers.triggers import collect, only_event, polls, wait_until
 

@@ -6,7 +6,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pytest
-from airflow.sdk import ObjectStoragePath
 
 from airflow_provider_chamelaion.exceptions import (
     ChamelaionAuthError,
@@ -18,11 +17,12 @@ from airflow_provider_chamelaion.hooks.chamelaion import ChamelaionHook
 from airflow_provider_chamelaion.operators.lipsync import LipsyncDownloadOperator
 from airflow_provider_chamelaion.retry import RetryPolicy
 from airflow_provider_chamelaion.simulator import Simulator
+from airflow_provider_chamelaion.version_compat import ObjectStoragePath
 from tests.conftest import idle
 from tests.helpers.context import make_context as fake_context
 
 if TYPE_CHECKING:
-    from airflow.sdk import Context
+    from airflow_provider_chamelaion.version_compat import Context
 
 REFERENCE_ID = "ep42-ja"
 

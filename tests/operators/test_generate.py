@@ -10,7 +10,6 @@ from typing import Any
 
 import pytest
 import structlog
-from airflow.sdk.exceptions import TaskDeferred
 
 from airflow_provider_chamelaion.events import LipsyncWaitTimeout
 from airflow_provider_chamelaion.exceptions import (
@@ -25,6 +24,7 @@ from airflow_provider_chamelaion.operators.lipsync import LipsyncGenerateOperato
 from airflow_provider_chamelaion.retry import RetryPolicy
 from airflow_provider_chamelaion.simulator import Simulator
 from airflow_provider_chamelaion.triggers.lipsync import LipsyncRequestTrigger
+from airflow_provider_chamelaion.version_compat import TaskDeferred
 from tests.conftest import idle
 from tests.helpers.context import DAG_ID, RUN_ID, TASK_ID, FakeTaskStateStore, FakeTI, make_context
 

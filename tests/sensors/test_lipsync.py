@@ -9,13 +9,6 @@ import uuid
 from typing import TYPE_CHECKING, Any
 
 import pytest
-from airflow.sdk.bases.sensor import PokeReturnValue
-from airflow.sdk.exceptions import (
-    AirflowFailException,
-    AirflowSensorTimeout,
-    AirflowSkipException,
-    TaskDeferred,
-)
 
 from airflow_provider_chamelaion.exceptions import (
     ChamelaionAuthError,
@@ -28,11 +21,18 @@ from airflow_provider_chamelaion.retry import RetryPolicy
 from airflow_provider_chamelaion.sensors.lipsync import LipsyncRequestSensor
 from airflow_provider_chamelaion.simulator import Simulator
 from airflow_provider_chamelaion.triggers.lipsync import LipsyncRequestTrigger
+from airflow_provider_chamelaion.version_compat import (
+    AirflowFailException,
+    AirflowSensorTimeout,
+    AirflowSkipException,
+    PokeReturnValue,
+    TaskDeferred,
+)
 from tests.conftest import API_KEY, connection_json, idle
 from tests.helpers.context import make_context as fake_context
 
 if TYPE_CHECKING:
-    from airflow.sdk import Context
+    from airflow_provider_chamelaion.version_compat import Context
 
 POLL = 0.05
 

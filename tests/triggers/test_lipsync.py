@@ -12,13 +12,13 @@ from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import pytest
-from airflow.sdk import BaseHook
 
 from airflow_provider_chamelaion.hooks import shared_session
 from airflow_provider_chamelaion.hooks.chamelaion import ChamelaionHook
 from airflow_provider_chamelaion.retry import RetryPolicy
 from airflow_provider_chamelaion.simulator import Simulator
 from airflow_provider_chamelaion.triggers.lipsync import LipsyncRequestTrigger
+from airflow_provider_chamelaion.version_compat import BaseHook
 from tests.conftest import API_KEY, connection_json, idle
 from tests.helpers.scripted_server import Reply, ScriptedServer, scripted_server
 from tests.helpers.triggers import collect, only_event, polls, wait_until
