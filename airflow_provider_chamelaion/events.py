@@ -21,6 +21,7 @@ from airflow_provider_chamelaion.models import LipsyncRequest, Outcome
 
 if TYPE_CHECKING:
     from airflow_provider_chamelaion.hooks.chamelaion import ChamelaionHook
+    from airflow_provider_chamelaion.progress import WaitReporter
 
 WaitStatus = Literal["completed", "failed", "timeout", "error"]
 WAIT_STATUSES: frozenset[str] = frozenset({"completed", "failed", "timeout", "error"})
@@ -115,13 +116,17 @@ def resolve_wait_event(
     raise ChamelaionError(str(event.get("message") or "the trigger reported an error"))
 
 
-def poll_once(hook: ChamelaionHook, request_id: str, log: Any) -> dict[str, str | None] | None:
+def poll_once(
+    hook: ChamelaionHook, request_id: str, log: Any, reporter: WaitReporter | None = None
+) -> dict[str, str | None] | None:
     """One synchronous look at a request: its dict once completed, ``None`` while it is not finished.
 
     The sync twin of one trigger poll, used by the sensor's ``poke`` and the operator's
     non-deferrable wait. A transient error (after the hook's own retries) counts as "not finished
     yet", so an API hiccup never fails the task; the wait's timeout bounds an outage.
 
+    :param reporter: what a polling loop logs statuses through (one line per change, and a "still
+        waiting" line at most every 10 minutes); without it, the status is logged on every call.
     :raises LipsyncJobFailedError: the job failed.
     :raises ChamelaionAPIError: a permanent error (bad key, unknown id).
     """
@@ -134,6 +139,9 @@ def poll_once(hook: ChamelaionHook, request_id: str, log: Any) -> dict[str, str 
         return None
     event = event_for_request(request, request_id)
     if event is None:
-        log.info("Chamelaion lip-sync request %s is %s", request_id, request.status)
+        if reporter is not None:  # a loop that polls again: status changes and "still waiting" lines
+            reporter.report(request.status)
+        else:
+            log.info("Chamelaion lip-sync request %s is %s", request_id, request.status)
         return None
     return resolve_wait_event(event)

@@ -52,6 +52,7 @@ def get_provider_info() -> dict[str, Any]:
                 "python-modules": ["airflow_provider_chamelaion.triggers.lipsync"],
             }
         ],
+        "extra-links": ["airflow_provider_chamelaion.links.LipsyncOutputLink"],
         "connection-types": [
             {
                 "connection-type": CONN_TYPE,

@@ -11,8 +11,10 @@ Both are checked before any HTTP call, so a typo fails the task at once and cost
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import mimetypes
 import os
+import re
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -72,6 +74,7 @@ def inspect_source(source: MediaSource, field: str) -> MediaInfo:
     if is_file_object(source):
         return _inspect_file_object(source, field)  # type: ignore[arg-type]
     if _is_object_storage(source):
+        check_filesystem(source, field)
         path = _object_storage_path(source)
         try:
             is_file = path.is_file()
@@ -130,12 +133,96 @@ def open_source(source: MediaSource) -> Iterator[IO[bytes]]:
 
 
 def check_destination(destination: object) -> None:
-    """Reject a missing destination before anything is fetched."""
+    """Reject a missing destination, or one this installation cannot write to, before anything is fetched."""
     if destination is None or (isinstance(destination, str) and not destination.strip()):
         raise ChamelaionConfigError("destination is required: give a local or object-storage file path")
     if not isinstance(destination, (str, os.PathLike)) and not _is_object_storage(destination):
         raise ChamelaionConfigError(
             f"destination must be a path or an object-storage URI, got {type(destination).__name__}"
+        )
+    check_filesystem(destination, "destination")
+
+
+# -- can this installation use the path's filesystem? ---------------------------------------------
+
+#: What to install for the object stores users ask about most (Airflow reaches them through a provider).
+SCHEME_PACKAGES: dict[str, str] = {
+    "s3": "apache-airflow-providers-amazon[s3fs]",
+    "s3a": "apache-airflow-providers-amazon[s3fs]",
+    "gs": "apache-airflow-providers-google",
+    "gcs": "apache-airflow-providers-google",
+    "abfs": "apache-airflow-providers-microsoft-azure",
+    "abfss": "apache-airflow-providers-microsoft-azure",
+    "az": "apache-airflow-providers-microsoft-azure",
+    "adl": "apache-airflow-providers-microsoft-azure",
+}
+_LOCAL_SCHEMES = frozenset({"file", "local"})
+_SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*)://")
+
+
+def uri_scheme(value: object) -> str | None:
+    """The object-storage scheme of ``value`` (``s3`` for ``s3://dubs/{{ ds }}/x.mp4``), else ``None``.
+
+    Works on unrendered templates: only the text before ``://`` must be literal. A local path, a
+    file object, or a value whose scheme is itself templated (``{{ var.value.dest }}``) gives ``None``.
+    """
+    if isinstance(value, str):
+        match = _SCHEME.match(value.strip())
+        return match.group(1).lower() if match else None
+    if _is_object_storage(value) and not is_file_object(value):
+        protocol = getattr(value, "protocol", None)
+        return protocol.lower() if isinstance(protocol, str) and protocol else None
+    return None
+
+
+def _airflow_has_filesystem(scheme: str) -> bool:
+    """Whether Airflow's object storage has a filesystem registered for ``scheme`` (by a provider)."""
+    from airflow_provider_chamelaion.version_compat import has_fs
+
+    return bool(has_fs(scheme))
+
+
+def _missing_fsspec_module(scheme: str) -> str | None:
+    """fsspec's own "install X" message when the implementation of ``scheme`` cannot be imported.
+
+    Looked up with ``find_spec``: checking costs no import of s3fs and its dependencies at parse time.
+    """
+    from fsspec.registry import known_implementations
+
+    known = known_implementations.get(scheme)
+    if not known:
+        return None
+    module = str(known["class"]).split(".", 1)[0]
+    if importlib.util.find_spec(module) is not None:
+        return None
+    return str(known.get("err") or f"install {module}")
+
+
+def check_filesystem(value: object, field: str) -> None:
+    """Raise naming ``field`` and the package to install if this installation cannot use ``value``'s store.
+
+    Meant to run as early as possible (the operators call it when the DAG is parsed, and again on the
+    rendered value): a destination that cannot be written must fail before a job is paid for, not after.
+    """
+    scheme = uri_scheme(value)
+    if scheme is None or scheme in _LOCAL_SCHEMES:
+        return
+    shown = str(value)
+    package = SCHEME_PACKAGES.get(scheme)
+    if not _airflow_has_filesystem(scheme):
+        fix = (
+            f"pip install '{package}'"
+            if package
+            else f"install the Airflow provider that registers the '{scheme}' filesystem"
+        )
+        raise ChamelaionConfigError(
+            f"{field} {shown!r} is on '{scheme}://' object storage, which this Airflow installation "
+            f"cannot use: {fix} (or use a local path)"
+        )
+    if (missing := _missing_fsspec_module(scheme)) is not None:
+        raise ChamelaionConfigError(
+            f"{field} {shown!r} is on '{scheme}://' object storage, whose filesystem is not installed: "
+            f"{missing}" + (f" (pip install '{package}')" if package else "")
         )
 
 

@@ -10,7 +10,7 @@ already known here (validation measured them), so the body is a plain iterator o
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import IO
 
@@ -34,7 +34,14 @@ def _quote(value: str) -> str:
 class MultipartBody:
     """Iterate to get the body; ``len()`` is its exact size in bytes."""
 
-    def __init__(self, parts: Sequence[FilePart], *, chunk_size: int = CHUNK_SIZE) -> None:
+    def __init__(
+        self,
+        parts: Sequence[FilePart],
+        *,
+        chunk_size: int = CHUNK_SIZE,
+        on_chunk: Callable[[int], None] | None = None,
+    ) -> None:
+        self._on_chunk = on_chunk  # told the size of every file chunk sent (progress lines)
         self.boundary = uuid.uuid4().hex
         self.content_type = f"multipart/form-data; boundary={self.boundary}"
         self._parts = list(parts)
@@ -69,5 +76,7 @@ class MultipartBody:
                     )
                 remaining -= len(chunk)
                 yield chunk
+                if self._on_chunk is not None:
+                    self._on_chunk(len(chunk))
             yield b"\r\n"
         yield self._closing

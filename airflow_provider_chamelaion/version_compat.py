@@ -72,6 +72,7 @@ if TYPE_CHECKING:
         Asset,
         BaseHook,
         BaseOperator,
+        BaseOperatorLink,
         BaseSensorOperator,
         Context,
         ObjectStoragePath,
@@ -88,12 +89,15 @@ if TYPE_CHECKING:
         AirflowSkipException,
         TaskDeferred,
     )
+    from airflow.sdk.execution_time.xcom import XCom
+    from airflow.sdk.io.fs import has_fs
     from airflow.sdk.log import mask_secret
     from airflow.triggers.base import BaseTrigger, TriggerEvent
 else:
     BaseHook = _first("BaseHook", "airflow.sdk", "airflow.hooks.base")
     BaseOperator = _first("BaseOperator", "airflow.sdk", "airflow.models.baseoperator")
     BaseSensorOperator = _first("BaseSensorOperator", "airflow.sdk", "airflow.sensors.base")
+    BaseOperatorLink = _first("BaseOperatorLink", "airflow.sdk", "airflow.models.baseoperatorlink")
     PokeReturnValue = _first("PokeReturnValue", "airflow.sdk", "airflow.sensors.base")
     conf = _first("conf", "airflow.sdk", "airflow.configuration")
 
@@ -119,6 +123,9 @@ _LAZY: dict[str, tuple[str, ...]] = {
     "ObjectStoragePath": ("airflow.sdk", "airflow.io.path"),
     "DAG": ("airflow.sdk", "airflow.models.dag"),
     "task": ("airflow.sdk", "airflow.decorators"),
+    # Read only when a task runs (extra links) or a DAG names object storage (parse-time check).
+    "XCom": ("airflow.sdk.execution_time.xcom", "airflow.models.xcom"),
+    "has_fs": ("airflow.sdk.io.fs", "airflow.io"),
 }
 
 
@@ -191,6 +198,7 @@ __all__ = [
     "Asset",
     "BaseHook",
     "BaseOperator",
+    "BaseOperatorLink",
     "BaseSensorOperator",
     "BaseTrigger",
     "Context",
@@ -198,10 +206,12 @@ __all__ = [
     "PokeReturnValue",
     "TaskDeferred",
     "TriggerEvent",
+    "XCom",
     "XComArg",
     "aget_connection",
     "amask_secret",
     "conf",
+    "has_fs",
     "mask_secret",
     "task",
 ]

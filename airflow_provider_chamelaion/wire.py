@@ -25,6 +25,8 @@ GENERATE_PATH = "/v1/lipsync/generate"
 GENERATE_WITH_MEDIA_PATH = "/v1/lipsync/generate-with-media"
 REQUESTS_PATH = "/v1/lipsync/requests"
 API_KEY_HEADER = "x-api-key"
+#: Endpoints that exist whatever the account holds: a 404 there means the URL is wrong, not the id.
+COLLECTION_PATHS = frozenset({GENERATE_PATH, GENERATE_WITH_MEDIA_PATH, REQUESTS_PATH})
 
 _MAX_MESSAGE_CHARS = 500
 _TAG = re.compile(r"<[^>]+>")
@@ -35,6 +37,29 @@ _PATH_UNSAFE = re.compile(r"[/\x00-\x1f]")
 def request_path(request_id: str) -> str:
     """Path of one request; the id (a UUID or a ``reference_id``) is escaped as one path segment."""
     return f"{REQUESTS_PATH}/{quote(request_id, safe='')}"
+
+
+def missing_prefix_hint(base_url: str, path: str) -> str:
+    """What a 404 on a collection endpoint almost always means: the base URL lacks its path prefix."""
+    return (
+        f" (called {base_url}{path}, which does not exist: the connection's Base URL {base_url!r} "
+        "probably lacks its path prefix, e.g. '/api' as in https://api.chamelaion.com/api)"
+    )
+
+
+def url_for_log(url: str | None) -> str | None:
+    """``url`` without its query string and fragment, for log lines.
+
+    ``output_url`` is a signed URL: its query (``sig=...``) lets anyone holding it fetch the output until
+    it expires, so logs show where it points and that it is signed, never the signature. XCom keeps the
+    whole URL (downstream tasks need it).
+    """
+    if not url:
+        return url
+    parts = urlsplit(url)
+    if not parts.query and not parts.fragment:
+        return url
+    return parts._replace(query="", fragment="").geturl() + "?<signed query hidden>"
 
 
 def validate_http_url(value: object, field: str) -> str:
@@ -165,12 +190,19 @@ def decode_response(
     *,
     method: str,
     path: str,
+    base_url: str | None = None,
 ) -> Any:
-    """Return the JSON of a 2xx response, or raise the typed error for anything else."""
+    """Return the JSON of a 2xx response, or raise the typed error for anything else.
+
+    :param base_url: the connection's base URL; a 404 on a collection endpoint then names the URL called.
+    """
     if status_code >= 300:
+        message = error_message(content, headers.get("content-type"))
+        if status_code == 404 and path in COLLECTION_PATHS and base_url is not None:
+            message += missing_prefix_hint(base_url, path)
         raise error_for_status(
             status_code,
-            error_message(content, headers.get("content-type")),
+            message,
             method=method,
             path=path,
             retry_after=parse_retry_after(headers.get("retry-after")),

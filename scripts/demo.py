@@ -26,7 +26,7 @@ DAG_ID = "chamelaion_nightly_localization"
 #: Lines of the DAG run worth showing live: what the provider did.
 INTERESTING = re.compile(
     r"Submitted Chamelaion|Reusing|Chamelaion lip-sync request \S+ (completed|failed)|Downloaded output|"
-    r"Request \S+ is |Pausing task as DEFERRED|DagRun Finished"
+    r"[Rr]equest \S+ is |Still waiting|Pausing task as DEFERRED|DagRun Finished"
 )
 
 

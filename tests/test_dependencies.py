@@ -37,6 +37,7 @@ DISTRIBUTIONS = {
     "pendulum": "pendulum",
     "packaging": "packaging",
     "asgiref": "asgiref",
+    "fsspec": "fsspec",
     "fastapi": "fastapi",
     "uvicorn": "uvicorn",
     "python_multipart": "python-multipart",
@@ -81,7 +82,7 @@ def test_runtime_dependencies_are_what_the_provider_imports() -> None:
     provider_files = [p for p in PACKAGE.rglob("*.py") if SIMULATOR not in p.parents]
     example_dags = list((ROOT / "example_dags").glob("*.py"))
     declared = _declared()
-    assert declared == {"apache-airflow", "requests", "aiohttp", "pendulum", "packaging", "asgiref"}
+    assert declared == {"apache-airflow", "requests", "aiohttp", "pendulum", "packaging", "asgiref", "fsspec"}
     assert _third_party_imports(provider_files + example_dags) == declared
     # pendulum only for the example DAGs; the package itself imports the others.
     assert _third_party_imports(provider_files) == declared - {"pendulum"}

@@ -45,6 +45,7 @@ from airflow_provider_chamelaion.media import (
 )
 from airflow_provider_chamelaion.models import LipsyncRequest, RequestPage
 from airflow_provider_chamelaion.multipart import FilePart, MultipartBody
+from airflow_provider_chamelaion.progress import TransferProgress
 from airflow_provider_chamelaion.retry import RetryPolicy
 from airflow_provider_chamelaion.version_compat import (
     AirflowNotFoundException,
@@ -250,7 +251,14 @@ class ChamelaionHook(BaseHook):
             content = response.content
         except requests.RequestException as err:
             raise _transport_error(err, method, path) from None
-        return decode_response(response.status_code, response.headers, content, method=method, path=path)
+        return decode_response(
+            response.status_code,
+            response.headers,
+            content,
+            method=method,
+            path=path,
+            base_url=settings.base_url,
+        )
 
     def _call(self, method: str, path: str, *, idempotent: bool, **kwargs: Any) -> Any:
         return self.retry_policy.call(
@@ -296,13 +304,22 @@ class ChamelaionHook(BaseHook):
         def upload() -> Any:
             # Files are (re)opened per attempt: a 429 retry must send the whole body again.
             with open_source(video) as video_file, open_source(audio) as audio_file:
+                progress = TransferProgress(
+                    "Uploading",
+                    f"{infos['video'].filename} and {infos['audio'].filename}",
+                    infos["video"].size + infos["audio"].size,
+                    self.log,
+                )
                 body = MultipartBody(
                     [
                         FilePart("video", infos["video"], video_file),
                         FilePart("audio", infos["audio"], audio_file),
-                    ]
+                    ],
+                    on_chunk=progress.advance,
                 )
-                return self._send("POST", path, data=body, headers={"Content-Type": body.content_type})
+                answer = self._send("POST", path, data=body, headers={"Content-Type": body.content_type})
+                progress.finish()
+                return answer
 
         payload = self.retry_policy.call(upload, idempotent=False, what=f"POST {path}")
         request_id = read_request_id(payload, method="POST", path=path)
@@ -393,11 +410,12 @@ class ChamelaionHook(BaseHook):
                 )
             try:
                 self.retry_policy.call(
-                    functools.partial(self._download_once, lipsync.output_url, target),
+                    functools.partial(
+                        self._download_once, lipsync.output_url, target, f"output of {lipsync.id} to {target}"
+                    ),
                     idempotent=True,
                     what=f"download of {lipsync.id}",
                 )
-                self.log.info("Downloaded output of %s to %s", lipsync.id, target)
                 return target
             except (ChamelaionAuthError, ChamelaionNotFoundError) as err:
                 if refreshed:
@@ -410,7 +428,7 @@ class ChamelaionHook(BaseHook):
                 )
                 lipsync = self.get_request(lipsync.id)
 
-    def _download_once(self, url: str, target: Path | ObjectStoragePath) -> None:
+    def _download_once(self, url: str, target: Path | ObjectStoragePath, what: str = "output") -> None:
         settings = self.get_settings()
         path = urlsplit(url).path  # no query string: signed URLs carry their signature there
         headers = {"Accept-Encoding": "identity", **self._auth_headers(url, settings)}
@@ -423,16 +441,21 @@ class ChamelaionHook(BaseHook):
                         response.status_code, response.headers, response.content, method="GET", path=path
                     )
                 expected = response.headers.get("Content-Length")
+                progress = TransferProgress(
+                    "Downloading", what, int(expected) if expected and expected.isdigit() else None, self.log
+                )
                 written = 0
                 with atomic_write(target) as handle:
                     for chunk in response.iter_content(DOWNLOAD_CHUNK_SIZE):
                         handle.write(chunk)
                         written += len(chunk)
+                        progress.advance(len(chunk))
                     encoded = bool(response.headers.get("Content-Encoding"))
                     if expected is not None and not encoded and written != int(expected):
                         raise ChamelaionTransportError(
                             f"download ended after {written} of {expected} bytes", method="GET", path=path
                         )
+                progress.finish()
         except requests.RequestException as err:
             raise _transport_error(err, "GET", path) from None
 
@@ -472,7 +495,14 @@ class ChamelaionHook(BaseHook):
                 )
             except ASYNC_TRANSPORT_ERRORS as err:
                 raise _transport_error(err, method, path) from None
-            return decode_response(answer.status, answer.headers, answer.body, method=method, path=path)
+            return decode_response(
+                answer.status,
+                answer.headers,
+                answer.body,
+                method=method,
+                path=path,
+                base_url=settings.base_url,
+            )
 
         return await self.retry_policy.acall(attempt, idempotent=True, what=f"{method} {path}")
 

@@ -16,12 +16,16 @@ from airflow_provider_chamelaion.exceptions import (
     ChamelaionServerError,
     ChamelaionTransportError,
 )
-from airflow_provider_chamelaion.media import check_destination, inspect_source
+from airflow_provider_chamelaion.links import LipsyncOutputLink
+from airflow_provider_chamelaion.media import check_destination, check_filesystem, inspect_source
 from airflow_provider_chamelaion.models import LipsyncRequest, Outcome
+from airflow_provider_chamelaion.progress import WaitReporter
 from airflow_provider_chamelaion.version_compat import BaseOperator, conf
-from airflow_provider_chamelaion.wire import validate_http_url, validate_reference_id
+from airflow_provider_chamelaion.wire import url_for_log, validate_http_url, validate_reference_id
 
 if TYPE_CHECKING:
+    from airflow.providers.openlineage.extractors import OperatorLineage
+
     from airflow_provider_chamelaion.hooks.chamelaion import ChamelaionHook
     from airflow_provider_chamelaion.media import MediaDestination, MediaSource
     from airflow_provider_chamelaion.version_compat import Context, XComArg
@@ -128,6 +132,9 @@ class LipsyncGenerateOperator(BaseOperator):
 
     template_fields: Sequence[str] = ("video_url", "audio_url", "video_file", "audio_file", "reference_id")
     ui_color = "#d5e8f5"
+    operator_extra_links = (LipsyncOutputLink(),)
+    #: Where the finished request dict is (read by the extra link).
+    request_xcom_key = XCOM_REQUEST_KEY
 
     def __init__(
         self,
@@ -207,6 +214,10 @@ class LipsyncGenerateOperator(BaseOperator):
             )
         if self.poll_interval <= 0 or self.timeout <= 0:
             raise ChamelaionConfigError(f"{self.task_id}: poll_interval and timeout must be positive")
+        for name, value in files.items():
+            # At parse time, templated or not: an object store this installation cannot read must not
+            # get as far as a run (the scheme is literal even in 's3://dubs/{{ ds }}/42.mp4').
+            check_filesystem(value, f"{self.task_id}: {name}")
 
     @property
     def upload_mode(self) -> bool:
@@ -348,6 +359,7 @@ class LipsyncGenerateOperator(BaseOperator):
 
     def execute(self, context: Context) -> str:
         request_id = self.submit_or_reuse(context)
+        self._lineage_request_id = request_id
         context["ti"].xcom_push(key=XCOM_RETURN_KEY, value=request_id)
         if not self.wait_for_completion:
             return request_id
@@ -367,7 +379,8 @@ class LipsyncGenerateOperator(BaseOperator):
 
     def _wait(self, request_id: str) -> dict[str, str | None]:
         deadline = time.monotonic() + self.timeout
-        while (request := poll_once(self.hook, request_id, self.log)) is None:
+        reporter = WaitReporter(request_id, self.log)
+        while (request := poll_once(self.hook, request_id, self.log, reporter)) is None:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 raise LipsyncWaitTimeout(
@@ -381,11 +394,28 @@ class LipsyncGenerateOperator(BaseOperator):
         return self._finish(context, resolve_wait_event(event))
 
     def _finish(self, context: Context, request: dict[str, str | None]) -> str:
+        self._lineage_request_id = str(request["id"])
         context["ti"].xcom_push(key=XCOM_REQUEST_KEY, value=request)
         self.log.info(
-            "Chamelaion lip-sync request %s completed: %s", request.get("id"), request.get("output_url")
+            "Chamelaion lip-sync request %s completed: %s",
+            request.get("id"),
+            url_for_log(request.get("output_url")),
         )
         return str(request["id"])
+
+    def get_openlineage_facets_on_complete(self, task_instance: Any) -> OperatorLineage:
+        """OpenLineage: the input media (URLs or files) in, the lip-sync job out (see :mod:`..lineage`)."""
+        from airflow_provider_chamelaion import lineage
+
+        sources = (self.video_file, self.audio_file) if self.upload_mode else (self.video_url, self.audio_url)
+        request_id = getattr(self, "_lineage_request_id", None)
+        if request_id is None:  # pragma: no cover - Airflow calls this only after execute succeeded
+            return lineage.operator_lineage([lineage.media_dataset(s) for s in sources], [])
+        return lineage.operator_lineage(
+            inputs=[lineage.media_dataset(source) for source in sources],
+            outputs=[lineage.job_dataset(self.hook.get_settings().base_url, request_id)],
+            run_facets=lineage.job_run_facets(request_id),
+        )
 
 
 class LipsyncDownloadOperator(BaseOperator):
@@ -395,6 +425,10 @@ class LipsyncDownloadOperator(BaseOperator):
     :param destination: a local or object-storage file path (templated); an existing directory, or a
         path ending in ``/``, gets the output's own file name. Nothing is left there if the download fails.
     :param chamelaion_conn_id: the Airflow connection (default ``chamelaion_default``).
+    :param asset: declare the output as an Airflow asset (``Dataset`` on Airflow 2), so DAGs scheduled on
+        it run when a new output lands: an ``Asset`` of yours (for a templated destination), or ``True``
+        for one made of a fixed ``destination``. Each event's ``extra`` holds the ``path`` written and
+        the ``request_id``.
     :return: the path written, as a string (XCom ``return_value``).
     """
 
@@ -407,12 +441,22 @@ class LipsyncDownloadOperator(BaseOperator):
         request_id: str | XComArg,
         destination: MediaDestination,
         chamelaion_conn_id: str = "chamelaion_default",
+        asset: Any = None,
         **kwargs: Any,
     ) -> None:
+        from airflow_provider_chamelaion.assets import destination_asset
+
+        self.asset = destination_asset(asset, destination, kwargs.get("task_id", "download"))
+        if self.asset is not None:
+            kwargs["outlets"] = [*(kwargs.get("outlets") or []), self.asset]
         super().__init__(**kwargs)
         self.request_id = request_id
         self.destination = destination
         self.chamelaion_conn_id = chamelaion_conn_id
+        # At parse time: a destination this installation cannot write fails the DAG import, so no run
+        # (and no upstream generate task) pays for a job whose output could not be saved. The rendered
+        # value is checked again when the task starts.
+        check_filesystem(destination, f"{self.task_id}: destination")
 
     @cached_property
     def hook(self) -> ChamelaionHook:
@@ -423,4 +467,21 @@ class LipsyncDownloadOperator(BaseOperator):
     def execute(self, context: Context) -> str:
         request_id = validate_reference_id(self.request_id, "request_id")
         check_destination(self.destination)
-        return str(self.hook.download_output(request_id, self.destination))
+        request = self.hook.get_request(request_id)  # by id or reference_id: lineage needs the real id
+        written = self.hook.download_output(request, self.destination)
+        self._lineage = (request.id, written)
+        if self.asset is not None:
+            # The consumer reads which file landed from the asset event (inlet_events / triggering events).
+            context["outlet_events"][self.asset].extra = {"path": str(written), "request_id": request.id}
+        return str(written)
+
+    def get_openlineage_facets_on_complete(self, task_instance: Any) -> OperatorLineage:
+        """OpenLineage: the lip-sync job in, the file written out (see :mod:`..lineage`)."""
+        from airflow_provider_chamelaion import lineage
+
+        request_id, written = self._lineage
+        return lineage.operator_lineage(
+            inputs=[lineage.job_dataset(self.hook.get_settings().base_url, request_id)],
+            outputs=[lineage.media_dataset(written)],
+            run_facets=lineage.job_run_facets(request_id),
+        )

@@ -9,6 +9,8 @@ from typing import TYPE_CHECKING, Any
 
 from airflow_provider_chamelaion.events import poll_once, resolve_wait_event
 from airflow_provider_chamelaion.exceptions import LipsyncJobFailedError
+from airflow_provider_chamelaion.links import LipsyncOutputLink
+from airflow_provider_chamelaion.progress import WaitReporter
 from airflow_provider_chamelaion.version_compat import (
     AirflowFailException,
     AirflowSensorTimeout,
@@ -17,7 +19,7 @@ from airflow_provider_chamelaion.version_compat import (
     PokeReturnValue,
     conf,
 )
-from airflow_provider_chamelaion.wire import validate_reference_id
+from airflow_provider_chamelaion.wire import url_for_log, validate_reference_id
 
 if TYPE_CHECKING:
     from airflow_provider_chamelaion.hooks.chamelaion import ChamelaionHook
@@ -51,6 +53,9 @@ class LipsyncRequestSensor(BaseSensorOperator):
 
     template_fields: Sequence[str] = ("request_id",)
     ui_color = "#e8d5f5"
+    operator_extra_links = (LipsyncOutputLink(),)
+    #: Where the finished request dict is (read by the extra link).
+    request_xcom_key = "return_value"
 
     def __init__(
         self,
@@ -72,9 +77,20 @@ class LipsyncRequestSensor(BaseSensorOperator):
 
         return ChamelaionHook(self.chamelaion_conn_id)
 
+    def _wait_reporter(self, request_id: str) -> WaitReporter:
+        """One per wait: in ``poke`` mode pokes share it, so unchanged statuses are not logged each time.
+
+        (``reschedule`` mode starts each poke afresh and logs the status every poke.)
+        """
+        reporter = getattr(self, "_reporter", None)
+        if reporter is None or reporter.request_id != request_id:
+            reporter = self._reporter = WaitReporter(request_id, self.log)
+        return reporter
+
     def poke(self, context: Context) -> bool | PokeReturnValue:
         try:
-            request = poll_once(self.hook, validate_reference_id(self.request_id, "request_id"), self.log)
+            request_id = validate_reference_id(self.request_id, "request_id")
+            request = poll_once(self.hook, request_id, self.log, self._wait_reporter(request_id))
         except LipsyncJobFailedError as err:
             raise AirflowFailException(str(err)) from err
         if request is None:
@@ -114,6 +130,8 @@ class LipsyncRequestSensor(BaseSensorOperator):
         except LipsyncJobFailedError as err:
             raise AirflowFailException(str(err)) from err
         self.log.info(
-            "Chamelaion lip-sync request %s completed: %s", request.get("id"), request.get("output_url")
+            "Chamelaion lip-sync request %s completed: %s",
+            request.get("id"),
+            url_for_log(request.get("output_url")),
         )
         return request

@@ -58,8 +58,10 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="python -m airflow_provider_chamelaion.simulator", description=__doc__
     )
-    parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=int, default=8089)
+    parser.add_argument(
+        "--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1, loopback only)"
+    )
+    parser.add_argument("--port", type=int, default=8089, help="port to listen on (default 8089)")
     parser.add_argument("--api-key", default=defaults.api_key, help="the key clients must send (x-api-key)")
     parser.add_argument(
         "--phases",
@@ -71,7 +73,12 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         "--failure-rate", type=float, default=defaults.failure_rate, help="fraction of jobs that fail"
     )
     parser.add_argument("--output-size", type=int, default=defaults.output_size, help="bytes of each output")
-    parser.add_argument("--output-url-ttl", type=float, default=defaults.output_url_ttl)
+    parser.add_argument(
+        "--output-url-ttl",
+        type=float,
+        default=defaults.output_url_ttl,
+        help=f"seconds a signed output_url stays valid (default {defaults.output_url_ttl:g})",
+    )
     parser.add_argument(
         "--output-base-url", default=None, help="origin output URLs point at (default: the API's)"
     )
@@ -85,7 +92,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         default=[],
         help="script a fault: KIND[:STATUS][,KEY=VALUE...][@PATH_REGEX][xTIMES], e.g. status:503x3, status:429,retry_after=2, slow,delay=5 (repeatable)",
     )
-    parser.add_argument("--seed", type=int, default=None)
+    parser.add_argument(
+        "--seed", type=int, default=None, help="seed of the random failures and faults, for repeatable runs"
+    )
     return parser.parse_args(argv)
 
 

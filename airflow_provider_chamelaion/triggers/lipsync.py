@@ -10,6 +10,7 @@ from typing import Any
 from airflow_provider_chamelaion.events import error_event, event_for_request, timeout_event
 from airflow_provider_chamelaion.exceptions import ChamelaionAPIError, ChamelaionConfigError, is_permanent
 from airflow_provider_chamelaion.models import LipsyncRequest
+from airflow_provider_chamelaion.progress import WaitReporter
 from airflow_provider_chamelaion.version_compat import BaseTrigger, TriggerEvent
 
 
@@ -70,7 +71,7 @@ class LipsyncRequestTrigger(BaseTrigger):
     async def run(self) -> AsyncIterator[TriggerEvent]:
         hook = self._hook()
         last: LipsyncRequest | None = None
-        reported_status: str | None = None
+        reporter = WaitReporter(self.request_id, self.log)  # status changes, and "still waiting" lines
         failures = 0
         try:
             # One client for the whole wait, on a session shared by every trigger on this event loop.
@@ -96,9 +97,7 @@ class LipsyncRequestTrigger(BaseTrigger):
                         if event is not None:
                             yield TriggerEvent(event)
                             return
-                        if last.status != reported_status:  # a log line per change, not per poll
-                            self.log.info("Request %s is %s", self.request_id, last.status)
-                            reported_status = last.status
+                        reporter.report(last.status)
                     remaining = None if self.end_time is None else self.end_time - time.time()
                     if remaining is not None and remaining <= 0:
                         yield TriggerEvent(timeout_event(self.request_id, last, self.end_time))

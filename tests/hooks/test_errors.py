@@ -25,7 +25,9 @@ from airflow_provider_chamelaion.exceptions import (
     ChamelaionValidationError,
 )
 from airflow_provider_chamelaion.hooks.chamelaion import ChamelaionHook
-from tests.conftest import API_KEY, MOCK_BASE_URL
+from airflow_provider_chamelaion.retry import RetryPolicy
+from airflow_provider_chamelaion.simulator import Simulator
+from tests.conftest import API_KEY, MOCK_BASE_URL, connection_json
 from tests.hooks.mock_api import (
     AUDIO_URL,
     GENERATE_URL,
@@ -101,7 +103,11 @@ class TestErrors:
             "POST",
             "/v1/lipsync/generate",
         )
-        assert info.value.message == message
+        if status == 404:  # a 404 on an endpoint that always exists also says why it probably happened
+            message += f" (called {MOCK_BASE_URL}/v1/lipsync/generate, which does not exist: the connection's"
+            assert info.value.message.startswith(message)
+        else:
+            assert info.value.message == message
         assert requests_mock.call_count == 1
 
     def test_fastapi_style_422_detail_is_readable(self, hook: ChamelaionHook, requests_mock: Mocker) -> None:
@@ -320,3 +326,44 @@ class TestSecrets:
         cause = error.__cause__ or error.__context__
         if cause is not None and not error.__suppress_context__:
             assert API_KEY not in repr(cause)
+
+
+class TestBaseUrlWithoutPrefix:
+    """A Base URL without '/api': every endpoint is a 404 that must say so, not just 'Not Found'."""
+
+    @pytest.fixture
+    def hook_without_prefix(
+        self, simulator: Simulator, monkeypatch: pytest.MonkeyPatch, retry_policy: RetryPolicy
+    ) -> ChamelaionHook:
+        monkeypatch.setenv("AIRFLOW_CONN_CHAMELAION_DEFAULT", connection_json(simulator.origin))
+        return ChamelaionHook(retry_policy=retry_policy)
+
+    def test_submit_names_the_url_and_the_missing_prefix(
+        self, hook_without_prefix: ChamelaionHook, simulator: Simulator
+    ) -> None:
+        with pytest.raises(ChamelaionNotFoundError) as info:
+            hook_without_prefix.generate("https://media.test/v.mp4", "https://media.test/a.wav")
+        message = str(info.value)
+        assert f"called {simulator.origin}/v1/lipsync/generate, which does not exist" in message
+        assert "probably lacks its path prefix, e.g. '/api'" in message
+        assert simulator.state.jobs == {}
+
+    def test_test_connection_says_the_same(
+        self, hook_without_prefix: ChamelaionHook, simulator: Simulator
+    ) -> None:
+        ok, message = hook_without_prefix.test_connection()
+        assert not ok
+        assert f"called {simulator.origin}/v1/lipsync/requests, which does not exist" in message
+        assert "lacks its path prefix" in message
+
+    def test_unknown_request_id_is_a_plain_not_found(self, sim_hook: ChamelaionHook) -> None:
+        with pytest.raises(ChamelaionNotFoundError) as info:
+            sim_hook.get_request("ep99-unknown")
+        assert "path prefix" not in str(info.value)
+
+    async def test_async_path_gives_the_hint_on_a_collection(
+        self, simulator: Simulator, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        monkeypatch.setenv("AIRFLOW_CONN_CHAMELAION_DEFAULT", connection_json(simulator.origin))
+        with pytest.raises(ChamelaionNotFoundError, match="lacks its path prefix"):
+            await ChamelaionHook()._acall("GET", "/v1/lipsync/requests")

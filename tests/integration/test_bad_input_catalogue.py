@@ -266,6 +266,23 @@ ROWS = [
         "reference_id must be a non-empty string",
         0,
     ),
+    Row(
+        "B27",
+        lambda t: LipsyncDownloadOperator(
+            task_id="dl", request_id="x", destination="s3://dubs/{{ ds }}/42.mp4"
+        ),
+        ChamelaionConfigError,
+        r"destination 's3://dubs/\{\{ ds \}\}/42.mp4' is on 's3://' object storage.*"
+        r"pip install 'apache-airflow-providers-amazon\[s3fs\]'",
+        0,
+    ),
+    Row(
+        "B28",
+        lambda t: LipsyncGenerateOperator(task_id="up", video_file="gs://media/42.mp4", audio_file=str(t)),
+        ChamelaionConfigError,
+        r"video_file 'gs://media/42.mp4' is on 'gs://' object storage.*apache-airflow-providers-google",
+        0,
+    ),
 ]
 
 

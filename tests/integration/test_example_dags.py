@@ -60,6 +60,8 @@ def test_example_dags_load_without_errors() -> None:
         "chamelaion_nightly_localization",
         "chamelaion_catalogue_backfill",
         "chamelaion_upload",
+        "chamelaion_dub_episode",
+        "chamelaion_publish_dubbed_episode",
     }
     for dag_id in bag.dag_ids:
         assert "chamelaion" in bag.dags[dag_id].tags
@@ -89,6 +91,14 @@ def test_nightly_localization_end_to_end(
     # finished meanwhile are found complete by their sensor's first look, without deferring.
     assert trigger_runs
     assert set(trigger_runs) <= {job.id for job in jobs}
+    # Each sensor's extra link is its job's output URL, as stored for the UI.
+    waits = [ti for ti in run.get_task_instances() if ti.task_id == "wait"]
+    assert len(waits) == 4
+    for ti in waits:
+        request = ti.xcom_pull(task_ids="wait", map_indexes=ti.map_index)
+        link = ti.xcom_pull(task_ids="wait", key="_link_LipsyncOutputLink", map_indexes=ti.map_index)
+        assert link == request["output_url"]
+        assert link.startswith(f"{simulator.origin}/outputs/{request['id']}.mp4?expires=")
     outputs = sorted(dag_env.iterdir())
     assert [path.name for path in outputs] == sorted(f"{ref}.mp4" for ref in expected)
     assert all(path.stat().st_size == simulator.config.output_size for path in outputs)
@@ -127,3 +137,70 @@ def test_upload_mode_end_to_end(dag_env: Path, simulator: Simulator, trigger_run
     outputs = list((dag_env / "upload").glob("*-promo-ja.mp4"))
     assert len(outputs) == 1
     assert outputs[0].stat().st_size == simulator.config.output_size
+
+
+def sync_example_dags() -> None:
+    """Write the example DAGs (and the assets they schedule on) to the database, as the DAG processor does."""
+    from airflow.dag_processing.bundles.manager import DagBundlesManager
+    from airflow.dag_processing.dagbag import BundleDagBag, sync_bag_to_db
+    from airflow.utils.session import create_session
+
+    manager = DagBundlesManager()
+    with create_session() as session:
+        manager.sync_bundles_to_db(session=session)
+    for bundle in manager.get_all_dag_bundles():
+        bundle.initialize()
+        bag = BundleDagBag(dag_folder=bundle.path, bundle_path=bundle.path, bundle_name=bundle.name)
+        sync_bag_to_db(bag, bundle.name, bundle.version)
+
+
+def test_a_new_dubbed_episode_triggers_the_consumer_dag(dag_env: Path, simulator: Simulator) -> None:
+    from airflow.models.asset import AssetDagRunQueue, AssetEvent, AssetModel
+    from airflow.models.dag import DagModel
+    from airflow.utils.session import create_session
+    from sqlalchemy import select, update
+
+    module = load_dag_module("example_chamelaion_assets")
+    sync_example_dags()
+    with create_session() as session:  # what a user does in the UI: unpause the consumer
+        session.execute(
+            update(DagModel)
+            .where(DagModel.dag_id == "chamelaion_publish_dubbed_episode")
+            .values(is_paused=False)
+        )
+
+    produced = module.producer.test()
+
+    assert produced.state == "success"
+    [job] = simulator.state.jobs.values()
+    written = dag_env / "dubbed" / f"ep42-ja-{produced.logical_date:%Y-%m-%d}.mp4"
+    assert written.stat().st_size == simulator.config.output_size
+    with create_session() as session:
+        asset_id = session.scalar(
+            select(AssetModel.id).where(AssetModel.name == "chamelaion_dubbed_episodes")
+        )
+        events = session.scalars(select(AssetEvent).where(AssetEvent.asset_id == asset_id)).all()
+        event = events[-1]
+        assert (event.source_dag_id, event.source_task_id) == ("chamelaion_dub_episode", "download")
+        assert event.extra == {"path": str(written), "request_id": job.id}
+        # What the scheduler acts on: the consumer is queued to run on this asset.
+        queued = session.scalars(
+            select(AssetDagRunQueue.target_dag_id).where(AssetDagRunQueue.asset_id == asset_id)
+        ).all()
+        assert "chamelaion_publish_dubbed_episode" in queued
+
+    # The extra link Airflow stored for the UI: the finished job's (still valid) output URL.
+    [submit] = [ti for ti in produced.get_task_instances() if ti.task_id == "submit"]
+    request = submit.xcom_pull(task_ids="submit", key="request")
+    assert request["output_url"].startswith(f"{simulator.origin}/outputs/{job.id}.mp4?expires=")
+    assert submit.xcom_pull(task_ids="submit", key="_link_LipsyncOutputLink") == request["output_url"]
+
+    consumed = module.consumer.test()
+
+    assert consumed.state == "success"
+    [publish] = [ti for ti in consumed.get_task_instances() if ti.task_id == "publish"]
+    assert publish.xcom_pull(task_ids="publish") == {
+        "path": str(written),
+        "request_id": job.id,
+        "size": simulator.config.output_size,
+    }

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from types import SimpleNamespace
 from typing import TYPE_CHECKING, Any
 
 import pytest
@@ -224,3 +225,48 @@ def test_output_url_really_expires_and_is_refreshed(
     assert hook.download_output(expired, target) == target
     assert_complete_output(target, simulator, done)
     assert [call.status for call in output_calls(simulator)] == [403, 200]
+
+
+# -- the destination as an asset ------------------------------------------------------------------------
+
+
+def test_asset_true_declares_the_fixed_destination_as_an_outlet(tmp_path: Path) -> None:
+    from airflow.sdk import Asset
+
+    operator = LipsyncDownloadOperator(
+        task_id="download", request_id="r", destination=str(tmp_path / "ep42.mp4"), asset=True
+    )
+    assert operator.outlets == [Asset(uri=(tmp_path / "ep42.mp4").as_uri())]
+
+
+def test_asset_true_with_a_templated_destination_asks_for_a_named_asset() -> None:
+    with pytest.raises(ChamelaionConfigError, match=r"asset=True needs a fixed destination.*asset=Asset\("):
+        LipsyncDownloadOperator(task_id="download", request_id="r", destination="/d/{{ ds }}.mp4", asset=True)
+
+
+def test_a_given_asset_is_kept_beside_other_outlets() -> None:
+    from airflow.sdk import Asset
+
+    episodes, other = Asset("dubbed_episodes", uri="file:///d/dubbed/"), Asset("audit", uri="file:///d/audit")
+    operator = LipsyncDownloadOperator(
+        task_id="download",
+        request_id="r",
+        destination="/d/dubbed/{{ ds }}.mp4",
+        asset=episodes,
+        outlets=[other],
+    )
+    assert operator.outlets == [other, episodes]
+
+
+def test_the_asset_event_says_which_file_landed(done: str, tmp_path: Path) -> None:
+    from airflow.sdk import Asset
+
+    episodes = Asset("dubbed_episodes", uri=f"file://{tmp_path}/")
+    operator = LipsyncDownloadOperator(
+        task_id="download", request_id=REFERENCE_ID, destination=f"{tmp_path}/", asset=episodes
+    )
+    context = make_context()
+    events: dict[Any, Any] = {episodes: SimpleNamespace(extra={})}
+    context["outlet_events"] = events
+    written = operator.execute(context)
+    assert events[episodes].extra == {"path": written, "request_id": done}

@@ -446,6 +446,23 @@ def test_wait_polls_until_completed_and_pushes_the_request(
     assert ti.pushed("return_value") == [request_id]
 
 
+def test_signed_output_url_is_logged_without_its_query_and_kept_whole_in_xcom(
+    simulator: Simulator, retry_policy: RetryPolicy
+) -> None:
+    ti = FakeTI()
+    operator = make_operator(retry_policy, wait_for_completion=True, poll_interval=0.05, timeout=60)
+    with structlog.testing.capture_logs() as logs:
+        request_id = operator.execute(make_context(ti))
+    [request] = ti.pushed("request")
+    signed = request["output_url"]
+    signature = signed.split("?", 1)[1]
+    assert "sig=" in signature  # the simulator signs its output URLs like the API does
+    text = "\n".join(str(entry) for entry in logs)
+    assert signature not in text
+    assert "sig=" not in text
+    assert f"{simulator.origin}/outputs/{request_id}.mp4?<signed query hidden>" in text
+
+
 def test_wait_raises_job_failed_with_message_and_id(simulator: Simulator, retry_policy: RetryPolicy) -> None:
     simulator.state.fail_next()
     ti = FakeTI()

@@ -9,6 +9,7 @@ import uuid
 from typing import TYPE_CHECKING, Any
 
 import pytest
+import structlog
 
 from airflow_provider_chamelaion.exceptions import (
     ChamelaionAuthError,
@@ -277,6 +278,17 @@ def test_execute_complete_needs_only_the_event() -> None:
     request = {"id": "r-1", "status": "completed", "output_url": "https://cdn.test/r-1.mp4"}
     sensor = make_sensor("r-1", deferrable=True)
     assert sensor.execute_complete(make_context(), event=event("completed", request=request)) == request
+
+
+def test_execute_complete_logs_the_output_url_without_its_signature() -> None:
+    signed = "https://storage.test/outputs/r-1.mp4?expires=1767225600&sig=5f2b9c0e7d"
+    request = {"id": "r-1", "status": "completed", "output_url": signed}
+    sensor = make_sensor("r-1", deferrable=True)
+    with structlog.testing.capture_logs() as logs:
+        assert sensor.execute_complete(make_context(), event=event("completed", request=request)) == request
+    text = "\n".join(str(entry) for entry in logs)
+    assert "https://storage.test/outputs/r-1.mp4?<signed query hidden>" in text
+    assert "sig=" not in text
 
 
 def test_execute_complete_failed_raises_fail_with_message_and_id() -> None:

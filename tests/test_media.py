@@ -1,0 +1,127 @@
+"""Object storage this installation cannot use is refused before anything is paid for.
+
+This test environment is a plain install: no Amazon, Google or Azure provider, no s3fs. That is the
+situation the README's first Quickstart met (the job was paid for, then the download failed).
+"""
+
+from __future__ import annotations
+
+import textwrap
+from pathlib import Path
+
+import pytest
+from airflow.sdk import ObjectStoragePath
+from requests_mock import Mocker
+
+from airflow_provider_chamelaion import media
+from airflow_provider_chamelaion.exceptions import ChamelaionConfigError
+from airflow_provider_chamelaion.media import check_filesystem, uri_scheme
+from airflow_provider_chamelaion.operators.lipsync import LipsyncDownloadOperator, LipsyncGenerateOperator
+from tests.helpers.context import make_context
+
+TEMPLATED_S3 = "s3://dubs/{{ ds }}/ep42-ja.mp4"
+
+
+@pytest.mark.parametrize(
+    ("value", "scheme"),
+    [
+        (TEMPLATED_S3, "s3"),
+        ("GS://bucket/{{ ds }}.mp4", "gs"),
+        ("file:///tmp/x.mp4", "file"),
+        ("/tmp/{{ ds }}/x.mp4", None),
+        ("{{ var.value.destination }}", None),  # the scheme itself is templated: known only at run time
+        ("{{ var.value.scheme }}://bucket/x.mp4", None),
+        (Path("/tmp/x.mp4"), None),
+    ],
+)
+def test_scheme_is_read_from_unrendered_templates(value: object, scheme: str | None) -> None:
+    assert uri_scheme(value) == scheme
+
+
+def test_templated_s3_destination_fails_the_dag_at_parse_naming_the_package() -> None:
+    with pytest.raises(ChamelaionConfigError) as info:
+        LipsyncDownloadOperator(task_id="download", request_id="r", destination=TEMPLATED_S3)
+    message = str(info.value)
+    assert "download: destination 's3://dubs/{{ ds }}/ep42-ja.mp4'" in message
+    assert "pip install 'apache-airflow-providers-amazon[s3fs]'" in message
+
+
+def test_object_storage_path_destination_is_checked_too() -> None:
+    with pytest.raises(ChamelaionConfigError, match=r"apache-airflow-providers-google"):
+        LipsyncDownloadOperator(
+            task_id="download", request_id="r", destination=ObjectStoragePath("gs://dubs/ep42.mp4")
+        )
+
+
+def test_upload_source_on_unusable_storage_fails_at_parse() -> None:
+    with pytest.raises(ChamelaionConfigError, match=r"upload: video_file 's3://media/\{\{ ds \}\}/42.mp4'"):
+        LipsyncGenerateOperator(
+            task_id="upload", video_file="s3://media/{{ ds }}/42.mp4", audio_file="/tmp/42-ja.wav"
+        )
+
+
+def test_unknown_scheme_names_what_is_missing() -> None:
+    with pytest.raises(ChamelaionConfigError, match="registers the 'memory' filesystem"):
+        check_filesystem("memory://bucket/x.mp4", "destination")
+
+
+@pytest.mark.parametrize(
+    "destination", ["/tmp/dubs/{{ ds }}/ep42.mp4", "file:///tmp/dubs/ep42.mp4", "{{ var.value.dest }}"]
+)
+def test_local_and_fully_templated_destinations_pass_at_parse(destination: str) -> None:
+    LipsyncDownloadOperator(task_id="download", request_id="r", destination=destination)
+
+
+def test_registered_store_without_its_fsspec_package_names_fsspec_message(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # The Amazon provider installed without its s3fs extra: Airflow knows the scheme, fsspec cannot load it.
+    monkeypatch.setattr(media, "_airflow_has_filesystem", lambda scheme: True)
+    with pytest.raises(ChamelaionConfigError) as info:
+        check_filesystem(TEMPLATED_S3, "destination")
+    assert "whose filesystem is not installed: Install s3fs to access S3" in str(info.value)
+    assert "pip install 'apache-airflow-providers-amazon[s3fs]'" in str(info.value)
+
+
+def test_destination_rendered_at_run_time_is_checked_before_any_http_call(
+    mock_conn: str, requests_mock: Mocker
+) -> None:
+    operator = LipsyncDownloadOperator(
+        task_id="download", request_id="ep42-ja", destination="{{ var.value.dest }}"
+    )
+    operator.destination = "s3://dubs/2026-11-02/ep42-ja.mp4"  # what the template rendered to
+    with pytest.raises(ChamelaionConfigError, match=r"apache-airflow-providers-amazon\[s3fs\]"):
+        operator.execute(make_context(task_id="download"))
+    assert requests_mock.call_count == 0
+
+
+def test_quickstart_object_storage_variant_is_an_import_error_so_nothing_runs(tmp_path: Path) -> None:
+    from airflow.dag_processing.dagbag import DagBag
+
+    (tmp_path / "dub_episode.py").write_text(
+        textwrap.dedent(
+            """
+            import pendulum
+            from airflow.sdk import DAG
+
+            from airflow_provider_chamelaion.operators.lipsync import (
+                LipsyncDownloadOperator,
+                LipsyncGenerateOperator,
+            )
+
+            with DAG(dag_id="dub_episode", schedule="@daily", start_date=pendulum.datetime(2026, 11, 1)):
+                submit = LipsyncGenerateOperator(
+                    task_id="submit",
+                    video_url="https://cdn.example.com/episodes/42.mp4",
+                    audio_url="https://cdn.example.com/dubs/42-ja.wav",
+                )
+                submit >> LipsyncDownloadOperator(
+                    task_id="download", request_id=submit.output, destination="s3://dubs/{{ ds }}/42.mp4"
+                )
+            """
+        )
+    )
+    bag = DagBag(dag_folder=str(tmp_path))
+    assert "dub_episode" not in bag.dag_ids  # no DAG, so no run, so no job paid for
+    (error,) = bag.import_errors.values()
+    assert "pip install 'apache-airflow-providers-amazon[s3fs]'" in error
