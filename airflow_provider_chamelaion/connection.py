@@ -9,13 +9,24 @@ from urllib.parse import urlsplit
 from airflow_provider_chamelaion.exceptions import ChamelaionConfigError
 from airflow_provider_chamelaion.get_provider_info import DEFAULT_BASE_URL
 
+#: Connection extra naming the deployment (e.g. ``staging``); part of every derived ``reference_id``.
+NAMESPACE_EXTRA = "reference_namespace"
+#: Connection extra giving the scheme when ``host`` has none (URI-form connections): http or https.
+SCHEME_EXTRA = "scheme"
+
 
 @dataclass(frozen=True)
 class ApiSettings:
-    """Where the API is and how to authenticate. ``api_key`` is kept out of ``repr``."""
+    """Where the API is and how to authenticate. ``api_key`` is kept out of ``repr``.
+
+    :param reference_namespace: the deployment's namespace (connection extra ``reference_namespace``),
+        hashed into every ``reference_id`` the operator derives, so two deployments on one API key never
+        share a job.
+    """
 
     base_url: str
     api_key: str = field(repr=False)
+    reference_namespace: str = ""
 
     @property
     def origin(self) -> tuple[str, str]:
@@ -29,17 +40,32 @@ def origin_of(url: str) -> tuple[str, str]:
     return parts.scheme.lower(), f"{(parts.hostname or '').lower()}:{port}"
 
 
-def parse_base_url(host: str | None, conn_id: str, port: int | None = None) -> str:
+def parse_base_url(
+    host: str | None,
+    conn_id: str,
+    port: int | None = None,
+    *,
+    schema: str | None = None,
+    scheme: str | None = None,
+) -> str:
     """Turn the connection's ``host`` into a base URL (no trailing slash).
 
-    Empty means the public API; a host without a scheme means https. The connection's ``port`` is
-    used only when the host does not already name one.
+    Empty means the public API. A host without a scheme gets ``scheme`` (the connection extra
+    ``scheme``: ``http`` for a local simulator), else https. The connection's ``port`` is used only
+    when the host does not already name one, and its ``schema`` is the path prefix when the host has
+    no path: that is how Airflow stores a URI-form connection such as
+    ``chamelaion://:KEY@api.chamelaion.com/api`` (host ``api.chamelaion.com``, schema ``api``).
     """
     raw = (host or "").strip()
     if not raw:
         return DEFAULT_BASE_URL
+    default_scheme = (scheme or "https").strip().lower()
+    if default_scheme not in ("http", "https"):
+        raise ChamelaionConfigError(
+            f"Chamelaion connection {conn_id!r} has extra scheme={scheme!r}: use http or https"
+        )
     if "://" not in raw:
-        raw = f"https://{raw}"
+        raw = f"{default_scheme}://{raw}"
     parts = urlsplit(raw)
     problem = None
     if parts.scheme not in ("http", "https"):
@@ -61,18 +87,45 @@ def parse_base_url(host: str | None, conn_id: str, port: int | None = None) -> s
     netloc = parts.netloc
     if port and parts.port is None:
         netloc = f"{netloc}:{port}"
-    return f"{parts.scheme}://{netloc}{parts.path.rstrip('/')}"
+    path = parts.path.rstrip("/")
+    if not path and schema and schema.strip("/"):
+        path = "/" + schema.strip("/")
+    return f"{parts.scheme}://{netloc}{path}"
+
+
+def _extras(conn: Any, conn_id: str) -> dict[str, Any]:
+    try:
+        extras = getattr(conn, "extra_dejson", None) or {}
+    except Exception as err:  # a malformed extra JSON
+        raise ChamelaionConfigError(
+            f"Chamelaion connection {conn_id!r} has a malformed extra: {err}"
+        ) from None
+    return dict(extras) if isinstance(extras, dict) else {}
 
 
 def settings_from_connection(conn: Any, conn_id: str) -> ApiSettings:
-    """Validate an Airflow ``Connection`` and return its :class:`ApiSettings`."""
+    """Validate an Airflow ``Connection`` (JSON or URI form) and return its :class:`ApiSettings`."""
     api_key = (conn.password or "").strip()
     if not api_key:
         raise ChamelaionConfigError(
             f"Chamelaion connection {conn_id!r} has no API key: put the key in the connection's "
             "password field (shown as 'API key' in the UI)"
         )
-    return ApiSettings(base_url=parse_base_url(conn.host, conn_id, conn.port), api_key=api_key)
+    extras = _extras(conn, conn_id)
+    # The connection form may store its custom fields with the prefix older Airflow forms used.
+    namespace = extras.get(NAMESPACE_EXTRA) or extras.get(f"extra__chamelaion__{NAMESPACE_EXTRA}") or ""
+    if not isinstance(namespace, str):
+        raise ChamelaionConfigError(
+            f"Chamelaion connection {conn_id!r}: extra {NAMESPACE_EXTRA} must be a string, got {namespace!r}"
+        )
+    base_url = parse_base_url(
+        conn.host,
+        conn_id,
+        conn.port,
+        schema=getattr(conn, "schema", None),
+        scheme=extras.get(SCHEME_EXTRA),
+    )
+    return ApiSettings(base_url=base_url, api_key=api_key, reference_namespace=namespace.strip())
 
 
 def missing_connection_error(conn_id: str) -> ChamelaionConfigError:

@@ -117,7 +117,12 @@ def resolve_wait_event(
 
 
 def poll_once(
-    hook: ChamelaionHook, request_id: str, log: Any, reporter: WaitReporter | None = None
+    hook: ChamelaionHook,
+    request_id: str,
+    log: Any,
+    reporter: WaitReporter | None = None,
+    *,
+    report_status: bool = True,
 ) -> dict[str, str | None] | None:
     """One synchronous look at a request: its dict once completed, ``None`` while it is not finished.
 
@@ -127,6 +132,9 @@ def poll_once(
 
     :param reporter: what a polling loop logs statuses through (one line per change, and a "still
         waiting" line at most every 10 minutes); without it, the status is logged on every call.
+    :param report_status: ``False`` logs nothing for a request still running: the look before
+        deferring passes it, as the trigger that takes over reports the status, once.
+
     :raises LipsyncJobFailedError: the job failed.
     :raises ChamelaionAPIError: a permanent error (bad key, unknown id).
     """
@@ -141,7 +149,7 @@ def poll_once(
     if event is None:
         if reporter is not None:  # a loop that polls again: status changes and "still waiting" lines
             reporter.report(request.status)
-        else:
+        elif report_status:
             log.info("Chamelaion lip-sync request %s is %s", request_id, request.status)
         return None
     return resolve_wait_event(event)

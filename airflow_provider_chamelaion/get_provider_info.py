@@ -63,6 +63,15 @@ def get_provider_info() -> dict[str, Any]:
                     "relabeling": {"host": "Base URL", "password": "API key"},
                     "placeholders": {"host": DEFAULT_BASE_URL, "password": "your Chamelaion API key"},
                 },
+                "conn-fields": {
+                    "reference_namespace": {
+                        "label": "Reference namespace",
+                        "description": "Name of this Airflow deployment (e.g. staging). It goes into every "
+                        "reference_id the operator derives, so deployments sharing one API key never "
+                        "reuse each other's jobs.",
+                        "schema": {"type": ["string", "null"]},
+                    },
+                },
             }
         ],
     }

@@ -9,8 +9,10 @@ makes a DAG wait rather than fail.
 from __future__ import annotations
 
 import enum
-from collections.abc import Mapping
+import re
+from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
 from typing import Any
 
 
@@ -40,6 +42,46 @@ def outcome_of(status: str | None) -> Outcome:
     if normalized in FAILURE_STATUSES:
         return Outcome.FAILED
     return Outcome.RUNNING
+
+
+_FRACTION = re.compile(r"(\.\d+)")
+
+
+def parse_api_time(value: str | None) -> datetime | None:
+    """An API timestamp as a timezone-aware ``datetime``; ``None`` when missing or unparseable.
+
+    Accepts ISO 8601 with ``Z`` or an offset and any number of fractional digits; a time without a
+    zone is taken as UTC (the reference's examples are all UTC).
+    """
+    if not value:
+        return None
+    text = value.strip().replace("z", "Z")
+    if text.endswith("Z"):
+        text = text[:-1] + "+00:00"
+    # Python 3.10's fromisoformat takes only 3 or 6 fractional digits: normalise to 6.
+    text = _FRACTION.sub(lambda m: "." + (m.group(1)[1:] + "000000")[:6], text, count=1)
+    try:
+        parsed = datetime.fromisoformat(text)
+    except ValueError:
+        return None
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=timezone.utc)
+
+
+_OLDEST = datetime.min.replace(tzinfo=timezone.utc)
+
+
+def newest_first(requests: Iterable[LipsyncRequest]) -> list[LipsyncRequest]:
+    """``requests`` ordered by creation time, newest first, comparing parsed times (never text).
+
+    A request whose ``created_at`` is missing or unparseable counts as the oldest. Ties (and the
+    unparseable ones among themselves) keep the order given, which is the API's own listing order:
+    the sort is stable.
+    """
+
+    def created(request: LipsyncRequest) -> datetime:
+        return parse_api_time(request.created_at) or _OLDEST
+
+    return sorted(requests, key=created, reverse=True)
 
 
 def _optional_str(value: Any) -> str | None:

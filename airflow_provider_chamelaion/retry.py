@@ -10,6 +10,11 @@ retried and how long to wait" is decided here and only here:
 * non-idempotent calls (POSTs, which create a paid job) are retried only when the server certainly did
   not act on them: a 429, or a connection that was never established. A POST that may have reached the
   server is never sent again by the hook;
+* a POST that *may* have reached the server (the connection dropped after sending, a 5xx, a 2xx
+  whose body is unreadable) is sent again only when the caller gave a ``reconcile`` callback: after
+  the backoff wait the policy calls it to look for the job the lost POST may have created, returns
+  that job if it finds one, and sends the POST again only if it did not (and attempts remain). The
+  look happens after the last attempt too: that POST may have created, and billed, the job;
 * the wait is the server's ``Retry-After`` when it gave one (seconds or HTTP-date, capped), otherwise
   exponential backoff with jitter.
 """
@@ -26,6 +31,7 @@ from typing import TypeVar
 
 from airflow_provider_chamelaion.exceptions import (
     ChamelaionRateLimitError,
+    ChamelaionResponseError,
     ChamelaionServerError,
     ChamelaionTransportError,
 )
@@ -77,6 +83,18 @@ class RetryPolicy:
             return idempotent and error.status_code in RETRYABLE_SERVER_STATUSES
         return False
 
+    @staticmethod
+    def may_have_acted(error: BaseException) -> bool:
+        """Whether the server may have acted on a call that failed with ``error`` (its answer was lost).
+
+        A dropped connection after sending, a 5xx and a 2xx whose body is unreadable all leave that open;
+        a 429 or a connection never established do not (:meth:`is_retryable` retries those), nor does
+        a 4xx that refused the call.
+        """
+        if isinstance(error, ChamelaionTransportError):
+            return error.sent
+        return isinstance(error, (ChamelaionServerError, ChamelaionResponseError))
+
     def wait_before_retry(self, error: BaseException | None, retry_number: int) -> float:
         """Seconds to wait before retry number ``retry_number`` (1 for the first retry)."""
         retry_after = getattr(error, "retry_after", None)
@@ -102,8 +120,35 @@ class RetryPolicy:
         )
         return delay
 
-    def call(self, attempt: Callable[[], T], *, idempotent: bool, what: str = "Chamelaion API call") -> T:
-        """Run ``attempt`` until it succeeds, fails for good, or the attempts are used up (sync path)."""
+    def _reconcile_delay(self, error: BaseException, attempt: int, *, what: str) -> float:
+        """Seconds to wait before looking for what a call whose answer was lost did."""
+        delay = self.wait_before_retry(error, attempt)
+        log.warning(
+            "%s may or may not have reached Chamelaion (attempt %d of %d): %s; looking for its result "
+            "in %.1f s before sending it again",
+            what,
+            attempt,
+            self.max_attempts,
+            error,
+            delay,
+        )
+        return delay
+
+    def call(
+        self,
+        attempt: Callable[[], T],
+        *,
+        idempotent: bool,
+        what: str = "Chamelaion API call",
+        reconcile: Callable[[BaseException], T | None] | None = None,
+    ) -> T:
+        """Run ``attempt`` until it succeeds, fails for good, or the attempts are used up (sync path).
+
+        :param reconcile: for a non-idempotent call, called (after the backoff wait) when an attempt
+            failed in a way that may have acted on the server; it returns what that attempt produced
+            (e.g. the job it created) or ``None`` when it produced nothing, and only then is the call
+            sent again. Without it such a call is never sent again.
+        """
         number = 1
         while True:
             try:
@@ -111,12 +156,26 @@ class RetryPolicy:
             except Exception as error:
                 delay = self._retry_delay(error, number, idempotent=idempotent, what=what)
                 if delay is None:
-                    raise
-            self.sleep(delay)
+                    if reconcile is None or idempotent or not self.may_have_acted(error):
+                        raise
+                    self.sleep(self._reconcile_delay(error, number, what=what))
+                    found = reconcile(error)
+                    if found is not None:
+                        return found
+                    if number >= self.max_attempts:
+                        raise
+                    log.warning("%s left nothing on the server; sending it again", what)
+            if delay is not None:
+                self.sleep(delay)
             number += 1
 
     async def acall(
-        self, attempt: Callable[[], Awaitable[T]], *, idempotent: bool, what: str = "Chamelaion API call"
+        self,
+        attempt: Callable[[], Awaitable[T]],
+        *,
+        idempotent: bool,
+        what: str = "Chamelaion API call",
+        reconcile: Callable[[BaseException], Awaitable[T | None]] | None = None,
     ) -> T:
         """:meth:`call` for the async path: the same decisions, waits with ``asyncio.sleep``."""
         number = 1
@@ -126,8 +185,17 @@ class RetryPolicy:
             except Exception as error:
                 delay = self._retry_delay(error, number, idempotent=idempotent, what=what)
                 if delay is None:
-                    raise
-            await self.async_sleep(delay)
+                    if reconcile is None or idempotent or not self.may_have_acted(error):
+                        raise
+                    await self.async_sleep(self._reconcile_delay(error, number, what=what))
+                    found = await reconcile(error)
+                    if found is not None:
+                        return found
+                    if number >= self.max_attempts:
+                        raise
+                    log.warning("%s left nothing on the server; sending it again", what)
+            if delay is not None:
+                await self.async_sleep(delay)
             number += 1
 
 

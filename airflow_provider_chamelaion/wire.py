@@ -78,7 +78,9 @@ def validate_http_url(value: object, field: str) -> str:
 def validate_reference_id(value: object, field: str = "reference_id") -> str:
     """Return ``value`` if it can be used as a ``reference_id``, else raise naming ``field``.
 
-    A ``/`` is refused because the API looks requests up by ``reference_id`` in a URL path segment.
+    A ``/``, a control character, ``.`` or ``..`` is refused because the API looks requests up by
+    ``reference_id`` in a URL path segment, and HTTP clients and servers rewrite ``.`` and ``..``
+    segments (a redirect, the list page or a 404), so such a look-up would never find the job.
     """
     if not isinstance(value, str) or not value.strip():
         raise ChamelaionConfigError(f"{field} must be a non-empty string, got {value!r}")
@@ -87,6 +89,18 @@ def validate_reference_id(value: object, field: str = "reference_id") -> str:
             f"{field} {value!r} contains '/' or a control character; the API looks requests up by "
             "reference_id in a URL path, so use letters, digits and -_.: only"
         )
+    if value in (".", ".."):
+        raise ChamelaionConfigError(
+            f"{field} {value!r} cannot be used: the API looks requests up by reference_id in a URL path, "
+            "where '.' and '..' mean 'this' and 'the parent' path; use letters, digits and -_.: only"
+        )
+    return value
+
+
+def validate_optional_bool(value: object, field: str) -> bool | None:
+    """Return ``value`` if it is ``True``, ``False`` or ``None``, else raise naming ``field``."""
+    if value is not None and not isinstance(value, bool):
+        raise ChamelaionConfigError(f"{field} must be True, False or None, got {value!r}")
     return value
 
 
@@ -104,13 +118,9 @@ def generate_body(
             {"type": "audio", "url": validate_http_url(audio_url, "audio_url")},
         ]
     }
-    if disable_active_speaker_detection is not None:
-        if not isinstance(disable_active_speaker_detection, bool):
-            raise ChamelaionConfigError(
-                "disable_active_speaker_detection must be True, False or None, got "
-                f"{disable_active_speaker_detection!r}"
-            )
-        body["disable_active_speaker_detection"] = disable_active_speaker_detection
+    detection = validate_optional_bool(disable_active_speaker_detection, "disable_active_speaker_detection")
+    if detection is not None:
+        body["disable_active_speaker_detection"] = detection
     if reference_id is not None:
         body["reference_id"] = validate_reference_id(reference_id)
     return body

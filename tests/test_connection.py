@@ -230,3 +230,85 @@ class TestApiSettings:
         assert settings.origin != origin_of("http://api.chamelaion.test/api")
         assert settings.origin != origin_of("https://api.chamelaion.test:8443/api")
         assert settings.origin != origin_of("https://storage.chamelaion.test/api")
+
+
+class TestUriConnection:
+    """URI form, as secrets backends and environment variables often hold it."""
+
+    @pytest.mark.parametrize(
+        ("uri", "expected"),
+        [
+            ("chamelaion://:KEY-0123456789@api.chamelaion.com/api", "https://api.chamelaion.com/api"),
+            ("chamelaion://:KEY-0123456789@api.chamelaion.com", "https://api.chamelaion.com"),
+            (
+                "chamelaion://:KEY-0123456789@eu.chamelaion.test:8443/api",
+                "https://eu.chamelaion.test:8443/api",
+            ),
+            # a local simulator over plain http: the scheme as an extra ...
+            ("chamelaion://:KEY-0123456789@127.0.0.1:8089/api?scheme=http", "http://127.0.0.1:8089/api"),
+            # ... or a host that already is a full URL, percent-encoded
+            ("chamelaion://:KEY-0123456789@http%3A%2F%2F127.0.0.1%3A8089%2Fapi", "http://127.0.0.1:8089/api"),
+        ],
+        ids=["public", "no-path", "port", "scheme-extra", "encoded-url-host"],
+    )
+    def test_uri_form_keeps_the_base_path(
+        self, monkeypatch: pytest.MonkeyPatch, uri: str, expected: str
+    ) -> None:
+        monkeypatch.setenv("AIRFLOW_CONN_CHAMELAION_URI", uri)
+        settings = ChamelaionHook("chamelaion_uri").get_settings()
+        assert settings.base_url == expected
+        assert settings.api_key == "KEY-0123456789"
+
+    def test_uri_form_reaches_the_api(self, monkeypatch: pytest.MonkeyPatch, simulator: Any) -> None:
+        uri = f"chamelaion://:{API_KEY}@127.0.0.1:{simulator.port}/api?scheme=http"
+        monkeypatch.setenv("AIRFLOW_CONN_CHAMELAION_DEFAULT", uri)
+        ok, message = ChamelaionHook().test_connection()
+        assert ok, message
+        assert simulator.state.calls_to("GET", "^/api/v1/lipsync/requests$")
+
+    def test_bad_scheme_extra_names_the_connection(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        monkeypatch.setenv(
+            "AIRFLOW_CONN_CHAMELAION_URI", "chamelaion://:KEY-0123456789@x.test/api?scheme=ftp"
+        )
+        with pytest.raises(ChamelaionConfigError, match=r"'chamelaion_uri'.*scheme='ftp'"):
+            ChamelaionHook("chamelaion_uri").get_settings()
+
+    def test_json_form_path_wins_over_schema(self) -> None:
+        assert parse_base_url("https://x.test/api", "c", schema="other") == "https://x.test/api"
+        assert parse_base_url("x.test", "c", schema="api") == "https://x.test/api"
+
+
+class TestReferenceNamespace:
+    def test_absent_means_none(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        assert _settings(monkeypatch, host="https://x.test/api", password=API_KEY).reference_namespace == ""
+
+    def test_json_extra(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        settings = _settings(
+            monkeypatch,
+            host="https://x.test/api",
+            password=API_KEY,
+            extra={"reference_namespace": " staging "},
+        )
+        assert settings.reference_namespace == "staging"
+
+    def test_uri_extra(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        monkeypatch.setenv(
+            "AIRFLOW_CONN_CHAMELAION_URI", "chamelaion://:KEY-0123456789@x.test/api?reference_namespace=prod"
+        )
+        assert ChamelaionHook("chamelaion_uri").get_settings().reference_namespace == "prod"
+
+    def test_form_prefixed_extra(self) -> None:
+        conn = SimpleNamespace(
+            host="x.test",
+            password=API_KEY,
+            port=None,
+            extra_dejson={"extra__chamelaion__reference_namespace": "qa"},
+        )
+        assert settings_from_connection(conn, "c").reference_namespace == "qa"
+
+    def test_not_a_string_is_refused(self) -> None:
+        conn = SimpleNamespace(
+            host="x.test", password=API_KEY, port=None, extra_dejson={"reference_namespace": 7}
+        )
+        with pytest.raises(ChamelaionConfigError, match="reference_namespace must be a string"):
+            settings_from_connection(conn, "c")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from datetime import datetime, timezone
 from typing import Any
 
 import pytest
@@ -13,7 +14,9 @@ from airflow_provider_chamelaion.models import (
     LipsyncRequest,
     Outcome,
     RequestPage,
+    newest_first,
     outcome_of,
+    parse_api_time,
 )
 
 #: The "Get lip sync request" example of the vendor reference.
@@ -230,3 +233,37 @@ class TestRequestPage:
     def test_rejects_item_without_id(self) -> None:
         with pytest.raises(ValueError, match="missing id"):
             RequestPage.from_api({"data": [{"status": "queued"}], "pagination": {"total": 1}})
+
+
+# -- ordering by time ---------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        ("2026-11-25T11:00:00Z", datetime(2026, 11, 25, 11, 0, tzinfo=timezone.utc)),
+        ("2026-11-25T11:00:00.250Z", datetime(2026, 11, 25, 11, 0, 0, 250000, tzinfo=timezone.utc)),
+        ("2026-11-25T12:30:00+02:00", datetime(2026, 11, 25, 10, 30, tzinfo=timezone.utc)),
+        ("2026-11-25T11:00:00.1234567Z", datetime(2026, 11, 25, 11, 0, 0, 123456, tzinfo=timezone.utc)),
+        ("2026-11-25T11:00:00", datetime(2026, 11, 25, 11, 0, tzinfo=timezone.utc)),
+        ("yesterday", None),
+        ("", None),
+        (None, None),
+    ],
+    ids=["z", "millis", "offset", "seven-digits", "naive-is-utc", "garbage", "empty", "missing"],
+)
+def test_parse_api_time(value: str | None, expected: datetime | None) -> None:
+    assert parse_api_time(value) == expected
+
+
+def test_newest_first_compares_times_not_text() -> None:
+    requests = [
+        LipsyncRequest(id="a", status="queued", created_at="2026-11-25T11:00:00Z"),
+        LipsyncRequest(id="b", status="queued", created_at="2026-11-25T11:00:00.250Z"),
+        LipsyncRequest(id="c", status="queued", created_at="2026-11-25T12:30:00+02:00"),  # 10:30 UTC
+        LipsyncRequest(id="d", status="queued", created_at=None),
+        LipsyncRequest(id="e", status="queued", created_at="not a time"),
+        LipsyncRequest(id="f", status="queued", created_at="2026-11-25T11:00:00+00:00"),  # same as a
+    ]
+    # Newest first; a and f tie and keep their order; unreadable times last, in their order.
+    assert [r.id for r in newest_first(requests)] == ["b", "a", "f", "c", "d", "e"]

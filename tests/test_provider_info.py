@@ -215,7 +215,9 @@ ui = [m._asdict() for m in manager.iter_connection_type_hook_ui_metadata() if m.
 hook_imported_for_ui = "{HOOK_MODULE}" in sys.modules
 hook = manager.hooks["chamelaion"]
 behaviours = manager.field_behaviours
+widgets = {{name: w.field for name, w in manager.connection_form_widgets.items() if "chamelaion" in name}}
 print(json.dumps({{
+    "widgets": widgets,
     "version": provider.version,
     "ui": ui,
     "hook_imported_for_ui": hook_imported_for_ui,
@@ -241,6 +243,10 @@ print(json.dumps({{
     assert hook["hook_name"] == "Chamelaion"
     assert report["field_behaviour"] == ui["field_behaviour"]
     assert set(report["field_behaviour"]["hidden_fields"]) == {"schema", "login", "port", "extra"}
+    # The deployment's namespace for derived reference ids is a field of its own in the form.
+    namespace = report["widgets"]["extra__chamelaion__reference_namespace"]
+    assert namespace["schema"]["title"] == "Reference namespace"
+    assert "staging" in namespace["description"]
 
 
 def test_airflow_providers_get_shows_the_provider(tmp_path: Path) -> None:

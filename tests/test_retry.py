@@ -314,3 +314,109 @@ class TestRetrying:
             await _arun(policy, func, idempotent=True)
         assert func.calls == 2
         assert len(sleeps) == 1
+
+
+class _Reconcile:
+    """A ``reconcile`` callback answering from ``found`` in turn (``None``: the lost call left nothing)."""
+
+    def __init__(self, *found: str | None) -> None:
+        self.found = list(found)
+        self.errors: list[BaseException] = []
+
+    def __call__(self, error: BaseException) -> str | None:
+        self.errors.append(error)
+        return self.found.pop(0)
+
+    async def async_call(self, error: BaseException) -> str | None:
+        return self(error)
+
+
+def _post_error(kind: str) -> BaseException:
+    if kind == "dropped-after-sending":
+        return _transport(sent=True)
+    if kind == "unreadable-answer":
+        return ChamelaionResponseError("not JSON", status_code=200, method="POST", path="/p")
+    return _server(int(kind))
+
+
+class TestReconcilingAPost:
+    """One place decides when a POST is sent again: the policy, asking ``reconcile`` first."""
+
+    @pytest.mark.parametrize("kind", ["dropped-after-sending", "unreadable-answer", "500", "503"])
+    def test_a_lost_answer_is_looked_for_and_the_found_job_returned(self, sleeps: Any, kind: str) -> None:
+        func = _Flaky(_post_error(kind))
+        reconcile = _Reconcile("job-1")
+        policy = RetryPolicy(sleep=sleeps, jitter=0.0, initial_backoff=0.5)
+        assert policy.call(func, idempotent=False, reconcile=reconcile) == "job-1"
+        assert func.calls == 1  # never sent again
+        assert len(reconcile.errors) == 1
+        assert sleeps == [0.5]  # the backoff wait comes before the look
+
+    def test_nothing_found_sends_again(self, sleeps: Any) -> None:
+        func = _Flaky(_server(503), _transport(sent=True))
+        reconcile = _Reconcile(None, None)
+        assert RetryPolicy(sleep=sleeps).call(func, idempotent=False, reconcile=reconcile) == "ok"
+        assert func.calls == 3
+        assert len(reconcile.errors) == 2
+
+    @pytest.mark.parametrize("max_attempts", [1, 3])
+    def test_the_last_attempt_is_looked_for_too(self, sleeps: Any, max_attempts: int) -> None:
+        func = _Flaky(*[_server(502)] * max_attempts)
+        found = RetryPolicy(sleep=sleeps, max_attempts=max_attempts).call(
+            func, idempotent=False, reconcile=_Reconcile(*[None] * (max_attempts - 1), "job-9")
+        )
+        assert found == "job-9"
+        assert func.calls == max_attempts
+
+    def test_nothing_found_after_the_last_attempt_raises_its_error(self, sleeps: Any) -> None:
+        last = _server(504)
+        func = _Flaky(_server(502), last)
+        with pytest.raises(ChamelaionServerError) as info:
+            RetryPolicy(sleep=sleeps, max_attempts=2).call(
+                func, idempotent=False, reconcile=_Reconcile(None, None)
+            )
+        assert info.value is last
+
+    def test_a_failing_look_up_raises_and_nothing_is_sent_again(self, sleeps: Any) -> None:
+        def broken(error: BaseException) -> str | None:
+            raise error_for_status(401, "revoked", method="GET", path="/requests")
+
+        func = _Flaky(_transport(sent=True))
+        with pytest.raises(ChamelaionAuthError):
+            RetryPolicy(sleep=sleeps).call(func, idempotent=False, reconcile=broken)
+        assert func.calls == 1
+
+    @pytest.mark.parametrize(
+        "error",
+        [
+            _rate_limited(0.0),
+            _transport(sent=False),
+            error_for_status(422, "bad body", method="POST", path="/p"),
+        ],
+        ids=["429", "never-sent", "422"],
+    )
+    def test_not_looked_for_when_the_server_certainly_did_nothing(self, sleeps: Any, error: Any) -> None:
+        reconcile = _Reconcile()
+        func = _Flaky(error)
+        try:
+            RetryPolicy(sleep=sleeps).call(func, idempotent=False, reconcile=reconcile)
+        except ChamelaionValidationError:
+            assert func.calls == 1  # refused: not sent again either
+        assert reconcile.errors == []
+
+    def test_never_used_for_idempotent_calls(self, sleeps: Any) -> None:
+        reconcile = _Reconcile()
+        assert RetryPolicy(sleep=sleeps).call(_Flaky(_server()), idempotent=True, reconcile=reconcile) == "ok"
+        assert reconcile.errors == []
+
+    async def test_async_makes_the_same_decisions(self, sleeps: Any) -> None:
+        policy = RetryPolicy(sleep=sleeps, async_sleep=sleeps.async_sleep, jitter=0.0, initial_backoff=1.0)
+        func = _Flaky(_server(503), _transport(sent=True))
+        reconcile = _Reconcile(None, "job-2")
+
+        async def attempt() -> str:
+            return func()
+
+        assert await policy.acall(attempt, idempotent=False, reconcile=reconcile.async_call) == "job-2"
+        assert func.calls == 2
+        assert sleeps == [1.0, 2.0]

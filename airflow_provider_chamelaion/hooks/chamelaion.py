@@ -14,9 +14,9 @@ import asyncio
 import dataclasses
 import functools
 import re
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 
 import aiohttp
 import requests
@@ -43,7 +43,7 @@ from airflow_provider_chamelaion.media import (
     open_source,
     resolve_destination,
 )
-from airflow_provider_chamelaion.models import LipsyncRequest, RequestPage
+from airflow_provider_chamelaion.models import LipsyncRequest, RequestPage, newest_first
 from airflow_provider_chamelaion.multipart import FilePart, MultipartBody
 from airflow_provider_chamelaion.progress import TransferProgress
 from airflow_provider_chamelaion.retry import RetryPolicy
@@ -133,7 +133,10 @@ class ChamelaionHook(BaseHook):
     """Talks to the Chamelaion lip-sync API.
 
     The connection holds the API key in ``password`` and the base URL in ``host`` (a full URL such as
-    ``https://api.chamelaion.com/api``; empty means that one, no scheme means https).
+    ``https://api.chamelaion.com/api``; empty means that one, no scheme means https, or the extra
+    ``scheme``). A URI-form connection (``chamelaion://:KEY@api.chamelaion.com/api``, which Airflow
+    stores as host and schema) gives the same base URL. The extra ``reference_namespace`` goes into
+    every derived ``reference_id`` (see :mod:`airflow_provider_chamelaion.job_identity`).
 
     Every GET is retried on connection errors, timeouts, 429 (honouring ``Retry-After``) and
     500/502/503/504 with exponential backoff and jitter; POSTs are retried only when the server
@@ -272,10 +275,15 @@ class ChamelaionHook(BaseHook):
         *,
         reference_id: str | None = None,
         disable_active_speaker_detection: bool | None = None,
+        reconcile: Callable[[BaseException], str | None] | None = None,
     ) -> str:
         """Start a lip-sync job from two http(s) URLs (``POST /v1/lipsync/generate``).
 
-        :return: the new request's id.
+        :param reconcile: called when the POST may have created a job but its answer was lost
+            (see :meth:`RetryPolicy.call <airflow_provider_chamelaion.retry.RetryPolicy.call>`): return
+            that job's id if it finds it, or ``None`` to have the POST sent again. Without it, such a
+            POST is never sent again and its error is raised.
+        :return: the new request's id (or the one ``reconcile`` found).
         """
         body = generate_body(
             video_url,
@@ -283,10 +291,18 @@ class ChamelaionHook(BaseHook):
             reference_id=reference_id,
             disable_active_speaker_detection=disable_active_speaker_detection,
         )
-        payload = self._call("POST", GENERATE_PATH, idempotent=False, json=body)
-        request_id = read_request_id(payload, method="POST", path=GENERATE_PATH)
-        self.log.info("Submitted Chamelaion lip-sync request %s (reference_id=%s)", request_id, reference_id)
-        return request_id
+
+        def post() -> str:
+            payload = self._send("POST", GENERATE_PATH, json=body)
+            request_id = read_request_id(payload, method="POST", path=GENERATE_PATH)
+            self.log.info(
+                "Submitted Chamelaion lip-sync request %s (reference_id %s)", request_id, reference_id
+            )
+            return request_id
+
+        return self.retry_policy.call(
+            post, idempotent=False, what=f"POST {GENERATE_PATH}", reconcile=reconcile
+        )
 
     def generate_with_media(self, video: MediaSource, audio: MediaSource) -> str:
         """Start a lip-sync job by uploading two files (``POST /v1/lipsync/generate-with-media``).
@@ -365,9 +381,13 @@ class ChamelaionHook(BaseHook):
                 return
 
     def find_requests(self, reference_id: str) -> list[LipsyncRequest]:
-        """Every request with exactly this ``reference_id``, newest first."""
+        """Every request with exactly this ``reference_id``, newest first.
+
+        "Newest" compares the parsed ``created_at`` times (offsets honoured); a request without a
+        readable time counts as the oldest, and ties keep the API's listing order.
+        """
         matches = [r for r in self.iter_requests(reference_id=reference_id) if r.reference_id == reference_id]
-        return sorted(matches, key=lambda r: r.created_at or "", reverse=True)
+        return newest_first(matches)
 
     def test_connection(self) -> tuple[bool, str]:
         """Airflow's "Test" button: one cheap authenticated call (a one-item list)."""
@@ -416,6 +436,7 @@ class ChamelaionHook(BaseHook):
                     idempotent=True,
                     what=f"download of {lipsync.id}",
                 )
+                _check_written(target, lipsync.id)
                 return target
             except (ChamelaionAuthError, ChamelaionNotFoundError) as err:
                 if refreshed:
@@ -521,5 +542,27 @@ class ChamelaionHook(BaseHook):
 
 
 def _output_filename(request: LipsyncRequest) -> str:
-    name = urlsplit(request.output_url or "").path.rsplit("/", 1)[-1]
-    return name or f"{request.id}.mp4"
+    """A safe file name for the output: the URL's last path segment, percent-decoded.
+
+    Falls back to ``<request id>.mp4`` when that segment is empty, ``.``/``..``, or holds a path
+    separator or control character once decoded, so a strange URL can never write outside (or
+    "into") the destination directory.
+    """
+    segment = urlsplit(request.output_url or "").path.rsplit("/", 1)[-1]
+    for name in (unquote(segment).strip(), f"{request.id}.mp4"):
+        if name not in ("", ".", "..", ".mp4") and not any(char in "/\\" or ord(char) < 32 for char in name):
+            return name
+    return "output.mp4"
+
+
+def _check_written(target: Path | ObjectStoragePath, request_id: str) -> None:
+    """Fail loudly unless the output is now a file at ``target``, where the caller will say it is."""
+    try:
+        written = target.is_file()
+    except Exception as err:
+        raise ChamelaionError(f"could not check the download of {request_id} at {target}: {err}") from None
+    if not written:
+        raise ChamelaionError(
+            f"the download of Chamelaion lip-sync request {request_id} reported success but {target} "
+            "is not a file; nothing was written there"
+        )

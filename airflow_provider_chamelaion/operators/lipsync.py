@@ -4,24 +4,31 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
-from datetime import datetime, timedelta, timezone
+from datetime import timedelta
 from functools import cached_property
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from airflow_provider_chamelaion.events import LipsyncWaitTimeout, poll_once, resolve_wait_event
-from airflow_provider_chamelaion.exceptions import (
-    ChamelaionConfigError,
-    ChamelaionNotFoundError,
-    ChamelaionResponseError,
-    ChamelaionServerError,
-    ChamelaionTransportError,
+from airflow_provider_chamelaion.exceptions import ChamelaionConfigError, ChamelaionNotFoundError
+from airflow_provider_chamelaion.job_identity import (
+    Submission,
+    SubmissionStore,
+    derived_reference_id,
+    digest,
+    source_identity,
+    url_identity,
 )
 from airflow_provider_chamelaion.links import LipsyncOutputLink
 from airflow_provider_chamelaion.media import check_destination, check_filesystem, inspect_source
 from airflow_provider_chamelaion.models import LipsyncRequest, Outcome
 from airflow_provider_chamelaion.progress import WaitReporter
 from airflow_provider_chamelaion.version_compat import BaseOperator, conf
-from airflow_provider_chamelaion.wire import url_for_log, validate_http_url, validate_reference_id
+from airflow_provider_chamelaion.wire import (
+    url_for_log,
+    validate_http_url,
+    validate_optional_bool,
+    validate_reference_id,
+)
 
 if TYPE_CHECKING:
     from airflow.providers.openlineage.extractors import OperatorLineage
@@ -32,64 +39,17 @@ if TYPE_CHECKING:
 
 XCOM_RETURN_KEY = "return_value"
 XCOM_REQUEST_KEY = "request"
-STATE_KEY = "chamelaion_submission"
-#: Errors after which a POST may or may not have created a job: look before submitting again.
-AMBIGUOUS_SUBMIT_ERRORS = (ChamelaionTransportError, ChamelaionServerError, ChamelaionResponseError)
-#: How far before our own submission a job may appear to have been created (clock skew with the API).
-CLOCK_SKEW = timedelta(minutes=5)
-
-
-def derived_reference_id(context: Context) -> str:
-    """A ``reference_id`` unique to the task instance (not to the try): what makes retries idempotent."""
-    ti = context["ti"]
-    map_index = getattr(ti, "map_index", -1)
-    parts = [ti.dag_id, ti.task_id, ti.run_id] + (
-        [str(map_index)] if map_index is not None and map_index >= 0 else []
-    )
-    return "airflow-" + "-".join(part.replace("/", "_") for part in parts)
 
 
 def _seconds(value: float | timedelta) -> float:
     return value.total_seconds() if isinstance(value, timedelta) else float(value)
 
 
-def _parse_time(value: str | None) -> datetime | None:
-    if not value:
-        return None
-    try:
-        parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except ValueError:
-        return None
-    return parsed if parsed.tzinfo else parsed.replace(tzinfo=timezone.utc)
+class _Job(NamedTuple):
+    """This task instance's job, and whether it existed before this try (reused) or was just submitted."""
 
-
-class _SubmissionRecord:
-    """This task instance's submission, kept in Airflow's task state store across tries.
-
-    Best effort: where the store is unavailable the operator still dedups by ``reference_id``.
-    """
-
-    def __init__(self, context: Context, log: Any) -> None:
-        self._store = context.get("task_state_store")
-        self._log = log
-
-    def load(self) -> dict[str, Any]:
-        if self._store is None:
-            return {}
-        try:
-            value = self._store.get(STATE_KEY)
-        except Exception as err:
-            self._log.warning("Could not read the task state store: %s", err)
-            return {}
-        return dict(value) if isinstance(value, dict) else {}
-
-    def save(self, value: dict[str, Any]) -> None:
-        if self._store is None:
-            return
-        try:
-            self._store.set(STATE_KEY, value)
-        except Exception as err:
-            self._log.warning("Could not write the task state store: %s", err)
+    request_id: str
+    reused: bool
 
 
 class LipsyncGenerateOperator(BaseOperator):
@@ -106,12 +66,15 @@ class LipsyncGenerateOperator(BaseOperator):
     key ``request``.
 
     **Never paying twice.** In URL mode every job carries a ``reference_id``: yours, or one derived from
-    the task instance (``airflow-<dag>-<task>-<run>[-<map index>]``). Before submitting, the operator
-    reuses a job that is not ``failed`` when the ``reference_id`` is derived or
-    ``reuse_existing_request=True``, or, with your own ``reference_id``, a job this task instance
-    submitted in an earlier try (recorded in Airflow's task state store). When a POST may have reached
-    the server but its answer was lost, the operator looks the job up before submitting again. Upload
-    mode has no ``reference_id`` in the API: a retry reuses the job whose id an earlier try recorded,
+    the task instance and its inputs (``airflow-<dag_id>.<task_id>-<digest>``, see
+    :func:`~airflow_provider_chamelaion.job_identity.derived_reference_id`). Before submitting, the
+    operator reuses a job that is not ``failed`` when the ``reference_id`` is derived or
+    ``reuse_existing_request=True``; with your own ``reference_id`` it reuses only a job this task
+    instance submitted in an earlier try with the same ``reference_id`` and inputs (recorded in
+    Airflow's task state store). When a POST may have reached the server but its answer was lost, the
+    operator looks the job up before submitting again, recognising it by the ids that already had the
+    ``reference_id`` before the first POST, never by comparing clocks. Upload mode has no
+    ``reference_id`` in the API: a retry reuses the job an earlier try recorded for the same files,
     but a POST lost in flight cannot be checked and may be submitted again.
 
     :param video_url: http(s) URL of the video (templated).
@@ -119,12 +82,15 @@ class LipsyncGenerateOperator(BaseOperator):
     :param video_file: local or object-storage path of the video to upload (templated).
     :param audio_file: local or object-storage path of the audio to upload (templated).
     :param reference_id: your identifier for the job, e.g. ``ep42-ja-{{ ds }}`` (templated; URL mode
-        only: the upload endpoint does not take it).
-    :param disable_active_speaker_detection: use max-face preprocessing (URL mode only).
+        only: the upload endpoint does not take it). Without it, one is derived from the task instance,
+        the inputs and the connection's ``reference_namespace``.
+    :param disable_active_speaker_detection: use max-face preprocessing (URL mode only; part of the
+        inputs' identity).
     :param reuse_existing_request: reuse any job with this ``reference_id`` that has not failed (the
         newest, with a warning if there are several) instead of submitting.
     :param wait_for_completion: wait until the job has finished.
-    :param deferrable: wait in the triggerer (default ``[operators] default_deferrable``).
+    :param deferrable: wait in the triggerer (default ``[operators] default_deferrable``). A reused job
+        is looked at once first, so one that has already finished costs no trigger.
     :param poll_interval: seconds between status checks while waiting (default 30).
     :param timeout: how long to wait in all, in seconds or a ``timedelta`` (default 24 hours).
     :param chamelaion_conn_id: the Airflow connection (default ``chamelaion_default``).
@@ -208,10 +174,10 @@ class LipsyncGenerateOperator(BaseOperator):
             raise ChamelaionConfigError(
                 f"{self.task_id}: reuse_existing_request=True needs a reference_id (e.g. 'ep42-ja-{{{{ ds }}}}')"
             )
-        if self.disable_active_speaker_detection not in (None, True, False):
-            raise ChamelaionConfigError(
-                f"{self.task_id}: disable_active_speaker_detection must be True, False or None"
-            )
+        try:
+            validate_optional_bool(self.disable_active_speaker_detection, "disable_active_speaker_detection")
+        except ChamelaionConfigError as err:
+            raise ChamelaionConfigError(f"{self.task_id}: {err}") from None
         if self.poll_interval <= 0 or self.timeout <= 0:
             raise ChamelaionConfigError(f"{self.task_id}: poll_interval and timeout must be positive")
         for name, value in files.items():
@@ -231,33 +197,46 @@ class LipsyncGenerateOperator(BaseOperator):
 
     # -- submission -------------------------------------------------------------------------------
 
-    def _validated_inputs(self, context: Context) -> str | None:
-        """Check the rendered inputs (no HTTP); return the reference_id to use (None in upload mode)."""
+    def _validated_inputs(self, context: Context) -> tuple[str | None, str]:
+        """Check the rendered inputs (no HTTP call); return the ``reference_id`` to use (``None`` in
+        upload mode) and the digest of the inputs' identity."""
         if self.upload_mode:
-            inspect_source(self.video_file, "video_file")  # type: ignore[arg-type]
-            inspect_source(self.audio_file, "audio_file")  # type: ignore[arg-type]
-            return None
+            video = inspect_source(self.video_file, "video_file")  # type: ignore[arg-type]
+            audio = inspect_source(self.audio_file, "audio_file")  # type: ignore[arg-type]
+            files = {
+                "video_file": source_identity(self.video_file, video),  # type: ignore[arg-type]
+                "audio_file": source_identity(self.audio_file, audio),  # type: ignore[arg-type]
+            }
+            return None, digest(files)
         self.video_url = validate_http_url(self.video_url, "video_url")
         self.audio_url = validate_http_url(self.audio_url, "audio_url")
+        inputs = {
+            "video": url_identity(self.video_url),
+            "audio": url_identity(self.audio_url),
+            "disable_active_speaker_detection": self.disable_active_speaker_detection,
+        }
         if self.reference_id is not None:
-            return validate_reference_id(self.reference_id)
-        return derived_reference_id(context)
+            return validate_reference_id(self.reference_id), digest(inputs)
+        ti = context["ti"]
+        reference_id = derived_reference_id(
+            dag_id=ti.dag_id,
+            task_id=ti.task_id,
+            run_id=ti.run_id,
+            map_index=getattr(ti, "map_index", -1),
+            inputs=inputs,
+            namespace=self.hook.get_settings().reference_namespace,
+        )
+        return reference_id, digest(inputs)
 
-    def _existing_request(self, reference_id: str, since: datetime | None) -> str | None:
-        """The newest job with ``reference_id`` that has not failed (created after ``since``, if given)."""
+    def _newest_live(
+        self, reference_id: str, *, excluding: frozenset[str] = frozenset()
+    ) -> LipsyncRequest | None:
+        """The newest job with ``reference_id`` that has not failed and is not in ``excluding``."""
         candidates = [
             request
             for request in self.hook.find_requests(reference_id)
-            if request.outcome is not Outcome.FAILED
+            if request.outcome is not Outcome.FAILED and request.id not in excluding
         ]
-        if since is not None:
-            candidates = [
-                r
-                for r in candidates
-                if (created := _parse_time(r.created_at)) is None or created >= since - CLOCK_SKEW
-            ]
-        if not candidates:
-            return None
         if len(candidates) > 1:
             self.log.warning(
                 "%d requests have reference_id %r and have not failed; reusing the newest, %s",
@@ -265,105 +244,107 @@ class LipsyncGenerateOperator(BaseOperator):
                 reference_id,
                 candidates[0].id,
             )
-        chosen = candidates[0]
-        self.log.info(
-            "Reusing Chamelaion request %s (reference_id %r, status %s)",
-            chosen.id,
-            reference_id,
-            chosen.status,
-        )
-        return chosen.id
+        return candidates[0] if candidates else None
 
-    def _prior_request(self, record: dict[str, Any]) -> str | None:
-        """The job an earlier try of this task instance submitted, if it has not failed."""
-        request_id = record.get("request_id")
-        if not request_id:
-            return None
+    def _still_usable(self, request_id: str) -> bool:
+        """Whether the job an earlier try recorded still exists and has not failed."""
         try:
             request: LipsyncRequest = self.hook.get_request(request_id)
         except ChamelaionNotFoundError:
-            return None
+            self.log.warning(
+                "The earlier try's request %s is unknown to the API; submitting anew", request_id
+            )
+            return False
         if request.outcome is Outcome.FAILED:
             self.log.warning(
                 "The earlier try's request %s failed (%s); submitting a new one",
                 request.id,
                 request.error_message,
             )
-            return None
+            return False
         self.log.info(
             "Reusing request %s submitted by an earlier try (status %s)", request.id, request.status
         )
-        return request.id
+        return True
 
-    def _post(self, reference_id: str | None) -> str:
-        if self.upload_mode:
-            return self.hook.generate_with_media(self.video_file, self.audio_file)  # type: ignore[arg-type]
-        return self.hook.generate(
+    def submit_or_reuse(self, context: Context) -> str:
+        """Validate, then return the id of this task instance's job, submitting one only if needed."""
+        return self._submit_or_reuse(context).request_id
+
+    def _submit_or_reuse(self, context: Context) -> _Job:
+        reference_id, inputs = self._validated_inputs(context)
+        store = SubmissionStore(context, self.log)
+        earlier = store.load(reference_id, inputs)
+        if earlier is not None and earlier.request_id is not None:
+            if self._still_usable(earlier.request_id):
+                return _Job(earlier.request_id, reused=True)
+            earlier = None
+        if reference_id is None:  # upload mode: nothing to look up by
+            request_id = self.hook.generate_with_media(self.video_file, self.audio_file)  # type: ignore[arg-type]
+            store.save(Submission(None, inputs, request_id))
+            return _Job(request_id, reused=False)
+
+        # Which existing jobs count as this task instance's work: with a derived reference_id or
+        # reuse_existing_request, any that has not failed; with the user's own reference_id (which may
+        # be reused across runs on purpose), only one whose id was not known before this task
+        # instance's first POST. Without a record of that POST, none can exist yet.
+        known: frozenset[str] | None = None
+        if self.reuse_existing_request or self.reference_id is None:
+            known = frozenset()
+        elif earlier is not None:
+            known = frozenset(earlier.known_ids)
+        if known is not None and (existing := self._newest_live(reference_id, excluding=known)):
+            self.log.info(
+                "Reusing Chamelaion request %s (reference_id %r, status %s)",
+                existing.id,
+                reference_id,
+                existing.status,
+            )
+            store.save(Submission(reference_id, inputs, existing.id, tuple(sorted(known))))
+            return _Job(existing.id, reused=True)
+        if known is None:
+            known = frozenset(
+                request.id
+                for request in self.hook.find_requests(reference_id)
+                if request.outcome is not Outcome.FAILED
+            )
+        known_before: frozenset[str] = known  # not Optional any more, also inside the closure below
+        record = Submission(reference_id, inputs, known_ids=tuple(sorted(known_before)))
+        store.save(record)  # before the POST: a retry after a lost answer knows what was there before
+
+        def find_lost_job(error: BaseException) -> str | None:
+            found = self._newest_live(reference_id, excluding=known_before)
+            if found is not None:
+                self.log.info(
+                    "The lost submission created request %s (reference_id %r); not submitting again",
+                    found.id,
+                    reference_id,
+                )
+            return None if found is None else found.id
+
+        request_id = self.hook.generate(
             self.video_url,  # type: ignore[arg-type]
             self.audio_url,  # type: ignore[arg-type]
             reference_id=reference_id,
             disable_active_speaker_detection=self.disable_active_speaker_detection,
+            reconcile=find_lost_job,
         )
-
-    def _submit(self, reference_id: str | None, started: datetime) -> str:
-        """POST once; if the answer was lost, look for the job before POSTing again (URL mode)."""
-        attempts = self.hook.retry_policy.max_attempts
-        for attempt in range(1, attempts + 1):
-            try:
-                return self._post(reference_id)
-            except AMBIGUOUS_SUBMIT_ERRORS as err:
-                if reference_id is None:
-                    raise
-                self.log.warning(
-                    "Submission may or may not have reached Chamelaion (%s); checking by reference_id", err
-                )
-                # Checked after every lost answer, the last one included: that POST may have created
-                # (and billed) the job, which must not fail the task or be submitted again by a retry.
-                # The backoff wait first gives a slow server time to make the job visible.
-                policy = self.hook.retry_policy
-                policy.sleep(policy.wait_before_retry(err, attempt))
-                existing = self._existing_request(reference_id, since=started)
-                if existing is not None:
-                    return existing
-                if attempt == attempts:
-                    raise
-                self.log.warning(
-                    "No job was created; submitting again (attempt %d of %d)", attempt + 1, attempts
-                )
-        raise AssertionError("unreachable")  # pragma: no cover
-
-    def submit_or_reuse(self, context: Context) -> str:
-        """Validate, then return the id of this task instance's job, submitting one only if needed."""
-        reference_id = self._validated_inputs(context)
-        store = _SubmissionRecord(context, self.log)
-        record = store.load()
-        if (prior := self._prior_request(record)) is not None:
-            return prior
-        if reference_id is not None:
-            trust_any = self.reuse_existing_request or self.reference_id is None
-            since = None if trust_any else _parse_time(record.get("submitted_at"))
-            lookup = trust_any or since is not None
-            if lookup and (existing := self._existing_request(reference_id, since)) is not None:
-                store.save({"request_id": existing, "reference_id": reference_id})
-                return existing
-        started = datetime.now(timezone.utc)
-        store.save({"reference_id": reference_id, "submitted_at": started.isoformat()})
-        request_id = self._submit(reference_id, started)
-        store.save(
-            {"request_id": request_id, "reference_id": reference_id, "submitted_at": started.isoformat()}
-        )
-        self.log.info("Chamelaion lip-sync request %s submitted (reference_id %s)", request_id, reference_id)
-        return request_id
+        store.save(Submission(reference_id, inputs, request_id, record.known_ids))
+        return _Job(request_id, reused=False)
 
     # -- execution --------------------------------------------------------------------------------
 
     def execute(self, context: Context) -> str:
-        request_id = self.submit_or_reuse(context)
+        request_id, reused = self._submit_or_reuse(context)
         self._lineage_request_id = request_id
         context["ti"].xcom_push(key=XCOM_RETURN_KEY, value=request_id)
         if not self.wait_for_completion:
             return request_id
         if self.deferrable:
+            # A reused job may have finished already: look once so it costs no trigger. A job just
+            # submitted cannot have, so it is not polled from the worker at all.
+            if reused and (request := poll_once(self.hook, request_id, self.log, report_status=False)):
+                return self._finish(context, request)
             from airflow_provider_chamelaion.triggers.lipsync import LipsyncRequestTrigger
 
             self.defer(

@@ -21,6 +21,9 @@ from airflow_provider_chamelaion.version_compat import (
 )
 from airflow_provider_chamelaion.wire import url_for_log, validate_reference_id
 
+#: What ``soft_fail`` turns into a skip, in every mode: the job failed, or the wait timed out.
+SOFT_FAILURES = (AirflowFailException, AirflowSensorTimeout)
+
 if TYPE_CHECKING:
     from airflow_provider_chamelaion.hooks.chamelaion import ChamelaionHook
     from airflow_provider_chamelaion.version_compat import Context, XComArg
@@ -34,10 +37,12 @@ class LipsyncRequestSensor(BaseSensorOperator):
     request id (no task retry: polling a failed job again cannot help; ``soft_fail`` skips instead).
     Keeps waiting on any other status, and through transient API errors.
 
-    Works in ``poke`` and ``reschedule`` modes and deferrable: then ``execute`` looks once, returns at
-    once if the request has already finished, and otherwise defers to
+    Works in ``poke`` and ``reschedule`` modes and deferrable: then the first poke returns at once if
+    the request has already finished, and otherwise defers to
     :class:`~airflow_provider_chamelaion.triggers.lipsync.LipsyncRequestTrigger` with an absolute deadline
-    of now + ``timeout``. A timeout raises ``AirflowSensorTimeout`` in every mode (``soft_fail`` honoured).
+    of now + ``timeout``. A timeout raises ``AirflowSensorTimeout`` in every mode. ``soft_fail`` skips
+    the task on a failed job or a timeout, in every mode; configuration and outage errors (a revoked
+    key, an unknown id, the API unreachable for 10 polls in a row) fail it in every mode.
 
     .. seealso::
         :class:`~airflow_provider_chamelaion.operators.lipsync.LipsyncGenerateOperator` with
@@ -88,38 +93,48 @@ class LipsyncRequestSensor(BaseSensorOperator):
         return reporter
 
     def poke(self, context: Context) -> bool | PokeReturnValue:
+        request_id = validate_reference_id(self.request_id, "request_id")
         try:
-            request_id = validate_reference_id(self.request_id, "request_id")
-            request = poll_once(self.hook, request_id, self.log, self._wait_reporter(request_id))
+            if self.deferrable:  # the one look before deferring: the trigger reports the status
+                request = poll_once(self.hook, request_id, self.log, report_status=False)
+            else:
+                request = poll_once(self.hook, request_id, self.log, self._wait_reporter(request_id))
         except LipsyncJobFailedError as err:
             raise AirflowFailException(str(err)) from err
-        if request is None:
-            return False
-        return PokeReturnValue(is_done=True, xcom_value=request)
+        if request is not None:
+            return PokeReturnValue(is_done=True, xcom_value=request)
+        if self.deferrable:
+            # Raised out of BaseSensorOperator.execute (TaskDeferred is not an Exception), which also
+            # gives the first look its soft_fail handling.
+            from airflow_provider_chamelaion.triggers.lipsync import LipsyncRequestTrigger
 
-    def execute(self, context: Context) -> Any:
-        if not self.deferrable:
-            return super().execute(context)
+            self.defer(
+                trigger=LipsyncRequestTrigger(
+                    request_id=request_id,
+                    chamelaion_conn_id=self.chamelaion_conn_id,
+                    poll_interval=self.poke_interval,
+                    end_time=time.time() + self.timeout,
+                ),
+                method_name="execute_complete",
+            )
+        return False
+
+    def resume_execution(self, next_method: str, next_kwargs: dict[str, Any] | None, context: Context) -> Any:
+        """BaseSensorOperator's resume, with ``soft_fail`` narrowed to what it means in poke mode.
+
+        On resume Airflow turns *every* ``AirflowException`` into a skip under ``soft_fail``, whereas
+        poke mode skips only a failure or a timeout. Here too only a failed job
+        (``AirflowFailException``) or a timeout (``AirflowSensorTimeout``) is skipped; a configuration
+        or outage error from the trigger (a revoked key, an unknown id, the API down) fails the task.
+        ``never_fail`` still skips everything, as documented by Airflow.
+        """
         try:
-            finished = self.poke(context)
-        except AirflowFailException as err:
-            # BaseSensorOperator.execute, skipped here, is where soft_fail turns a failure into a skip.
-            if self.soft_fail or self.never_fail:
-                raise AirflowSkipException(f"Skipping because soft_fail/never_fail is set: {err}") from err
+            return super().resume_execution(next_method, next_kwargs, context)
+        except AirflowSkipException as skip:
+            cause = skip.__cause__
+            if self.soft_fail and cause is not None and not isinstance(cause, SOFT_FAILURES):
+                raise cause from None
             raise
-        if isinstance(finished, PokeReturnValue):
-            return finished.xcom_value
-        from airflow_provider_chamelaion.triggers.lipsync import LipsyncRequestTrigger
-
-        self.defer(
-            trigger=LipsyncRequestTrigger(
-                request_id=validate_reference_id(self.request_id, "request_id"),
-                chamelaion_conn_id=self.chamelaion_conn_id,
-                poll_interval=self.poke_interval,
-                end_time=time.time() + self.timeout,
-            ),
-            method_name="execute_complete",
-        )
 
     def execute_complete(
         self, context: Context, event: dict[str, Any] | None = None

@@ -7,7 +7,7 @@ import sys
 from collections.abc import Sequence
 
 from airflow_provider_chamelaion.simulator.server import Simulator
-from airflow_provider_chamelaion.simulator.state import Fault, SimulatorConfig
+from airflow_provider_chamelaion.simulator.state import Fault, SimulatorConfig, parse_clock_offset
 
 
 def _phases(text: str) -> tuple[tuple[str, float], ...]:
@@ -49,6 +49,13 @@ def _fault(text: str) -> Fault:
             else:
                 raise ValueError(f"unknown fault option {key!r}")
         return Fault(kind=kind, status=int(status or 503), path=path or None, times=times, **fields)  # type: ignore[arg-type]
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
+
+
+def _clock_offset(text: str) -> float:
+    try:
+        return parse_clock_offset(text)
     except ValueError as err:
         raise argparse.ArgumentTypeError(str(err)) from None
 
@@ -95,7 +102,27 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--seed", type=int, default=None, help="seed of the random failures and faults, for repeatable runs"
     )
-    return parser.parse_args(argv)
+    parser.add_argument(
+        "--clock-offset",
+        type=_clock_offset,
+        default=0.0,
+        help="shift every time the API reports (created_at, started_at, finished_at), e.g. -8h, +30d, -1y",
+    )
+    return parser.parse_args(_joined_clock_offset(sys.argv[1:] if argv is None else argv))
+
+
+def _joined_clock_offset(argv: Sequence[str]) -> list[str]:
+    """``--clock-offset -8h`` as ``--clock-offset=-8h``: argparse would take ``-8h`` for an option."""
+    joined: list[str] = []
+    pending = False
+    for arg in argv:
+        if pending:
+            joined[-1] = f"--clock-offset={arg}"
+            pending = False
+        else:
+            joined.append(arg)
+            pending = arg == "--clock-offset"
+    return joined
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -109,6 +136,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         output_base_url=args.output_base_url,
         fault_rate=args.fault_rate,
         seed=args.seed,
+        clock_offset=args.clock_offset,
     )
     simulator = Simulator(config, host=args.host, port=args.port)
     for fault in args.fault:

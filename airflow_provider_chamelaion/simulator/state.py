@@ -70,6 +70,23 @@ RANDOM_GET_FAULTS: tuple[Fault, ...] = (
 RANDOM_POST_FAULTS: tuple[Fault, ...] = (Fault("status", status=429, retry_after="0"),)
 
 
+_OFFSET = re.compile(r"^\s*([+-]?)(\d+(?:\.\d+)?)\s*([smhdwy]?)\s*$")
+_OFFSET_UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400, "y": 365 * 86400}
+
+
+def parse_clock_offset(text: str) -> float:
+    """``-8h``, ``+30d``, ``-1y``, ``90s``, ``0``: seconds to shift the API's clock by.
+
+    Units: s, m, h, d, w, y (365 days); none means seconds.
+    """
+    match = _OFFSET.match(text)
+    if match is None:
+        raise ValueError(f"clock offset {text!r} is not like -8h, +30d or -1y (units s, m, h, d, w, y)")
+    sign, amount, unit = match.groups()
+    seconds = float(amount) * _OFFSET_UNITS[unit]
+    return -seconds if sign == "-" else seconds
+
+
 def _iso(moment: datetime) -> str:
     return moment.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
@@ -98,6 +115,9 @@ class SimulatorConfig:
     :param output_base_url: origin that output URLs point at; default: the origin the client used.
     :param max_page_size: the list call never returns more than this, whatever ``limit`` asks.
     :param fault_rate: fraction of calls answered with a random transient fault.
+    :param clock_offset: seconds added to every time the API reports (``created_at``, ``started_at``,
+        ``finished_at``), e.g. ``-8 * 3600`` for an API clock eight hours behind the client's; see
+        :func:`parse_clock_offset` for the CLI's ``-8h``/``+30d``/``-1y`` form.
     """
 
     api_key: str = "sim-key"
@@ -110,6 +130,7 @@ class SimulatorConfig:
     max_page_size: int = 100
     fault_rate: float = 0.0
     seed: int | None = None
+    clock_offset: float = 0.0
 
 
 @dataclass
@@ -200,13 +221,14 @@ class SimulatorState:
     def describe(self, job: Job, output_origin: str) -> dict[str, object]:
         """The job as a ``LipsyncRequest`` JSON object."""
         status, started, finished = self.status_of(job)
-        payload: dict[str, object] = {"id": job.id, "created_at": _iso(job.created_wall), "status": status}
+        created = job.created_wall + timedelta(seconds=self.config.clock_offset)  # the API's clock
+        payload: dict[str, object] = {"id": job.id, "created_at": _iso(created), "status": status}
         if job.reference_id is not None:
             payload["reference_id"] = job.reference_id
         if started is not None:
-            payload["started_at"] = _iso(job.created_wall + timedelta(seconds=started))
+            payload["started_at"] = _iso(created + timedelta(seconds=started))
         if finished is not None:
-            payload["finished_at"] = _iso(job.created_wall + timedelta(seconds=finished))
+            payload["finished_at"] = _iso(created + timedelta(seconds=finished))
         if status == "completed":
             payload["output_url"] = self.output_url(job, output_origin)
         if status == "failed" or job.forced_error:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import os
+import re
 from pathlib import Path
 from typing import Any
 
@@ -279,3 +280,64 @@ class TestDownloadOutput:
         assert requests_mock.call_count == 2
         assert len(sleeps) == 1
         assert sorted(p.name for p in tmp_path.iterdir()) == ["o.mp4"]
+
+
+class TestOutputFileName:
+    """The name an output gets in a directory destination: never a path, never '.' or '..'."""
+
+    @pytest.mark.parametrize(
+        ("output_path", "expected"),
+        [
+            ("/output/ja%20final.mp4", "ja final.mp4"),
+            ("/output/%C3%A9pisode.mp4", "épisode.mp4"),
+            ("/output/..", f"{REQUEST_ID}.mp4"),
+            ("/output/%2E%2E", f"{REQUEST_ID}.mp4"),
+            ("/output/.", f"{REQUEST_ID}.mp4"),
+            ("/output/", f"{REQUEST_ID}.mp4"),
+            ("/output/..%2F..%2Fetc%2Fpasswd", f"{REQUEST_ID}.mp4"),
+            ("/output/a%5Cb.mp4", f"{REQUEST_ID}.mp4"),
+            ("/output/x%0A.mp4", f"{REQUEST_ID}.mp4"),
+        ],
+        ids=[
+            "space",
+            "utf8",
+            "dot-dot",
+            "encoded-dot-dot",
+            "dot",
+            "empty",
+            "encoded-slashes",
+            "backslash",
+            "newline",
+        ],
+    )
+    @pytest.mark.parametrize("uri", [False, True], ids=["local-dir", "file-uri-dir"])
+    def test_written_inside_the_directory_under_a_safe_name(
+        self,
+        hook: ChamelaionHook,
+        requests_mock: Mocker,
+        tmp_path: Path,
+        output_path: str,
+        expected: str,
+        uri: bool,
+    ) -> None:
+        requests_mock.get(re.compile(r"^https://storage\.chamelaion\.test/"), content=OUTPUT)
+        directory = tmp_path / "outputs"
+        directory.mkdir()
+        destination: Any = f"file://{directory}" if uri else directory
+        written = hook.download_output(
+            _completed(f"https://storage.chamelaion.test{output_path}?sig=1"), destination
+        )
+
+        assert os.listdir(directory) == [expected]
+        assert (directory / expected).read_bytes() == OUTPUT
+        assert str(written).endswith(f"{directory}/{expected}")
+        assert sorted(os.listdir(tmp_path)) == ["outputs"]
+
+    def test_fails_loudly_when_nothing_is_where_it_says(
+        self, hook: ChamelaionHook, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        monkeypatch.setattr(
+            hook, "_download_once", lambda url, target, *rest: None
+        )  # "succeeds", writes nothing
+        with pytest.raises(ChamelaionError, match=rf"{REQUEST_ID}.*is not a file"):
+            hook.download_output(_completed(), tmp_path / "out.mp4")

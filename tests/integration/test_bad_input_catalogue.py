@@ -283,6 +283,20 @@ ROWS = [
         r"video_file 'gs://media/42.mp4' is on 'gs://' object storage.*apache-airflow-providers-google",
         0,
     ),
+    Row(
+        "B29",
+        execute_generate(**URLS, reference_id=".."),
+        ChamelaionConfigError,
+        r"reference_id '\.\.' cannot be used",
+        0,
+    ),
+    Row(
+        "B30",
+        lambda t: LipsyncRequestSensor(task_id="wait", request_id=".", deferrable=True).execute(context()),
+        ChamelaionConfigError,
+        r"request_id '\.' cannot be used",
+        0,
+    ),
 ]
 
 

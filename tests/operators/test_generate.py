@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from datetime import timedelta
 from pathlib import Path
@@ -26,11 +27,14 @@ from airflow_provider_chamelaion.simulator import Simulator
 from airflow_provider_chamelaion.triggers.lipsync import LipsyncRequestTrigger
 from airflow_provider_chamelaion.version_compat import TaskDeferred
 from tests.conftest import idle
-from tests.helpers.context import DAG_ID, RUN_ID, TASK_ID, FakeTaskStateStore, FakeTI, make_context
+from tests.helpers.context import TASK_ID, FakeTaskStateStore, FakeTI, make_context
 
 VIDEO = "https://media.test/ep42/video.mp4"
 AUDIO = "https://media.test/ep42/ja.wav"
-DERIVED = f"airflow-{DAG_ID}-{TASK_ID}-{RUN_ID}"
+#: The reference_id derived for DAG_ID/TASK_ID/RUN_ID with VIDEO and AUDIO (map index -1, no namespace):
+#: readable dag and task ids, then 16 hex digits of the SHA-256 of the task instance and input identity.
+DERIVED = "airflow-dubbing.generate-6efe3452feddc785"
+DERIVED_MAP_INDEX_3 = "airflow-dubbing.generate-ddff6d513a39396d"
 STATE_KEY = "chamelaion_submission"
 GENERATE = "/generate$"
 LIST = "/requests$"
@@ -124,8 +128,10 @@ def test_valid_arguments_construct(media: tuple[Path, Path]) -> None:
         ({"audio_url": "s3://bucket/a.wav"}, "audio_url"),
         ({"audio_url": "   "}, "audio_url"),
         ({"reference_id": "ep42/ja"}, "reference_id"),
+        ({"reference_id": "."}, "reference_id"),
+        ({"reference_id": ".."}, "reference_id"),
     ],
-    ids=["ftp-video", "s3-audio", "blank-audio", "slash-in-reference-id"],
+    ids=["ftp-video", "s3-audio", "blank-audio", "slash-in-reference-id", "dot", "dot-dot"],
 )
 def test_bad_rendered_url_inputs_fail_before_any_call(
     simulator: Simulator, retry_policy: RetryPolicy, kwargs: dict[str, Any], field: str
@@ -193,12 +199,12 @@ def test_job_carries_the_user_reference_id(simulator: Simulator, retry_policy: R
     assert ti.pushes == [("return_value", request_id)]
 
 
-@pytest.mark.parametrize(("map_index", "suffix"), [(-1, ""), (3, "-3")])
+@pytest.mark.parametrize(("map_index", "expected"), [(-1, DERIVED), (3, DERIVED_MAP_INDEX_3)])
 def test_derived_reference_id_names_the_task_instance(
-    simulator: Simulator, retry_policy: RetryPolicy, map_index: int, suffix: str
+    simulator: Simulator, retry_policy: RetryPolicy, map_index: int, expected: str
 ) -> None:
     request_id = make_operator(retry_policy).execute(make_context(FakeTI(map_index=map_index)))
-    assert simulator.state.jobs[request_id].reference_id == DERIVED + suffix
+    assert simulator.state.jobs[request_id].reference_id == expected
 
 
 # -- never paying twice ---------------------------------------------------------------------------------
@@ -351,13 +357,22 @@ def test_post_answer_lost_on_the_last_attempt_still_finds_the_job(
 
 
 def test_post_lost_and_lookup_failing_raises_then_retry_finds_the_job_user_reference_id(
-    simulator: Simulator, retry_policy: RetryPolicy
+    simulator: Simulator, retry_policy: RetryPolicy, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     store = FakeTaskStateStore()
-    simulator.state.add_fault(kind="drop_after", method="POST", path=GENERATE)
-    simulator.state.add_fault(kind="status", status=401, method="GET", path=LIST)
+    operator = make_operator(retry_policy, reference_id="ep42-ja")
+    real_generate = operator.hook.generate
+
+    def generate_then_break_lookups(*args: Any, **kwargs: Any) -> str:
+        # The ids already carrying the reference_id are listed before the POST; only the reconciling
+        # look-up after the lost answer must fail, so the faults go in just before the POST.
+        simulator.state.add_fault(kind="drop_after", method="POST", path=GENERATE)
+        simulator.state.add_fault(kind="status", status=401, method="GET", path=LIST)
+        return real_generate(*args, **kwargs)
+
+    monkeypatch.setattr(operator.hook, "generate", generate_then_break_lookups)
     with pytest.raises(ChamelaionAuthError):
-        make_operator(retry_policy, reference_id="ep42-ja").execute(make_context(FakeTI(), state_store=store))
+        operator.execute(make_context(FakeTI(), state_store=store))
     assert len(simulator.state.jobs) == 1
     created = next(iter(simulator.state.jobs))
 
@@ -591,3 +606,81 @@ def test_execute_complete_other_events_raise(event: Any, error: type[Exception],
     with pytest.raises(error, match=match):
         operator.execute_complete(make_context(ti), event=event)
     assert ti.pushes == []
+
+
+# -- job identity -----------------------------------------------------------------------------------------
+
+
+def test_deployments_with_their_own_namespace_never_share_a_job(
+    simulator: Simulator, retry_policy: RetryPolicy, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Staging and production on one API key, running the same DAG: two jobs, one each."""
+    jobs = {}
+    for namespace in ("staging", "production"):
+        connection = json.loads(simulator.connection_json())
+        connection["extra"] = {"reference_namespace": namespace}
+        monkeypatch.setenv("AIRFLOW_CONN_CHAMELAION_DEFAULT", json.dumps(connection))
+        jobs[namespace] = make_operator(retry_policy).execute(make_context(FakeTI()))
+    assert len(simulator.state.jobs) == 2
+    assert jobs["staging"] != jobs["production"]
+    assert (
+        simulator.state.jobs[jobs["staging"]].reference_id
+        != simulator.state.jobs[jobs["production"]].reference_id
+    )
+
+
+def test_submission_is_logged_once(simulator: Simulator, retry_policy: RetryPolicy) -> None:
+    with structlog.testing.capture_logs() as logs:
+        request_id = make_operator(retry_policy).execute(make_context())
+    lines = [entry["event"] for entry in logs if request_id in entry["event"]]
+    assert len(lines) == 1, lines
+    assert "Submitted" in lines[0]
+
+
+def test_deferrable_rerun_of_a_finished_job_does_not_defer(
+    simulator: Simulator, retry_policy: RetryPolicy
+) -> None:
+    """The job of this task instance completed already (e.g. the task is cleared): no trigger for it."""
+    store = FakeTaskStateStore()
+    first = make_operator(retry_policy).execute(make_context(state_store=store))
+    simulator.state.force_status(first, "completed")
+    ti = FakeTI(try_number=2)
+    operator = make_operator(retry_policy, wait_for_completion=True, deferrable=True, poll_interval=7)
+    assert operator.execute(make_context(ti, state_store=store)) == first  # returned: no TaskDeferred
+    [request] = ti.pushed("request")
+    assert request["id"] == first
+    assert request["status"] == "completed"
+    assert len(simulator.state.jobs) == 1
+
+
+def test_deferrable_reused_job_still_running_defers(simulator: Simulator, retry_policy: RetryPolicy) -> None:
+    store = FakeTaskStateStore()
+    first = make_operator(retry_policy).execute(make_context(state_store=store))
+    simulator.state.force_status(first, "running")
+    operator = make_operator(retry_policy, wait_for_completion=True, deferrable=True, poll_interval=7)
+    with pytest.raises(TaskDeferred) as info:
+        operator.execute(make_context(FakeTI(try_number=2), state_store=store))
+    assert info.value.trigger.request_id == first
+
+
+def test_reuse_existing_request_newest_is_by_time_not_text(
+    simulator: Simulator, sim_hook: ChamelaionHook, retry_policy: RetryPolicy, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """11:00:00.250Z is newer than 11:00:00Z, and 12:30+02:00 (10:30Z) older than both."""
+    ids = [submit(sim_hook, "ep42-ja") for _ in range(3)]
+    created = {
+        ids[0]: "2026-11-25T11:00:00.250Z",
+        ids[1]: "2026-11-25T12:30:00+02:00",
+        ids[2]: "2026-11-25T11:00:00Z",
+    }
+    real_describe = simulator.state.describe
+
+    def describe(job: Any, origin: str) -> dict[str, object]:
+        payload = real_describe(job, origin)
+        payload["created_at"] = created.get(job.id, payload["created_at"])
+        return payload
+
+    monkeypatch.setattr(simulator.state, "describe", describe)
+    operator = make_operator(retry_policy, reference_id="ep42-ja", reuse_existing_request=True)
+    assert operator.execute(make_context()) == ids[0]
+    assert len(simulator.state.jobs) == 3

@@ -349,3 +349,66 @@ def test_key_never_reaches_the_trigger(simulator: Simulator, job: str, retry_pol
     with pytest.raises(TaskDeferred) as info:
         sensor.execute(make_context())
     assert API_KEY not in repr(info.value.trigger.serialize())
+
+
+# -- soft_fail: the same semantics in every mode ----------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "message",
+    [
+        "Stopped waiting on r-1: Chamelaion API GET /v1/lipsync/requests/r-1 failed (HTTP 401): bad key",
+        "Stopped waiting on r-1: Chamelaion API GET /v1/lipsync/requests/r-1 failed (HTTP 404): not found",
+        "Stopped waiting on r-1: 10 polls in a row failed (HTTP 503)",
+    ],
+    ids=["revoked-key", "unknown-id", "outage"],
+)
+def test_deferrable_soft_fail_still_fails_on_an_error_event(message: str) -> None:
+    """A trigger error is a configuration or outage problem: soft_fail must not hide it as a skip."""
+    sensor = make_sensor("r-1", deferrable=True, soft_fail=True)
+    with pytest.raises(ChamelaionError, match="Stopped waiting on r-1") as info:
+        sensor.resume_execution(
+            next_method="execute_complete",
+            next_kwargs={"event": event("error", message=message)},
+            context=make_context(),
+        )
+    assert not isinstance(info.value, AirflowSkipException)
+
+
+def test_never_fail_still_skips_an_error_event() -> None:
+    """never_fail is Airflow's "skip whatever happens": left as Airflow documents it."""
+    sensor = make_sensor("r-1", deferrable=True, never_fail=True)
+    with pytest.raises(AirflowSkipException):
+        sensor.resume_execution(
+            next_method="execute_complete",
+            next_kwargs={"event": event("error", message="Stopped waiting on r-1: HTTP 401")},
+            context=make_context(),
+        )
+
+
+@pytest.mark.parametrize("deferrable", [False, True], ids=["poke", "deferrable"])
+@pytest.mark.parametrize(("status", "error"), [(401, ChamelaionAuthError), (404, ChamelaionNotFoundError)])
+def test_soft_fail_still_fails_on_a_permanent_error_at_the_first_look(
+    simulator: Simulator,
+    job: str,
+    retry_policy: RetryPolicy,
+    deferrable: bool,
+    status: int,
+    error: type[Exception],
+) -> None:
+    simulator.state.add_fault(kind="status", status=status, method="GET", path=f"/requests/{job}$")
+    sensor = make_sensor(job, retry_policy=retry_policy, deferrable=deferrable, soft_fail=True)
+    with pytest.raises(error):
+        sensor.execute(make_context())
+
+
+def test_deferrable_first_look_does_not_report_the_status_the_trigger_will(
+    simulator: Simulator, job: str, retry_policy: RetryPolicy
+) -> None:
+    import structlog
+
+    simulator.state.force_status(job, "queued")
+    sensor = make_sensor(job, retry_policy=retry_policy, deferrable=True)
+    with structlog.testing.capture_logs() as logs, pytest.raises(TaskDeferred):
+        sensor.execute(make_context())
+    assert not [entry for entry in logs if "is queued" in entry["event"]], logs

@@ -15,7 +15,7 @@ import sys
 import time
 import tracemalloc
 from collections.abc import Callable, Iterator
-from datetime import datetime, timedelta
+from datetime import datetime, timedelta, timezone
 from typing import Any
 from urllib.parse import parse_qs, quote, urlencode, urlsplit
 
@@ -1044,3 +1044,47 @@ def test_cli_runs_a_simulator_with_a_scripted_fault(tmp_path) -> None:
             process.kill()
             stdout, _ = process.communicate()
     assert f"base URL http://127.0.0.1:{port}/api" in stdout
+
+
+# -- the API's clock ------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("offset", [-365 * 86400.0, -8 * 3600.0, 30 * 86400.0], ids=["-1y", "-8h", "+30d"])
+def test_clock_offset_shifts_every_reported_time(
+    make_simulator: Callable[..., Simulator], offset: float
+) -> None:
+    sim = make_simulator(clock_offset=offset)
+    clock = fake_clock(sim)
+    before = datetime.now(timezone.utc)
+    job = completed_job(sim, clock)
+    after = datetime.now(timezone.utc)
+
+    created = parse_time(job["created_at"])
+    shift = timedelta(seconds=offset)
+    assert before + shift - timedelta(seconds=1) <= created <= after + shift + timedelta(seconds=1)
+    assert parse_time(job["started_at"]) - created == timedelta(seconds=QUEUED)
+    assert parse_time(job["finished_at"]) - created == timedelta(seconds=QUEUED + RUNNING)
+    [listed] = requests.get(api(sim, "/requests"), headers=KEY, timeout=TIMEOUT).json()["data"]
+    assert listed["created_at"] == job["created_at"]
+
+
+@pytest.mark.parametrize(
+    ("argv", "seconds"),
+    [
+        (["--clock-offset", "-8h"], -8 * 3600.0),
+        (["--clock-offset=+30d"], 30 * 86400.0),
+        (["--clock-offset", "-1y"], -365 * 86400.0),
+        (["--clock-offset", "90"], 90.0),
+        (["--clock-offset", "-2w", "--port", "0"], -14 * 86400.0),
+        ([], 0.0),
+    ],
+)
+def test_cli_clock_offset(argv: list[str], seconds: float) -> None:
+    assert parse_args(argv).clock_offset == seconds
+
+
+@pytest.mark.parametrize("value", ["8 hours", "h", "-1.5x", ""])
+def test_cli_rejects_a_bad_clock_offset(value: str, capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        parse_args([f"--clock-offset={value}"])
+    assert "clock offset" in capsys.readouterr().err

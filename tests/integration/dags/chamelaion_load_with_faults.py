@@ -3,7 +3,7 @@
 Used by ``tests/integration/test_load_with_faults.py`` (which points the dags folder here so ``dag.test()`` can find
 the file). ``CHAMELAION_LOAD_TASKS`` (default 200) sets how many mapped tasks there are and
 ``CHAMELAION_POLL_INTERVAL`` how often each wait polls. No ``reference_id`` is given: each task uses
-the one derived from its task instance (``airflow-<dag>-<task>-<run>-<map index>``), unique per task.
+the one derived from its task instance and inputs (``airflow-<dag>.<task>-<digest>``), unique per task.
 """
 
 from __future__ import annotations
