@@ -201,7 +201,7 @@ print(json.dumps({"new": new, "package": info["package-name"]}))
         "airflow_provider_chamelaion.get_provider_info",
     }
     assert HOOK_MODULE not in report["new"]
-    assert not [name for name in report["new"] if name.split(".")[0] in ("airflow", "requests", "httpx")]
+    assert not [name for name in report["new"] if name.split(".")[0] in ("airflow", "requests", "aiohttp")]
 
 
 def test_providers_manager_lists_the_connection_type_and_form(tmp_path: Path) -> None:
