@@ -546,7 +546,7 @@ class ChamelaionHook(BaseHook):
         limit: int | None = None,
         offset: int | None = None,
         reference_id: str | None = None,
-        client: AsyncRequester | None = None,
+        client: SharedSessionClient | None = None,
     ) -> RequestPage:
         """Async :meth:`list_requests` (same retry policy); ``client`` as for :meth:`aget_request`."""
         params = list_params(limit=limit, offset=offset, reference_id=reference_id)
