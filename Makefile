@@ -3,6 +3,7 @@
 #   make test   - ruff, mypy and the whole test suite
 SHELL := /bin/bash
 PYTHON ?= python3
+# make install (and so make test, make demo) installs the [simulator] extra: tests and demo run it.
 # uv must never try to download a Python build: use the machine's.
 export UV_PYTHON_DOWNLOADS := never
 UV := $(or $(shell command -v uv 2>/dev/null),$(CURDIR)/.tools/bin/uv)
@@ -17,7 +18,7 @@ $(CURDIR)/.tools/bin/uv:
 	$(CURDIR)/.tools/bin/python -m pip install --quiet --disable-pip-version-check uv
 
 $(VENV)/.installed: pyproject.toml uv.lock | $(UV)
-	$(UV) sync --frozen --python $(PYTHON)
+	$(UV) sync --frozen --extra simulator --python $(PYTHON)
 	touch $@
 
 install: $(VENV)/.installed

@@ -38,7 +38,10 @@ def get_provider_info() -> dict[str, Any]:
         "operators": [
             {
                 "integration-name": "Chamelaion",
-                "python-modules": ["airflow_provider_chamelaion.operators.lipsync"],
+                "python-modules": [
+                    "airflow_provider_chamelaion.operators.lipsync",
+                    "airflow_provider_chamelaion.operators.batch",
+                ],
             }
         ],
         "sensors": [
@@ -56,7 +59,10 @@ def get_provider_info() -> dict[str, Any]:
         "triggers": [
             {
                 "integration-name": "Chamelaion",
-                "python-modules": ["airflow_provider_chamelaion.triggers.lipsync"],
+                "python-modules": [
+                    "airflow_provider_chamelaion.triggers.lipsync",
+                    "airflow_provider_chamelaion.triggers.batch",
+                ],
             }
         ],
         "extra-links": ["airflow_provider_chamelaion.links.LipsyncOutputLink"],

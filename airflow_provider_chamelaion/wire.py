@@ -1,7 +1,8 @@
 """The Chamelaion HTTP contract in one place: paths, request bodies, response decoding, error mapping.
 
-The hook's sync (requests) and async (httpx or the shared aiohttp session) paths both build requests and read responses through
-these functions, so the two can never drift apart.
+The hook's sync (requests) and async (aiohttp, on the event loop's shared session) paths both build
+requests and read responses through these functions, so the two can never drift apart. Nothing here
+knows either HTTP library: answers arrive as status, headers and bytes.
 """
 
 from __future__ import annotations
@@ -29,6 +30,8 @@ COLLECTION_PATHS = frozenset({GENERATE_PATH, GENERATE_WITH_MEDIA_PATH, REQUESTS_
 
 _MAX_MESSAGE_CHARS = 500
 _TAG = re.compile(r"<[^>]+>")
+# A "/" or a control character; a regex because the triggerer checks every id on every poll.
+_PATH_UNSAFE = re.compile(r"[/\x00-\x1f]")
 
 
 def request_path(request_id: str) -> str:
@@ -81,7 +84,7 @@ def validate_reference_id(value: object, field: str = "reference_id") -> str:
     """
     if not isinstance(value, str) or not value.strip():
         raise ChamelaionConfigError(f"{field} must be a non-empty string, got {value!r}")
-    if "/" in value or any(ord(char) < 32 for char in value):
+    if _PATH_UNSAFE.search(value):
         raise ChamelaionConfigError(
             f"{field} {value!r} contains '/' or a control character; the API looks requests up by "
             "reference_id in a URL path, so use letters, digits and -_.: only"

@@ -39,7 +39,6 @@ WATCHED = (
     "httpcore",
     "tenacity",
     "aiohttp",
-    "requests_toolbelt",
     "fastapi",
     "uvicorn",
     "python_multipart",
@@ -78,7 +77,7 @@ print(json.dumps({{
     "entry_point_same_info": via_entry_point == info,
     "modules_after_entry_point": sorted(m for m in sys.modules if m.startswith({PROVIDER!r})),
     "hook_imported": {HOOK_MODULE!r} in sys.modules,
-    "http_stack_imported": [m for m in ("requests", "httpx", "tenacity") if m in sys.modules],
+    "http_stack_imported": [m for m in ("requests", "aiohttp", "tenacity") if m in sys.modules],
 }}))
 """
 

@@ -1,39 +1,36 @@
-"""Catalogue backfill: push a whole catalogue through lip sync, keyed by ``reference_id``.
+"""Catalogue backfill: push a whole catalogue through lip sync in a few tasks, keyed by ``reference_id``.
 
-Each title's ``reference_id`` is stable (no date in it) and ``reuse_existing_request=True``: re-running
-the DAG, or a backfill over many dates, reuses every job that is queued, running or completed and
-submits only what is missing or failed. Each task submits and waits in the triggerer (deferrable).
+The catalogue (``data/catalogue.jsonl``: 2,000 (title, language) items) is split into chunk files, and
+each chunk is one ``LipsyncBatchGenerateOperator`` task: it validates every item before any call, finds
+the jobs already paid for with a few listing pages, submits only what is missing or failed, and waits
+for the whole chunk in one trigger. ``LipsyncBatchDownloadOperator`` then downloads every completed
+output once. Each title's ``reference_id`` is stable (no date in it), so re-running the DAG, or retrying
+a task, reuses every job that is queued, running or completed and submits only what is missing or failed.
+
+In production put ``CHAMELAION_WORK_DIR`` and ``CHAMELAION_OUTPUT_DIR`` on object storage both workers and
+the triggerer reach (e.g. ``s3://bucket/backfills``).
 """
 
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import pendulum
 
-from airflow_provider_chamelaion.operators.lipsync import LipsyncDownloadOperator, LipsyncGenerateOperator
-from airflow_provider_chamelaion.version_compat import DAG
+from airflow_provider_chamelaion.catalogue import split_catalogue
+from airflow_provider_chamelaion.operators.batch import (
+    LipsyncBatchDownloadOperator,
+    LipsyncBatchGenerateOperator,
+)
+from airflow_provider_chamelaion.version_compat import DAG, task
 
 POLL_INTERVAL = float(os.environ.get("CHAMELAION_POLL_INTERVAL", "30"))
 OUTPUT_DIR = os.environ.get("CHAMELAION_OUTPUT_DIR", "/tmp/chamelaion-outputs")
-
-CATALOGUE = [
-    {"title": "the-lighthouse", "language": "fr"},
-    {"title": "the-lighthouse", "language": "de"},
-    {"title": "night-train", "language": "fr"},
-]
-
-
-def catalogue_jobs() -> list[dict[str, str]]:
-    return [
-        {
-            "video_url": f"https://cdn.example.com/catalogue/{item['title']}.mp4",
-            "audio_url": f"https://cdn.example.com/catalogue/{item['title']}-{item['language']}.wav",
-            "reference_id": f"catalogue-{item['title']}-{item['language']}",
-        }
-        for item in CATALOGUE
-    ]
-
+WORK_DIR = os.environ.get("CHAMELAION_WORK_DIR", "/tmp/chamelaion-backfill")
+CATALOGUE = Path(__file__).resolve().parent / "data" / "catalogue.jsonl"
+#: Items per batch task: 100,000 items would be 20 tasks, far below [core] max_map_length.
+CHUNK_SIZE = 1000
 
 with DAG(
     dag_id="chamelaion_catalogue_backfill",
@@ -43,17 +40,26 @@ with DAG(
     tags=["chamelaion", "example"],
     default_args={"retries": 2, "retry_delay": pendulum.duration(seconds=10)},
 ) as dag:
-    # [START howto_operator_lipsync_generate_reuse]
-    dub = LipsyncGenerateOperator.partial(
-        task_id="dub",
-        reuse_existing_request=True,
-        wait_for_completion=True,
-        deferrable=True,
+    # [START howto_catalogue_split]
+    @task
+    def chunks(run_id: str | None = None) -> list[str]:
+        """Validate the whole catalogue (one error naming every bad row), then write it as chunk files."""
+        return split_catalogue(str(CATALOGUE), f"{WORK_DIR}/{run_id}/chunks", chunk_size=CHUNK_SIZE)
+
+    # [END howto_catalogue_split]
+
+    # [START howto_operator_lipsync_batch_generate]
+    backfill = LipsyncBatchGenerateOperator.partial(
+        task_id="backfill",
+        manifest_path=WORK_DIR + "/{{ run_id }}/manifest-{{ ti.map_index }}.jsonl",
+        submit_concurrency=8,
         poll_interval=POLL_INTERVAL,
         timeout=12 * 60 * 60,
-    ).expand_kwargs(catalogue_jobs())
-    # [END howto_operator_lipsync_generate_reuse]
+    ).expand(catalogue=chunks())
+    # [END howto_operator_lipsync_batch_generate]
 
-    download = LipsyncDownloadOperator.partial(
-        task_id="download", destination=f"{OUTPUT_DIR}/catalogue/"
-    ).expand(request_id=dub.output)
+    # [START howto_operator_lipsync_batch_download]
+    download = LipsyncBatchDownloadOperator.partial(
+        task_id="download", destination=f"{OUTPUT_DIR}/catalogue/", concurrency=8
+    ).expand(manifest_path=backfill.output)
+    # [END howto_operator_lipsync_batch_download]

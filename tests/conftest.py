@@ -18,7 +18,7 @@ ROOT = Path(__file__).resolve().parent.parent
 EXAMPLE_DAGS = ROOT / "example_dags"
 #: A distinctive key: the secret scans search every output for it.
 API_KEY = "sk-chmln-TEST-9f4e2a7c1b8d"
-#: The public API's base URL as the requests-mock/respx tests see it.
+#: The public API's base URL as the requests-mock tests see it.
 MOCK_BASE_URL = "https://api.chamelaion.test/api"
 
 # Guarded: this module must configure Airflow once per process even if imported under two names.
@@ -68,7 +68,7 @@ def connection_json(host: str, password: str | None = API_KEY) -> str:
 
 @pytest.fixture
 def mock_conn(monkeypatch: pytest.MonkeyPatch) -> str:
-    """``chamelaion_default`` pointing at MOCK_BASE_URL with API_KEY (for requests-mock / respx)."""
+    """``chamelaion_default`` pointing at MOCK_BASE_URL with API_KEY (for requests-mock)."""
     monkeypatch.setenv("AIRFLOW_CONN_CHAMELAION_DEFAULT", connection_json(MOCK_BASE_URL))
     return MOCK_BASE_URL
 

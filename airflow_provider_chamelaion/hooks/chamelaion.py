@@ -1,21 +1,24 @@
-"""ChamelaionHook: the connection and every Chamelaion API call, sync (requests) and async.
+"""ChamelaionHook: the connection and every Chamelaion API call.
 
-The async path takes any client with an httpx-like ``request()``: an ``httpx.AsyncClient`` by default,
-or the triggers' shared aiohttp session (:mod:`.shared_session`).
+Two HTTP stacks, one per world: ``requests`` for the sync path (workers: submit, upload, download,
+list) and ``aiohttp`` for the async path (the triggerer: ``aget_request``), always through the event
+loop's shared session of :mod:`.shared_session`. Both libraries' failures are classified here, by
+:func:`_transport_error`, into one :class:`~airflow_provider_chamelaion.exceptions.ChamelaionTransportError`
+that says whether the server may have seen the request; retries are then decided by the one
+:class:`~airflow_provider_chamelaion.retry.RetryPolicy`.
 """
 
 from __future__ import annotations
 
-import contextlib
+import asyncio
 import dataclasses
 import functools
 import re
-import ssl
 from collections.abc import Callable, Iterator, Mapping
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote, urlsplit
 
-import httpx
+import aiohttp
 import requests
 
 from airflow_provider_chamelaion import __version__
@@ -78,19 +81,6 @@ _QUERY = re.compile(r"\?[^\s)'\"]*")
 DOWNLOAD_CHUNK_SIZE = 1 << 20
 
 
-class AsyncRequester(Protocol):
-    """What the async path needs of a client: ``httpx.AsyncClient`` or a :class:`SharedSessionClient`."""
-
-    async def request(
-        self,
-        method: str,
-        url: str,
-        *,
-        params: Mapping[str, Any] | None = ...,
-        headers: Mapping[str, str] | None = ...,
-    ) -> Any: ...
-
-
 class _KeySafeSession(requests.Session):
     """A session that drops the API key whenever a redirect leaves the origin it was meant for.
 
@@ -108,31 +98,36 @@ class _KeySafeSession(requests.Session):
             prepared_request.headers.pop(API_KEY_HEADER, None)
 
 
-def _transport_error(err: Exception, method: str, path: str) -> ChamelaionTransportError:
-    """Map a requests or httpx exception to a typed error that says whether the server may have seen it."""
-    never_sent = isinstance(
-        err, (requests.exceptions.ConnectTimeout, httpx.ConnectError, httpx.ConnectTimeout)
-    )
-    if isinstance(err, requests.exceptions.ConnectionError) and not never_sent:
+#: aiohttp failures that certainly happened before the request left: no connection was established
+#: (refused, DNS, TLS handshake, proxy) or establishing one timed out (``sock_connect``).
+_AIOHTTP_NEVER_SENT = (aiohttp.ClientConnectorError, aiohttp.ConnectionTimeoutError)
+#: What the async path turns into a ChamelaionTransportError: every aiohttp client failure, and the
+#: bare timeout asyncio raises when a deadline passes outside aiohttp's own timers.
+ASYNC_TRANSPORT_ERRORS = (aiohttp.ClientError, asyncio.TimeoutError)
+
+
+def _never_sent(err: BaseException) -> bool:
+    """Whether ``err`` (from requests or aiohttp) proves the server never received the request."""
+    if isinstance(err, (requests.exceptions.ConnectTimeout, *_AIOHTTP_NEVER_SENT)):
+        return True
+    if isinstance(err, requests.exceptions.ConnectionError):
         reason = getattr(err.args[0], "reason", None) if err.args else None
-        never_sent = type(reason).__name__ in (
-            "NewConnectionError",
-            "ConnectTimeoutError",
-            "NameResolutionError",
-        )
+        return type(reason).__name__ in ("NewConnectionError", "ConnectTimeoutError", "NameResolutionError")
+    return False
+
+
+def _transport_error(err: BaseException, method: str, path: str) -> ChamelaionTransportError:
+    """Map a requests or aiohttp failure to a typed error that says whether the server may have seen it.
+
+    Everything not proven unsent (a read timeout, a reset or cut connection, a truncated body) counts as
+    sent: a POST that may have reached the server is never sent again by the hook.
+    """
     # The cause's text names host and path; query strings are cut (a signed output URL carries its
     # signature there) and it never holds the key, which travels only in a header.
-    detail = _QUERY.sub("", str(err))[:300]
+    detail = _QUERY.sub("", str(err) or "no detail")[:300]
     return ChamelaionTransportError(
-        f"{type(err).__name__}: {detail}", method=method, path=path, sent=not never_sent
+        f"{type(err).__name__}: {detail}", method=method, path=path, sent=not _never_sent(err)
     )
-
-
-@functools.cache
-def _shared_ssl_context() -> ssl.SSLContext:
-    # Building an SSL context costs tens of milliseconds; every async client shares this one, so a
-    # triggerer starting a thousand waits does not pay it a thousand times.
-    return ssl.create_default_context()
 
 
 class ChamelaionHook(BaseHook):
@@ -227,7 +222,9 @@ class ChamelaionHook(BaseHook):
 
     def _auth_headers(self, url: str, settings: ApiSettings) -> dict[str, str]:
         """The API key header, only for URLs on the API's own origin."""
-        return {API_KEY_HEADER: settings.api_key} if origin_of(url) == settings.origin else {}
+        # The prefix test is the common case (an API path), without parsing a URL on every poll.
+        same_origin = url.startswith(settings.base_url + "/") or origin_of(url) == settings.origin
+        return {API_KEY_HEADER: settings.api_key} if same_origin else {}
 
     # -- the sync path ----------------------------------------------------------------------------
 
@@ -494,24 +491,14 @@ class ChamelaionHook(BaseHook):
 
     # -- the async path (triggers) ----------------------------------------------------------------
 
-    def async_client(self) -> httpx.AsyncClient:
-        """A new ``httpx.AsyncClient`` for this hook's calls; use it with ``async with``."""
-        connect, read = self.timeout
-        return httpx.AsyncClient(
-            timeout=httpx.Timeout(read, connect=connect),
-            verify=_shared_ssl_context(),
-            headers={"User-Agent": USER_AGENT},
-            follow_redirects=False,
-            limits=httpx.Limits(max_connections=4, max_keepalive_connections=1),
-        )
-
     def shared_async_client(self) -> AbstractAsyncContextManager[SharedSessionClient]:
-        """A client on the event loop's shared aiohttp session, for the triggerer's many waits.
+        """A client on the event loop's shared aiohttp session, with this hook's timeouts.
 
-        Every trigger on the loop shares one session (closed when the last one leaves): measured at a
-        third of the CPU per poll of one ``httpx.AsyncClient`` per trigger, without its GC stalls (see
+        The one async client of the hook: every trigger on the loop shares one ``aiohttp`` session
+        (closed when the last user leaves), which keeps a thousand waits at a fraction of a
+        millisecond of CPU per poll and without garbage-collection stalls (see
         :mod:`airflow_provider_chamelaion.hooks.shared_session`). Use it with ``async with`` and pass it
-        as ``client=`` to :meth:`aget_request`.
+        as ``client=`` to :meth:`aget_request` to keep one client for a whole wait.
         """
         from airflow_provider_chamelaion.hooks.shared_session import shared_client
 
@@ -522,44 +509,58 @@ class ChamelaionHook(BaseHook):
         method: str,
         path: str,
         *,
-        client: AsyncRequester | None = None,
+        client: SharedSessionClient | None = None,
         params: Mapping[str, Any] | None = None,
     ) -> Any:
-        settings = await self.aget_settings()
+        settings = await self.aget_settings()  # a bad connection fails before a session is opened
+        if client is None:
+            async with self.shared_async_client() as own:
+                return await self._acall(method, path, client=own, params=params)
         url = settings.base_url + path
-        async with contextlib.AsyncExitStack() as stack:
-            http: AsyncRequester = (
-                client if client is not None else await stack.enter_async_context(self.async_client())
+
+        async def attempt() -> Any:
+            try:
+                answer = await client.request(
+                    method, url, params=params, headers=self._auth_headers(url, settings)
+                )
+            except ASYNC_TRANSPORT_ERRORS as err:
+                raise _transport_error(err, method, path) from None
+            return decode_response(
+                answer.status,
+                answer.headers,
+                answer.body,
+                method=method,
+                path=path,
+                base_url=settings.base_url,
             )
 
-            async def attempt() -> Any:
-                try:
-                    response = await http.request(
-                        method, url, params=params, headers=self._auth_headers(url, settings)
-                    )
-                except httpx.HTTPError as err:
-                    raise _transport_error(err, method, path) from None
-                return decode_response(
-                    response.status_code,
-                    response.headers,
-                    response.content,
-                    method=method,
-                    path=path,
-                    base_url=settings.base_url,
-                )
+        return await self.retry_policy.acall(attempt, idempotent=True, what=f"{method} {path}")
 
-            return await self.retry_policy.acall(attempt, idempotent=True, what=f"{method} {path}")
+    async def aget_request(
+        self, request_id: str, *, client: SharedSessionClient | None = None
+    ) -> LipsyncRequest:
+        """Async :meth:`get_request` (same retry policy), over aiohttp.
 
-    async def aget_request(self, request_id: str, *, client: AsyncRequester | None = None) -> LipsyncRequest:
-        """Async :meth:`get_request` (same retry policy).
-
-        :param client: reuse a client across polls: an ``httpx.AsyncClient`` (e.g. from
-            :meth:`async_client`) or one from :meth:`shared_async_client`; by default a new
-            ``httpx.AsyncClient`` is used for this call alone.
+        :param client: a client from :meth:`shared_async_client`, to reuse across polls. Without one,
+            the call joins the event loop's shared session for its duration (a new session, closed
+            after the call, when nothing else on the loop holds one).
         """
         path = request_path(validate_reference_id(request_id, "request_id"))
         payload = await self._acall("GET", path, client=client)
         return parse_model(LipsyncRequest.from_api, payload, method="GET", path=path)
+
+    async def alist_requests(
+        self,
+        *,
+        limit: int | None = None,
+        offset: int | None = None,
+        reference_id: str | None = None,
+        client: SharedSessionClient | None = None,
+    ) -> RequestPage:
+        """Async :meth:`list_requests` (same retry policy); ``client`` as for :meth:`aget_request`."""
+        params = list_params(limit=limit, offset=offset, reference_id=reference_id)
+        payload = await self._acall("GET", REQUESTS_PATH, client=client, params=params)
+        return parse_model(RequestPage.from_api, payload, method="GET", path=REQUESTS_PATH)
 
 
 def _output_filename(request: LipsyncRequest) -> str:

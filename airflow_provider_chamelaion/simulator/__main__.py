@@ -100,6 +100,30 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         help="script a fault: KIND[:STATUS][,KEY=VALUE...][@PATH_REGEX][xTIMES], e.g. status:503x3, status:429,retry_after=2, slow,delay=5 (repeatable)",
     )
     parser.add_argument(
+        "--max-page-size",
+        type=int,
+        default=defaults.max_page_size,
+        help="the list call never returns more than this many requests per page (default 100)",
+    )
+    parser.add_argument(
+        "--max-concurrent-jobs",
+        type=int,
+        default=None,
+        help="account concurrency limit: jobs processed at once; the rest stay queued (default: no limit)",
+    )
+    parser.add_argument(
+        "--post-rate-limit",
+        type=float,
+        default=None,
+        help="POSTs accepted per second; above it 429 with Retry-After (default: no limit)",
+    )
+    parser.add_argument(
+        "--history-size",
+        type=int,
+        default=0,
+        help="completed requests the account already holds at start (realistic listings)",
+    )
+    parser.add_argument(
         "--seed", type=int, default=None, help="seed of the random failures and faults, for repeatable runs"
     )
     parser.add_argument(
@@ -136,6 +160,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         output_base_url=args.output_base_url,
         fault_rate=args.fault_rate,
         seed=args.seed,
+        max_page_size=args.max_page_size,
+        max_concurrent_jobs=args.max_concurrent_jobs,
+        post_rate_limit=args.post_rate_limit,
+        history_size=args.history_size,
         clock_offset=args.clock_offset,
     )
     simulator = Simulator(config, host=args.host, port=args.port)

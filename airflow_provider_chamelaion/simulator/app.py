@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import math
 from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
 from typing import Any
 from urllib.parse import urlsplit
@@ -135,6 +136,17 @@ def create_app(state: SimulatorState) -> FastAPI:
     def origin(request: Request) -> str:
         return str(request.base_url).rstrip("/")
 
+    def rate_limited() -> Response | None:
+        """The account's POST rate limit: a 429 with ``Retry-After`` (whole seconds), nothing created."""
+        wait = state.admit_post()
+        if wait is None:
+            return None
+        return _error(
+            429,
+            f"Rate limit exceeded: at most {state.config.post_rate_limit:g} requests per second",
+            headers={"Retry-After": str(max(1, math.ceil(wait)))},
+        )
+
     @app.get("/healthz")
     async def healthz() -> dict[str, str]:
         return {"status": "ok"}
@@ -149,6 +161,8 @@ def create_app(state: SimulatorState) -> FastAPI:
             return _error(422, "body must be valid JSON")
         if (problem := validate_generate_body(body)) is not None:
             return _error(422, problem)
+        if (refused := rate_limited()) is not None:
+            return refused
         inputs = {item["type"]: item["url"] for item in body["inputs"]}
         job = state.create_job(reference_id=body.get("reference_id"), source="urls", inputs=inputs)
         return JSONResponse({"request_id": job.id, "status": "success"})
@@ -165,6 +179,8 @@ def create_app(state: SimulatorState) -> FastAPI:
                 return _error(422, f"multipart part '{part}' is missing")
             if sizes[part] == 0:
                 return _error(422, f"multipart part '{part}' is empty")
+        if (refused := rate_limited()) is not None:
+            return refused
         job = state.create_job(reference_id=None, source="upload", inputs=dict(sizes))
         with state.lock:
             state.uploads.append(dict(sizes))
@@ -192,11 +208,9 @@ def create_app(state: SimulatorState) -> FastAPI:
         if limit < 1 or offset < 0:
             return _error(422, "limit must be at least 1 and offset at least 0")
         limit = min(limit, state.config.max_page_size)
-        jobs = state.listing(query.get("reference_id"))
-        page = [state.describe(job, origin(request)) for job in jobs[offset : offset + limit]]
-        return JSONResponse(
-            {"data": page, "pagination": {"limit": limit, "offset": offset, "total": len(jobs)}}
-        )
+        jobs, total = state.page(query.get("reference_id"), offset, limit)
+        page = [state.describe(job, origin(request)) for job in jobs]
+        return JSONResponse({"data": page, "pagination": {"limit": limit, "offset": offset, "total": total}})
 
     @app.get("/outputs/{name}")
     async def output(name: str, request: Request) -> Response:

@@ -7,11 +7,14 @@ serves requests on another thread.
 from __future__ import annotations
 
 import contextlib
+import heapq
+import math
 import random
 import re
 import threading
 import time
 import uuid
+from collections import deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
@@ -102,6 +105,9 @@ class Job:
     inputs: dict[str, object]
     forced_status: str | None = None
     forced_error: str | None = None
+    #: When the job left ``queued`` (simulator clock); set by the account's concurrency limit or
+    #: for pre-loaded history. ``None``: the job starts after its first phase, as without a limit.
+    started_clock: float | None = None
 
 
 @dataclass
@@ -118,6 +124,12 @@ class SimulatorConfig:
     :param clock_offset: seconds added to every time the API reports (``created_at``, ``started_at``,
         ``finished_at``), e.g. ``-8 * 3600`` for an API clock eight hours behind the client's; see
         :func:`parse_clock_offset` for the CLI's ``-8h``/``+30d``/``-1y`` form.
+    :param max_concurrent_jobs: the account's concurrency limit: at most this many jobs are processed
+        at once, in creation order; the rest stay ``queued`` (``None``: no limit).
+    :param post_rate_limit: at most this many POSTs per second are accepted; above it a POST is
+        refused with 429 and a ``Retry-After`` (whole seconds) without acting (``None``: no limit).
+    :param history_size: completed requests the account already holds when the simulator starts or
+        is reset (``reference_id`` ``history-<n>``, created a day ago), so listings are realistic.
     """
 
     api_key: str = "sim-key"
@@ -131,6 +143,19 @@ class SimulatorConfig:
     fault_rate: float = 0.0
     seed: int | None = None
     clock_offset: float = 0.0
+    max_concurrent_jobs: int | None = None
+    post_rate_limit: float | None = None
+    history_size: int = 0
+
+    def __post_init__(self) -> None:
+        if self.max_page_size < 1:
+            raise ValueError("max_page_size must be at least 1")
+        if self.max_concurrent_jobs is not None and self.max_concurrent_jobs < 1:
+            raise ValueError("max_concurrent_jobs must be at least 1 (or None for no limit)")
+        if self.post_rate_limit is not None and self.post_rate_limit <= 0:
+            raise ValueError("post_rate_limit must be positive (or None for no limit)")
+        if self.history_size < 0:
+            raise ValueError("history_size must not be negative")
 
 
 @dataclass
@@ -157,6 +182,12 @@ class SimulatorState:
         self._random = random.Random(config.seed)
         self.signing_key = uuid.uuid4().hex
         self.in_flight = 0
+        self._by_reference: dict[str, list[Job]] = {}
+        self._order: list[Job] = []  # creation order; listings read it from the end (newest first)
+        self._waiting: deque[Job] = deque()  # jobs waiting for a slot (concurrency limit), FIFO
+        self._running_until: list[float] = []  # heap: when each occupied slot frees
+        self._recent_posts: deque[float] = deque()  # accepted POSTs in the last second
+        self._preload_history()
 
     # -- jobs ------------------------------------------------------------------------------------
 
@@ -174,8 +205,50 @@ class SimulatorState:
                 source=source,
                 inputs=inputs,
             )
-            self.jobs[job.id] = job
+            self._add(job)
+            if self.config.max_concurrent_jobs is not None:
+                self._waiting.append(job)
             return job
+
+    def _add(self, job: Job) -> None:
+        self.jobs[job.id] = job
+        self._order.append(job)
+        if job.reference_id is not None:
+            self._by_reference.setdefault(job.reference_id, []).append(job)
+
+    def _preload_history(self) -> None:
+        """The account's older requests (``history_size`` of them), all finished long ago."""
+        now_wall = datetime.now(timezone.utc)
+        now_clock = self.clock()
+        size = self.config.history_size
+        for index in range(size):
+            age = 86400.0 + (size - index)  # oldest first, a second apart
+            self._add(
+                Job(
+                    id=str(uuid.uuid4()),
+                    created_wall=now_wall - timedelta(seconds=age),
+                    created_clock=now_clock - age,
+                    reference_id=f"history-{index}",
+                    will_fail=False,
+                    source="urls",
+                    inputs={},
+                    started_clock=now_clock - age,
+                )
+            )
+
+    def admit_post(self) -> float | None:
+        """Count a POST against ``post_rate_limit``: ``None`` if accepted, else seconds to wait."""
+        limit = self.config.post_rate_limit
+        if limit is None:
+            return None
+        with self.lock:
+            now = self.clock()
+            while self._recent_posts and self._recent_posts[0] <= now - 1.0:
+                self._recent_posts.popleft()
+            if len(self._recent_posts) >= limit:
+                return self._recent_posts[0] + 1.0 - now
+            self._recent_posts.append(now)
+            return None
 
     def fail_next(self, count: int = 1) -> None:
         """Make the next ``count`` jobs fail."""
@@ -193,21 +266,60 @@ class SimulatorState:
         with self.lock:
             if id_or_reference in self.jobs:
                 return self.jobs[id_or_reference]
-            matches = [job for job in self.jobs.values() if job.reference_id == id_or_reference]
+            matches = self._by_reference.get(id_or_reference)
             return matches[-1] if matches else None  # newest wins
 
     def listing(self, reference_id: str | None) -> list[Job]:
         with self.lock:
-            jobs = [
-                job for job in self.jobs.values() if reference_id is None or job.reference_id == reference_id
-            ]
+            jobs = (
+                list(self._order) if reference_id is None else list(self._by_reference.get(reference_id, []))
+            )
         return list(reversed(jobs))  # newest first
+
+    def page(self, reference_id: str | None, offset: int, limit: int) -> tuple[list[Job], int]:
+        """One page of the listing, newest first, and the total (without copying the whole history)."""
+        with self.lock:
+            jobs = self._order if reference_id is None else self._by_reference.get(reference_id, [])
+            total = len(jobs)
+            stop = max(0, total - offset)
+            start = max(0, stop - limit)
+            return list(reversed(jobs[start:stop])), total
+
+    def _start_waiting_jobs(self, now: float) -> None:
+        """Concurrency limit: give free slots to waiting jobs, oldest first, up to ``now``.
+
+        A job may start once its first phase (the minimum queue time) is over and a slot is free; a
+        slot frees when the job holding it finishes. Deterministic on the simulator's clock.
+        """
+        limit = self.config.max_concurrent_jobs or 0
+        phases = self.config.phases
+        first = phases[0][1] if phases else 0.0
+        processing = sum(duration for _, duration in phases[1:])
+        while self._waiting:
+            job = self._waiting[0]
+            if job.forced_status is not None:
+                self._waiting.popleft()  # pinned by a test: holds no slot
+                continue
+            slot_free = self._running_until[0] if len(self._running_until) >= limit else -math.inf
+            start = max(job.created_clock + first, slot_free)
+            if start > now:
+                return
+            if len(self._running_until) >= limit:
+                heapq.heappop(self._running_until)
+            heapq.heappush(self._running_until, start + processing)
+            job.started_clock = start
+            self._waiting.popleft()
 
     def status_of(self, job: Job) -> tuple[str, float | None, float | None]:
         """(status, seconds from creation to start, seconds from creation to finish)."""
         if job.forced_status is not None:
             return job.forced_status, None, None
-        elapsed = self.clock() - job.created_clock
+        now = self.clock()
+        if job.started_clock is not None or self.config.max_concurrent_jobs is not None:
+            with self.lock:
+                self._start_waiting_jobs(now)
+            return self._status_after_start(job, now)
+        elapsed = now - job.created_clock
         phases = self.config.phases
         # The job "starts" when it leaves its first phase (queued) and finishes after the last one.
         started = phases[0][1] if phases else 0.0
@@ -217,6 +329,18 @@ class SimulatorState:
             if elapsed < offset:
                 return status, (started if index > 0 else None), None
         return ("failed" if job.will_fail else "completed"), started, offset
+
+    def _status_after_start(self, job: Job, now: float) -> tuple[str, float | None, float | None]:
+        """Status of a job whose start is decided by a slot: queued until then, then the later phases."""
+        if job.started_clock is None or now < job.started_clock:
+            return (self.config.phases[0][0] if self.config.phases else "queued"), None, None
+        started = job.started_clock - job.created_clock
+        offset = job.started_clock
+        for status, duration in self.config.phases[1:]:
+            offset += duration
+            if now < offset:
+                return status, started, None
+        return ("failed" if job.will_fail else "completed"), started, offset - job.created_clock
 
     def describe(self, job: Job, output_origin: str) -> dict[str, object]:
         """The job as a ``LipsyncRequest`` JSON object."""
@@ -334,7 +458,13 @@ class SimulatorState:
             self.calls.clear()
             self.uploads.clear()
             self._fail_next = 0
+            self._by_reference.clear()
+            self._order.clear()
+            self._waiting.clear()
+            self._running_until.clear()
+            self._recent_posts.clear()
             if config is not None:
                 self.config = config
                 self._random = random.Random(config.seed)
                 self.clock = time.monotonic
+            self._preload_history()

@@ -63,7 +63,7 @@ class LipsyncRequestTrigger(BaseTrigger):
 
     def _hook(self) -> Any:
         # Imported here so that loading the trigger class (the triggerer does it for every trigger
-        # row) does not pay for requests/httpx until a trigger actually runs.
+        # row) does not pay for requests and the hook until a trigger actually runs.
         from airflow_provider_chamelaion.hooks.chamelaion import ChamelaionHook
 
         return ChamelaionHook(self.chamelaion_conn_id)

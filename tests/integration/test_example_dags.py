@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import json
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -125,34 +126,44 @@ def test_nightly_localization_end_to_end(
 
 
 def test_catalogue_backfill_retries_failed_items_and_reruns_pay_nothing(
-    dag_env: Path, simulator: Simulator
+    dag_env: Path, simulator: Simulator, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    monkeypatch.setenv("CHAMELAION_WORK_DIR", str(tmp_path / "work"))
     module = load_dag_module("example_chamelaion_catalogue_backfill")
+    catalogue = [json.loads(line) for line in module.CATALOGUE.read_text().splitlines()]
+    assert len(catalogue) == 2000
     simulator.state.fail_next(1)
 
     first = module.dag.test()
 
-    statuses = sorted(simulator.state.status_of(job)[0] for job in simulator.state.jobs.values())
+    jobs = list(simulator.state.jobs.values())
+    statuses = sorted(simulator.state.status_of(job)[0] for job in jobs)
+    assert {job.reference_id for job in jobs} == {item["reference_id"] for item in catalogue}
     if RETRY_RESTARTS_AFTER_DEFERRAL:
-        # The failed item failed its try; the task's retry submitted it again (a failed job is never
-        # reused) and everything else was submitted exactly once.
+        # The failed item failed its chunk's task once every job of the chunk had finished; the task's
+        # retry reused the other 999 and submitted that one again (a failed job is never reused).
         assert first.state == "success"
-        assert statuses == ["completed", "completed", "completed", "failed"]
-        assert len(list((dag_env / "catalogue").glob("*.mp4"))) == 3
+        assert statuses == ["completed"] * 2000 + ["failed"]
+        outputs = sorted(path.name for path in (dag_env / "catalogue").glob("*.mp4"))
+        assert outputs == sorted(f"{item['reference_id']}.mp4" for item in catalogue)
     else:
-        # Airflow 3.0 resumes the retry with the failed try's event: it fails the same way, submits
-        # nothing (the documented 3.0 degradation), and the run fails; the re-run below submits it.
+        # Airflow 3.0 resumes the retry with the failed try's event: the chunk fails the same way,
+        # submits nothing (the documented 3.0 degradation), and the run fails; the re-run submits it.
         assert first.state == "failed"
-        assert statuses == ["completed", "completed", "failed"]
+        assert statuses == ["completed"] * 1999 + ["failed"]
     submissions = len(simulator.state.calls_to("POST"))
+    downloads = len(simulator.state.calls_to("GET", "^/outputs/"))
+    calls = len(simulator.state.calls)
 
     second = module.dag.test()  # a re-run of the backfill: every item that is not failed is done
 
     assert second.state == "success"
-    assert len(simulator.state.jobs) == 4
+    assert len(simulator.state.jobs) == 2001
     resubmitted = 0 if RETRY_RESTARTS_AFTER_DEFERRAL else 1
     assert len(simulator.state.calls_to("POST")) == submissions + resubmitted
-    assert len(list((dag_env / "catalogue").glob("*.mp4"))) == 3
+    if RETRY_RESTARTS_AFTER_DEFERRAL:
+        assert len(simulator.state.calls_to("GET", "^/outputs/")) == downloads
+        assert len(simulator.state.calls) - calls <= 2000 / 40  # a few listing pages per chunk
 
 
 def test_upload_mode_end_to_end(dag_env: Path, simulator: Simulator, trigger_runs: list[str]) -> None:

@@ -487,3 +487,21 @@ def test_list_query_the_hook_sends_conforms(
         value: Any = int(raw) if declared[name]["type"] == "integer" else raw
         validate(value, declared[name])
     assert query == {"limit": "5", "offset": "0", "reference_id": "dub-42"}
+
+
+def test_rate_limit_429_and_a_listing_with_history_follow_the_contract(
+    spec: dict[str, Any], sim: tuple[Simulator, FakeClock, BodyCapture]
+) -> None:
+    simulator, _, _ = sim
+    simulator.state.reset(
+        SimulatorConfig(api_key=API_KEY, post_rate_limit=1, history_size=30, max_page_size=10)
+    )
+    simulator.state.clock = FakeClock()
+    first = requests.post(api(simulator, GENERATE), json=VALID_BODY, headers=KEY, timeout=TIMEOUT)
+    refused = requests.post(api(simulator, GENERATE), json=VALID_BODY, headers=KEY, timeout=TIMEOUT)
+    listing = requests.get(api(simulator, LIST_REQUESTS), params={"limit": 100}, headers=KEY, timeout=TIMEOUT)
+
+    check_response(spec, GENERATE, "POST", first, 200)
+    check_response(spec, GENERATE, "POST", refused, 429)
+    body = check_response(spec, LIST_REQUESTS, "GET", listing, 200)
+    assert body["pagination"] == {"limit": 10, "offset": 0, "total": 31}

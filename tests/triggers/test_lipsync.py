@@ -1,4 +1,5 @@
-"""LipsyncRequestTrigger: serialization and every way ``run()`` can end, against the simulator and respx."""
+"""LipsyncRequestTrigger: serialization and every way ``run()`` can end, against the simulator and a
+scripted server (both on real loopback sockets)."""
 
 from __future__ import annotations
 
@@ -7,20 +8,19 @@ import importlib
 import json
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
-import httpx
 import pytest
-import respx
 
 from airflow_provider_chamelaion.hooks import shared_session
 from airflow_provider_chamelaion.hooks.chamelaion import ChamelaionHook
 from airflow_provider_chamelaion.retry import RetryPolicy
 from airflow_provider_chamelaion.simulator import Simulator
 from airflow_provider_chamelaion.triggers.lipsync import LipsyncRequestTrigger
-from tests.conftest import API_KEY, MOCK_BASE_URL, connection_json, idle
+from tests.conftest import API_KEY, connection_json, idle
 from tests.helpers.loop_guard import forbid_sync_lookup_on_the_loop
+from tests.helpers.scripted_server import Reply, ScriptedServer, scripted_server
 from tests.helpers.triggers import collect, only_event, polls, wait_until
 
 CLASS_PATH = "airflow_provider_chamelaion.triggers.lipsync.LipsyncRequestTrigger"
@@ -319,72 +319,61 @@ async def test_run_never_calls_the_sync_connection_lookup(
     assert event["status"] == "completed", event["message"]
 
 
-# -- respx: the exact wire exchange -----------------------------------------------------------------------
+# -- a scripted server: the exact wire exchange over the trigger's real aiohttp session -----------------
 
 
 @pytest.fixture
-def httpx_transport(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Run the trigger on an httpx client, which respx intercepts (these tests are about the wire
-    exchange and the trigger's logic, not the shared-session transport)."""
-    monkeypatch.setattr(ChamelaionHook, "shared_async_client", lambda self: self.async_client())
+async def server(monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[ScriptedServer]:
+    """A scripted server on a loopback socket, with ``chamelaion_default`` pointing at it."""
+    async for running in scripted_server():
+        monkeypatch.setenv("AIRFLOW_CONN_CHAMELAION_DEFAULT", connection_json(running.base_url))
+        yield running
 
 
 def _request_json(request_id: str, status: str, **extra: str) -> dict[str, str]:
     return {"id": request_id, "status": status, "created_at": "2026-01-01T00:00:00Z", **extra}
 
 
-@pytest.mark.usefixtures("httpx_transport")
-async def test_respx_polls_with_the_key_until_completed(mock_conn: str) -> None:
-    with respx.mock(assert_all_called=True) as router:
-        route = router.get(f"{MOCK_BASE_URL}/v1/lipsync/requests/r-1").mock(
-            side_effect=[
-                httpx.Response(200, json=_request_json("r-1", "queued")),
-                httpx.Response(200, json=_request_json("r-1", "running")),
-                httpx.Response(
-                    200, json=_request_json("r-1", "completed", output_url="https://cdn.test/o.mp4")
-                ),
-            ]
-        )
-        event = only_event(await collect(LipsyncRequestTrigger("r-1", poll_interval=POLL)))
+async def test_scripted_polls_with_the_key_until_completed(server: ScriptedServer) -> None:
+    server.answer(
+        Reply(200, _request_json("r-1", "queued")),
+        Reply(200, _request_json("r-1", "running")),
+        Reply(200, _request_json("r-1", "completed", output_url="https://cdn.test/o.mp4")),
+    )
+    event = only_event(await collect(LipsyncRequestTrigger("r-1", poll_interval=POLL)))
     assert event["status"] == "completed"
     assert event["request"]["output_url"] == "https://cdn.test/o.mp4"
-    assert route.call_count == 3
-    assert all(call.request.headers["x-api-key"] == API_KEY for call in route.calls)
+    assert [seen.raw_path for seen in server.seen] == ["/api/v1/lipsync/requests/r-1"] * 3
+    assert all(seen.headers["x-api-key"] == API_KEY for seen in server.seen)
+    assert len({seen.client_port for seen in server.seen}) == 1  # one keep-alive connection for the wait
 
 
-@pytest.mark.usefixtures("httpx_transport")
-async def test_respx_401_ends_at_once_with_the_api_message(mock_conn: str) -> None:
-    with respx.mock as router:
-        route = router.get(f"{MOCK_BASE_URL}/v1/lipsync/requests/r-2").mock(
-            return_value=httpx.Response(401, json={"message": "Invalid API key"})
-        )
-        event = only_event(await collect(LipsyncRequestTrigger("r-2", poll_interval=POLL)))
+async def test_scripted_401_ends_at_once_with_the_api_message(server: ScriptedServer) -> None:
+    server.default = Reply(401, {"message": "Invalid API key"})
+    event = only_event(await collect(LipsyncRequestTrigger("r-2", poll_interval=POLL)))
     assert event["status"] == "error"
     assert "Invalid API key" in event["message"]
-    assert route.call_count == 1
+    assert len(server.seen) == 1
 
 
-@pytest.mark.usefixtures("httpx_transport")
-async def test_respx_malformed_answers_count_as_transient_errors(mock_conn: str) -> None:
-    with respx.mock as router:
-        route = router.get(f"{MOCK_BASE_URL}/v1/lipsync/requests/r-4").mock(
-            side_effect=[
-                httpx.Response(200, text='{"id": "r-4", "status": "compl'),
-                httpx.Response(200, json={"unexpected": True}),
-                httpx.Response(
-                    200, json=_request_json("r-4", "completed", output_url="https://cdn.test/o.mp4")
-                ),
-            ]
-        )
-        event = only_event(await collect(LipsyncRequestTrigger("r-4", poll_interval=POLL)))
+async def test_scripted_malformed_answers_count_as_transient_errors(server: ScriptedServer) -> None:
+    server.answer(
+        Reply(200, text='{"id": "r-4", "status": "compl'),
+        Reply(200, {"unexpected": True}),
+        Reply(200, _request_json("r-4", "completed", output_url="https://cdn.test/o.mp4")),
+    )
+    event = only_event(await collect(LipsyncRequestTrigger("r-4", poll_interval=POLL)))
     assert event["status"] == "completed"
-    assert route.call_count == 3
+    assert len(server.seen) == 3
 
 
-@pytest.mark.usefixtures("httpx_transport")
-async def test_respx_unexpected_exception_still_yields_exactly_one_error_event(mock_conn: str) -> None:
-    with respx.mock as router:
-        router.get(f"{MOCK_BASE_URL}/v1/lipsync/requests/r-3").mock(side_effect=RuntimeError("boom"))
-        event = only_event(await collect(LipsyncRequestTrigger("r-3", poll_interval=POLL)))
+async def test_unexpected_exception_still_yields_exactly_one_error_event(
+    server: ScriptedServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async def boom(self: Any, *args: Any, **kwargs: Any) -> Any:
+        raise RuntimeError("boom")
+
+    monkeypatch.setattr(shared_session.SharedSessionClient, "request", boom)
+    event = only_event(await collect(LipsyncRequestTrigger("r-3", poll_interval=POLL)))
     assert event["status"] == "error"
     assert "boom" in event["message"]

@@ -1,0 +1,239 @@
+"""Catalogues for batch backfills: load a list, JSON Lines or CSV catalogue, validate it whole, split it.
+
+A catalogue is a list of items, each with ``video_url``, ``audio_url`` and ``reference_id`` (required)
+and ``disable_active_speaker_detection`` (optional). Other keys (a title, a language) are allowed and
+ignored, so a catalogue exported from a CMS can be used as it is.
+
+Every item is checked before any HTTP call; all problems are reported in one error naming the rows,
+so a catalogue with a typo on row 7,341 fails at once and submits nothing.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Union
+
+from airflow_provider_chamelaion.exceptions import ChamelaionConfigError
+from airflow_provider_chamelaion.media import _is_object_storage, _object_storage_path, atomic_write
+from airflow_provider_chamelaion.wire import validate_http_url, validate_reference_id
+
+if TYPE_CHECKING:
+    from airflow_provider_chamelaion.version_compat import ObjectStoragePath
+
+CataloguePath = Union[str, "os.PathLike[str]", "ObjectStoragePath"]
+#: What a batch operator accepts: the items themselves, or where to read them.
+CatalogueSource = Sequence[Mapping[str, Any]] | CataloguePath
+
+CATALOGUE_FORMATS = ("jsonl", "csv")
+#: How many problems one validation error lists before summarizing the rest.
+MAX_LISTED_PROBLEMS = 20
+_TRUE = frozenset({"true", "1", "yes"})
+_FALSE = frozenset({"false", "0", "no"})
+
+
+@dataclass(frozen=True)
+class CatalogueItem:
+    """One validated catalogue item; ``row`` is its 1-based position (line number in a file)."""
+
+    row: int
+    reference_id: str
+    video_url: str
+    audio_url: str
+    disable_active_speaker_detection: bool | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        item: dict[str, Any] = {
+            "reference_id": self.reference_id,
+            "video_url": self.video_url,
+            "audio_url": self.audio_url,
+        }
+        if self.disable_active_speaker_detection is not None:
+            item["disable_active_speaker_detection"] = self.disable_active_speaker_detection
+        return item
+
+
+def as_path(location: CataloguePath) -> Path | ObjectStoragePath:
+    """A local ``Path`` or, for a URI (``s3://...``) or an ``ObjectStoragePath``, an ``ObjectStoragePath``."""
+    if _is_object_storage(location):
+        return _object_storage_path(location)
+    return Path(os.fspath(location)).expanduser()  # type: ignore[arg-type]
+
+
+def _format_of(path: Path | ObjectStoragePath, catalogue_format: str | None) -> str:
+    if catalogue_format is not None:
+        if catalogue_format not in CATALOGUE_FORMATS:
+            raise ChamelaionConfigError(
+                f"catalogue_format must be one of {', '.join(CATALOGUE_FORMATS)}, got {catalogue_format!r}"
+            )
+        return catalogue_format
+    suffix = path.name.rsplit(".", 1)[-1].lower() if "." in path.name else ""
+    if suffix in ("jsonl", "ndjson"):
+        return "jsonl"
+    if suffix == "csv":
+        return "csv"
+    raise ChamelaionConfigError(
+        f"cannot tell the format of catalogue {str(path)!r} from its name: use a .jsonl or .csv file, "
+        "or pass catalogue_format='jsonl' or 'csv'"
+    )
+
+
+def _csv_value(key: str, value: str) -> Any:
+    if key != "disable_active_speaker_detection":
+        return value
+    lowered = value.strip().lower()
+    if lowered == "":
+        return None
+    if lowered in _TRUE:
+        return True
+    if lowered in _FALSE:
+        return False
+    return value  # reported by validation, with its row
+
+
+def read_raw(path: Path | ObjectStoragePath, catalogue_format: str | None = None) -> list[tuple[int, Any]]:
+    """(row number, raw item) for every item of a catalogue file; blank lines are skipped."""
+    fmt = _format_of(path, catalogue_format)
+    try:
+        with path.open("r", encoding="utf-8", newline="") as handle:
+            text = handle.read()
+    except FileNotFoundError:
+        raise ChamelaionConfigError(f"catalogue {str(path)!r} does not exist") from None
+    except OSError as err:
+        raise ChamelaionConfigError(f"catalogue {str(path)!r} cannot be read: {err}") from None
+    if fmt == "csv":
+        reader = csv.DictReader(io.StringIO(text))
+        # Row numbers are line numbers, the header being line 1, as a spreadsheet shows them.
+        return [
+            (index, {key: _csv_value(key, value or "") for key, value in row.items() if key})
+            for index, row in enumerate(reader, start=2)
+        ]
+    rows: list[tuple[int, Any]] = []
+    for number, line in enumerate(text.splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            rows.append((number, json.loads(line)))
+        except ValueError as err:
+            rows.append((number, _Unparsable(str(err))))
+    return rows
+
+
+@dataclass(frozen=True)
+class _Unparsable:
+    reason: str
+
+
+def _check_item(row: int, raw: Any) -> tuple[CatalogueItem | None, list[str]]:
+    if isinstance(raw, _Unparsable):
+        return None, [f"not valid JSON ({raw.reason})"]
+    if not isinstance(raw, Mapping):
+        return None, [
+            f"expected an object with video_url, audio_url and reference_id, got {type(raw).__name__}"
+        ]
+    problems: list[str] = []
+    values: dict[str, Any] = {}
+    for field, check in (
+        ("reference_id", validate_reference_id),
+        ("video_url", validate_http_url),
+        ("audio_url", validate_http_url),
+    ):
+        if raw.get(field) in (None, ""):
+            problems.append(f"{field} is missing")
+            continue
+        try:
+            values[field] = check(raw[field], field)
+        except ChamelaionConfigError as err:
+            problems.append(str(err))
+    speaker = raw.get("disable_active_speaker_detection")
+    if speaker not in (None, True, False):
+        problems.append(f"disable_active_speaker_detection must be true, false or absent, got {speaker!r}")
+    if problems:
+        return None, problems
+    return CatalogueItem(row=row, disable_active_speaker_detection=speaker, **values), []
+
+
+def validate_items(raw_items: Iterable[tuple[int, Any]], *, where: str = "catalogue") -> list[CatalogueItem]:
+    """Check every item; raise one :class:`ChamelaionConfigError` naming every bad row, or return them all.
+
+    :param raw_items: (row number, raw item) pairs.
+    :param where: what the rows belong to, for the message (a file name, or "catalogue").
+    """
+    items: list[CatalogueItem] = []
+    problems: list[str] = []
+    first_row: dict[str, int] = {}
+    for row, raw in raw_items:
+        item, item_problems = _check_item(row, raw)
+        problems.extend(f"row {row}: {problem}" for problem in item_problems)
+        if item is None:
+            continue
+        if item.reference_id in first_row:
+            problems.append(
+                f"row {row}: reference_id {item.reference_id!r} is also on row {first_row[item.reference_id]}; "
+                "each item needs its own reference_id (it is how re-runs find the job already paid for)"
+            )
+            continue
+        first_row[item.reference_id] = row
+        items.append(item)
+    if problems:
+        listed = problems[:MAX_LISTED_PROBLEMS]
+        more = len(problems) - len(listed)
+        raise ChamelaionConfigError(
+            f"{where} has {len(problems)} problem(s); nothing was submitted. Fix these rows:\n  "
+            + "\n  ".join(listed)
+            + (f"\n  ... and {more} more" if more else "")
+        )
+    if not items:
+        raise ChamelaionConfigError(f"{where} is empty: give at least one item")
+    return items
+
+
+def load_catalogue(source: CatalogueSource, catalogue_format: str | None = None) -> list[CatalogueItem]:
+    """The validated items of a catalogue given as a list of dicts or as a JSON Lines / CSV file path."""
+    if isinstance(source, Sequence) and not isinstance(source, (str, bytes)):
+        # Any sequence: a list, or the lazy sequence Airflow hands over for an upstream's XCom.
+        return validate_items(enumerate(source, start=1))
+    if isinstance(source, str) and not source.strip():
+        raise ChamelaionConfigError("catalogue is empty: give a list of items or a .jsonl/.csv path")
+    if isinstance(source, (str, os.PathLike)) or _is_object_storage(source):
+        path = as_path(source)
+        return validate_items(read_raw(path, catalogue_format), where=f"catalogue {str(path)!r}")
+    raise ChamelaionConfigError(
+        f"catalogue must be a list of items or a local/object-storage path, got {type(source).__name__}"
+    )
+
+
+def split_catalogue(
+    source: CatalogueSource,
+    destination: CataloguePath,
+    *,
+    chunk_size: int = 5000,
+    catalogue_format: str | None = None,
+) -> list[str]:
+    """Validate a catalogue, then write it as JSON Lines chunk files of at most ``chunk_size`` items.
+
+    For catalogues beyond one task's comfort: map a batch operator over the returned paths
+    (``.expand(catalogue=...)``), so 100,000 items become 20 mapped tasks, far below
+    ``[core] max_map_length``, spread over Airflow's workers on any executor.
+
+    :param destination: a local or object-storage directory; chunks are named ``chunk-00000.jsonl``...
+        and written atomically, so a re-run rewrites identical chunks.
+    :return: the chunk paths, as strings (XCom-friendly).
+    """
+    if isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1:
+        raise ChamelaionConfigError(f"chunk_size must be a whole number of at least 1, got {chunk_size!r}")
+    items = load_catalogue(source, catalogue_format)
+    directory = as_path(destination)
+    paths: list[str] = []
+    for number, start in enumerate(range(0, len(items), chunk_size)):
+        path = directory / f"chunk-{number:05d}.jsonl"
+        with atomic_write(path) as handle:
+            for item in items[start : start + chunk_size]:
+                handle.write(json.dumps(item.to_dict()).encode() + b"\n")
+        paths.append(str(path))
+    return paths

@@ -1,0 +1,421 @@
+"""Batch operators for catalogue backfills: submit and wait on thousands of jobs in one task, download them.
+
+Why not one mapped task per item: Airflow's per-task overhead (scheduling, a worker slot, a trigger row,
+XCom rows, logs) dominates a job API that only needs a POST and a few polls, and ``[core]
+max_map_length`` (1,024 by default) caps a mapped task. One batch task reconciles the whole catalogue
+with a few listing pages, submits what is missing concurrently, and waits in one trigger.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor, as_completed
+from datetime import timedelta
+from functools import cached_property
+from typing import TYPE_CHECKING, Any
+
+from airflow_provider_chamelaion.batch_submit import BatchSubmitter, ThreadHooks
+from airflow_provider_chamelaion.catalogue import (
+    CatalogueItem,
+    CataloguePath,
+    CatalogueSource,
+    as_path,
+    load_catalogue,
+)
+from airflow_provider_chamelaion.events import LipsyncWaitTimeout
+from airflow_provider_chamelaion.exceptions import (
+    ChamelaionConfigError,
+    ChamelaionError,
+)
+from airflow_provider_chamelaion.listing import reconcile
+from airflow_provider_chamelaion.manifest import (
+    NOT_SUBMITTED,
+    ManifestRow,
+    count_stages,
+    format_counts,
+    read_manifest,
+    write_manifest,
+)
+from airflow_provider_chamelaion.models import LipsyncRequest
+from airflow_provider_chamelaion.operators.lipsync import XCOM_RETURN_KEY
+from airflow_provider_chamelaion.version_compat import BaseOperator
+
+if TYPE_CHECKING:
+    from airflow_provider_chamelaion.hooks.chamelaion import ChamelaionHook
+    from airflow_provider_chamelaion.version_compat import Context
+
+#: How many failed items a batch failure names.
+NAMED_FAILURES = 5
+
+
+class LipsyncBatchFailedError(ChamelaionError):
+    """More jobs of a batch failed than its ``max_failure_rate`` accepts."""
+
+
+class LipsyncBatchGenerateOperator(BaseOperator):
+    """Submits a whole catalogue of lip-sync jobs, reusing every job already paid for, and waits for them.
+
+    The catalogue is validated whole before any HTTP call. Then a few listing pages find, for every
+    item, the newest job with its ``reference_id`` that has not failed (the batch's re-run reuses those
+    and resubmits only failed or missing items); the rest is submitted concurrently with one shared
+    back-off on 429, and the whole batch waits in one trigger (:class:`LipsyncBatchTrigger`).
+
+    The result is a JSON Lines manifest at ``manifest_path`` (``reference_id``, ``request_id``,
+    ``status``, ``output_url``, ``error_message``, ``source``: ``submitted`` or ``reused``); XCom gets a
+    small summary (counts and the manifest's path). When jobs fail, the task fails once all have
+    finished, naming how many and the first few with the API's messages, unless their share is within
+    ``max_failure_rate``.
+
+    :param catalogue: a list of items (templated; e.g. an upstream task's output), or a local or
+        object-storage path of a JSON Lines or CSV catalogue (templated). Items have ``video_url``,
+        ``audio_url``, ``reference_id`` and optionally ``disable_active_speaker_detection``.
+    :param manifest_path: where to write the manifest, local or object storage (templated), e.g.
+        ``s3://bucket/backfills/{{ run_id }}/manifest.jsonl``. Worker and triggerer must both reach it.
+    :param catalogue_format: ``jsonl`` or ``csv``; default: from the file name.
+    :param wait_for_completion: wait until every job has finished (in the triggerer).
+    :param submit_concurrency: POSTs in flight at once (default 8).
+    :param max_in_flight: cap on jobs submitted and not finished, for accounts with a concurrency
+        quota: the task submits a wave, defers, and resumes to submit the next when slots free up.
+    :param max_failure_rate: share of failed jobs (0 to 1) the task accepts without failing (default 0).
+    :param page_size: listing page size to ask for (the server may apply less; default 100).
+    :param poll_interval: seconds between poll cycles while waiting (default 30).
+    :param timeout: how long to wait in all, seconds or a ``timedelta`` (default 24 hours).
+    :param chamelaion_conn_id: the Airflow connection (default ``chamelaion_default``).
+    :return: the summary: ``manifest_path``, ``total``, ``submitted``, ``reused`` and the count of items
+        ``not_submitted``, ``queued``, ``running``, ``completed`` and ``failed``.
+    """
+
+    template_fields: Sequence[str] = ("catalogue", "manifest_path")
+    ui_color = "#d5e8f5"
+
+    def __init__(
+        self,
+        *,
+        catalogue: CatalogueSource,
+        manifest_path: CataloguePath,
+        catalogue_format: str | None = None,
+        wait_for_completion: bool = True,
+        submit_concurrency: int = 8,
+        max_in_flight: int | None = None,
+        max_failure_rate: float = 0.0,
+        page_size: int = 100,
+        poll_interval: float = 30,
+        timeout: float | timedelta = timedelta(hours=24),
+        chamelaion_conn_id: str = "chamelaion_default",
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.catalogue = catalogue
+        self.manifest_path = manifest_path
+        self.catalogue_format = catalogue_format
+        self.wait_for_completion = wait_for_completion
+        self.submit_concurrency = submit_concurrency
+        self.max_in_flight = max_in_flight
+        self.max_failure_rate = max_failure_rate
+        self.page_size = page_size
+        self.poll_interval = float(poll_interval)
+        self.timeout = timeout.total_seconds() if isinstance(timeout, timedelta) else float(timeout)
+        self.chamelaion_conn_id = chamelaion_conn_id
+        self._check_arguments()
+
+    def _check_arguments(self) -> None:
+        def whole(name: str, value: object) -> bool:
+            return isinstance(value, int) and not isinstance(value, bool) and value >= 1
+
+        for name in ("submit_concurrency", "page_size"):
+            if not whole(name, getattr(self, name)):
+                raise ChamelaionConfigError(f"{self.task_id}: {name} must be a whole number of at least 1")
+        if self.max_in_flight is not None:
+            if not whole("max_in_flight", self.max_in_flight):
+                raise ChamelaionConfigError(
+                    f"{self.task_id}: max_in_flight must be a whole number of at least 1"
+                )
+            if not self.wait_for_completion:
+                raise ChamelaionConfigError(
+                    f"{self.task_id}: max_in_flight needs wait_for_completion=True (the next wave is submitted "
+                    "when earlier jobs finish)"
+                )
+        if not 0 <= self.max_failure_rate <= 1:
+            raise ChamelaionConfigError(f"{self.task_id}: max_failure_rate must be between 0 and 1")
+        if self.poll_interval <= 0 or self.timeout <= 0:
+            raise ChamelaionConfigError(f"{self.task_id}: poll_interval and timeout must be positive")
+
+    @cached_property
+    def hook(self) -> ChamelaionHook:
+        from airflow_provider_chamelaion.hooks.chamelaion import ChamelaionHook
+
+        return ChamelaionHook(self.chamelaion_conn_id)
+
+    # -- submission -------------------------------------------------------------------------------
+
+    def _manifest_location(self) -> str:
+        if self.manifest_path is None or not str(self.manifest_path).strip():
+            raise ChamelaionConfigError(
+                f"{self.task_id}: manifest_path is required: a local or object-storage file path"
+            )
+        return str(as_path(self.manifest_path))
+
+    def _submit_wave(self, items: Sequence[CatalogueItem], rows: dict[str, ManifestRow]) -> None:
+        waiting = [item for item in items if rows[item.reference_id].status == NOT_SUBMITTED]
+        if self.max_in_flight is not None:
+            in_flight = sum(row.in_flight for row in rows.values())
+            waiting = waiting[: max(0, self.max_in_flight - in_flight)]
+        if not waiting:
+            return
+        self.log.info("Submitting %d item(s), %d at a time", len(waiting), self.submit_concurrency)
+        submitter = BatchSubmitter(self.hook, concurrency=self.submit_concurrency, log=self.log)
+        try:
+            submitter.submit(waiting, rows)
+        finally:
+            if submitter.found_after_lost_answer:
+                self.log.warning(
+                    "%d submission(s) lost their answer; the job each had created was found and is used",
+                    submitter.found_after_lost_answer,
+                )
+
+    def execute(self, context: Context) -> dict[str, Any]:
+        items = load_catalogue(self.catalogue, self.catalogue_format)  # every item checked, no HTTP yet
+        location = self._manifest_location()
+        found = reconcile(self.hook, [item.reference_id for item in items], page_size=self.page_size)
+        self.log.info(
+            "Reconciled %d items in %d API calls (%d listing pages, %d look-ups): %d to reuse, %d to submit",
+            len(items),
+            found.api_calls,
+            found.list_calls,
+            found.lookup_calls,
+            len(found.found),
+            len(items) - len(found.found),
+        )
+        rows = {
+            item.reference_id: (
+                ManifestRow.for_request(item.reference_id, found.found[item.reference_id], "reused")
+                if item.reference_id in found.found
+                else ManifestRow(item.reference_id)
+            )
+            for item in items
+        }
+        return self._submit_and_continue(context, items, rows, location, time.time() + self.timeout)
+
+    def _submit_and_continue(
+        self,
+        context: Context,
+        items: Sequence[CatalogueItem],
+        rows: dict[str, ManifestRow],
+        location: str,
+        end_time: float,
+    ) -> dict[str, Any]:
+        try:
+            self._submit_wave(items, rows)
+        finally:
+            write_manifest(location, rows.values())  # what was submitted is never forgotten
+        counts = count_stages(rows.values())
+        self.log.info("Manifest written to %s: %s", location, format_counts(counts))
+        if not self.wait_for_completion:
+            return self._finish(context, list(rows.values()), location, check_failures=False)
+        if counts["queued"] + counts["running"] == 0 and counts["not_submitted"] == 0:
+            return self._finish(context, list(rows.values()), location)
+        from airflow_provider_chamelaion.triggers.batch import LipsyncBatchTrigger
+
+        resume_at = None
+        if self.max_in_flight is not None and counts["not_submitted"]:
+            # Resume for the next wave once a quarter of the slots (at least one) are free.
+            resume_at = self.max_in_flight - max(1, self.max_in_flight // 4)
+        self.defer(
+            trigger=LipsyncBatchTrigger(
+                manifest_path=location,
+                chamelaion_conn_id=self.chamelaion_conn_id,
+                poll_interval=self.poll_interval,
+                end_time=end_time,
+                resume_when_in_flight_at_most=resume_at,
+                page_size=self.page_size,
+            ),
+            method_name="execute_complete",
+        )
+        raise AssertionError("unreachable")  # pragma: no cover  (defer raises)
+
+    def execute_complete(self, context: Context, event: dict[str, Any] | None = None) -> dict[str, Any]:
+        """Resume after the batch trigger fired: submit the next wave, or report the batch."""
+        from airflow_provider_chamelaion.triggers.batch import BATCH_STATUSES
+
+        if not isinstance(event, dict) or event.get("status") not in BATCH_STATUSES:
+            raise ChamelaionError(f"Malformed event from LipsyncBatchTrigger: {event!r}")
+        status, location = event["status"], str(event.get("manifest_path") or self._manifest_location())
+        if status == "error":
+            raise ChamelaionError(str(event.get("message")))
+        if status == "timeout":
+            raise LipsyncWaitTimeout(f"{event.get('message')}; manifest: {location}")
+        rows = {row.reference_id: row for row in read_manifest(location)}
+        if status == "wave":
+            items = load_catalogue(self.catalogue, self.catalogue_format)
+            end_time = float(event.get("end_time") or time.time() + self.timeout)
+            return self._submit_and_continue(context, items, rows, location, end_time)
+        return self._finish(context, list(rows.values()), location)
+
+    # -- the result -------------------------------------------------------------------------------
+
+    def _finish(
+        self, context: Context, rows: list[ManifestRow], location: str, *, check_failures: bool = True
+    ) -> dict[str, Any]:
+        counts = count_stages(rows)
+        summary: dict[str, Any] = {
+            "manifest_path": location,
+            "total": len(rows),
+            "submitted": sum(row.source == "submitted" for row in rows),
+            "reused": sum(row.source == "reused" for row in rows),
+            **counts,
+        }
+        context["ti"].xcom_push(key=XCOM_RETURN_KEY, value=summary)
+        failed = [row for row in rows if row.stage == "failed"]
+        self.log.info("Batch of %d finished: %s", len(rows), format_counts(counts))
+        if check_failures and failed:
+            named = "; ".join(
+                f"{row.reference_id} ({f'request {row.request_id}' if row.request_id else 'rejected'}): "
+                f"{row.error_message or row.status}"
+                for row in failed[:NAMED_FAILURES]
+            )
+            more = f"; and {len(failed) - NAMED_FAILURES} more" if len(failed) > NAMED_FAILURES else ""
+            if len(failed) > self.max_failure_rate * len(rows):
+                raise LipsyncBatchFailedError(
+                    f"{len(failed)} of {len(rows)} lip-sync jobs failed (max_failure_rate "
+                    f"{self.max_failure_rate:.1%}): {named}{more}. Every row is in the manifest {location}; "
+                    "a re-run resubmits only the failed ones"
+                )
+            self.log.warning("%d job(s) failed, within max_failure_rate: %s%s", len(failed), named, more)
+        return summary
+
+
+class LipsyncBatchDownloadOperator(BaseOperator):
+    """Downloads every completed output of a batch manifest, concurrently, streamed and atomically.
+
+    Files are named from ``filename_template`` (``str.format`` over the manifest row, default
+    ``{reference_id}.mp4``) inside ``destination``. A file already there is skipped: outputs are written
+    to a temporary sibling and renamed into place only when complete, so a present, non-empty file is a
+    complete one and a re-run downloads nothing twice. An expired output URL is refreshed by the hook.
+
+    :param manifest_path: the batch manifest (templated), e.g. the batch task's
+        ``output["manifest_path"]``.
+    :param destination: local or object-storage directory (templated).
+    :param filename_template: file name per row (templated), e.g. ``{reference_id}/dubbed.mp4``.
+    :param concurrency: downloads at once (default 4).
+    :param chamelaion_conn_id: the Airflow connection (default ``chamelaion_default``).
+    :return: ``{"destination", "total", "downloaded", "skipped"}``.
+    """
+
+    template_fields: Sequence[str] = ("manifest_path", "destination", "filename_template")
+    ui_color = "#d5f5e0"
+
+    def __init__(
+        self,
+        *,
+        manifest_path: CataloguePath | Any,
+        destination: CataloguePath,
+        filename_template: str = "{reference_id}.mp4",
+        concurrency: int = 4,
+        chamelaion_conn_id: str = "chamelaion_default",
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.manifest_path = manifest_path
+        self.destination = destination
+        self.filename_template = filename_template
+        self.concurrency = concurrency
+        self.chamelaion_conn_id = chamelaion_conn_id
+        if isinstance(concurrency, bool) or not isinstance(concurrency, int) or concurrency < 1:
+            raise ChamelaionConfigError(f"{self.task_id}: concurrency must be a whole number of at least 1")
+
+    @cached_property
+    def hook(self) -> ChamelaionHook:
+        from airflow_provider_chamelaion.hooks.chamelaion import ChamelaionHook
+
+        return ChamelaionHook(self.chamelaion_conn_id)
+
+    def _file_name(self, row: ManifestRow) -> str:
+        try:
+            name = self.filename_template.format(**row.to_dict())
+        except (KeyError, IndexError, ValueError) as err:
+            raise ChamelaionConfigError(
+                f"{self.task_id}: filename_template {self.filename_template!r} cannot be filled from a manifest "
+                f"row ({err!r}); use fields such as {{reference_id}} and {{request_id}}"
+            ) from None
+        parts = name.split("/")
+        if not name or name.startswith("/") or any(part in ("", ".", "..") for part in parts):
+            raise ChamelaionConfigError(
+                f"{self.task_id}: filename_template gives {name!r} for {row.reference_id}: it must be a relative "
+                "path inside destination"
+            )
+        return name
+
+    def execute(self, context: Context) -> dict[str, Any]:
+        location = self.manifest_path
+        if isinstance(location, dict):  # the batch task's summary, e.g. ``batch.output``
+            location = location.get("manifest_path")
+        if not location:
+            raise ChamelaionConfigError(
+                f"{self.task_id}: manifest_path is required: the manifest's path, or the batch task's summary"
+            )
+        rows = [row for row in read_manifest(location) if row.stage == "completed" and row.request_id]
+        directory = as_path(self.destination)
+        targets: dict[str, ManifestRow] = {}
+        for row in rows:
+            name = self._file_name(row)
+            if name in targets:
+                raise ChamelaionConfigError(
+                    f"{self.task_id}: filename_template gives {name!r} for both {targets[name].reference_id} and "
+                    f"{row.reference_id}; include {{reference_id}} in it"
+                )
+            targets[name] = row
+        todo = [(name, row) for name, row in targets.items() if not _present(directory / name)]
+        self.log.info(
+            "%d completed outputs in the manifest: %d already in %s, %d to download",
+            len(targets),
+            len(targets) - len(todo),
+            directory,
+            len(todo),
+        )
+        hooks = ThreadHooks(self.hook)
+        errors: list[tuple[ManifestRow, BaseException]] = []
+        step = max(1, len(todo) // 10)
+
+        def download(name: str, row: ManifestRow) -> None:
+            request = LipsyncRequest(
+                id=str(row.request_id),
+                status=row.status,
+                output_url=row.output_url,
+                reference_id=row.reference_id,
+            )
+            hooks.get().download_output(request, directory / name)
+
+        try:
+            with ThreadPoolExecutor(self.concurrency, thread_name_prefix="chamelaion-download") as pool:
+                futures = {pool.submit(download, name, row): row for name, row in todo}
+                for done, future in enumerate(as_completed(futures), start=1):
+                    try:
+                        future.result()
+                    except Exception as err:
+                        errors.append((futures[future], err))
+                    if done % step == 0 or done == len(todo):
+                        self.log.info(
+                            "Downloaded %d of %d (%d failed)", done - len(errors), len(todo), len(errors)
+                        )
+        finally:
+            hooks.close()
+        if errors:
+            named = "; ".join(f"{row.reference_id}: {err}" for row, err in errors[:NAMED_FAILURES])
+            raise ChamelaionError(
+                f"{len(errors)} of {len(todo)} downloads failed ({named}); a re-run downloads only the missing ones"
+            )
+        return {
+            "destination": str(directory),
+            "total": len(targets),
+            "downloaded": len(todo),
+            "skipped": len(targets) - len(todo),
+        }
+
+
+def _present(path: Any) -> bool:
+    """Whether a complete output is already at ``path`` (outputs are only ever renamed into place whole)."""
+    try:
+        return bool(path.is_file() and path.stat().st_size > 0)
+    except (FileNotFoundError, OSError):
+        return False

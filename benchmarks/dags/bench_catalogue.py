@@ -1,0 +1,62 @@
+"""Two DAGs over the same first ``BENCH_ITEMS`` items of the example catalogue, for benchmarks/batch_deployment.py.
+
+``bench_per_item``: one mapped task per item (submit-or-reuse and wait deferred, then download);
+``bench_batch``: one batch task and one batch download task. Reference ids differ between the two so
+neither reuses the other's jobs.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pendulum
+
+from airflow_provider_chamelaion.operators.batch import (
+    LipsyncBatchDownloadOperator,
+    LipsyncBatchGenerateOperator,
+)
+from airflow_provider_chamelaion.operators.lipsync import LipsyncDownloadOperator, LipsyncGenerateOperator
+from airflow_provider_chamelaion.version_compat import DAG
+
+ITEMS = int(os.environ.get("BENCH_ITEMS", "200"))
+POLL = float(os.environ.get("CHAMELAION_POLL_INTERVAL", "5"))
+OUT = os.environ.get("CHAMELAION_OUTPUT_DIR", "/tmp/chamelaion-bench")
+CATALOGUE = Path(__file__).resolve().parents[2] / "example_dags" / "data" / "catalogue.jsonl"
+
+
+def items(prefix: str) -> list[dict[str, str]]:
+    rows = [json.loads(line) for line in CATALOGUE.read_text().splitlines()[:ITEMS]]
+    return [
+        {
+            "video_url": r["video_url"],
+            "audio_url": r["audio_url"],
+            "reference_id": f"{prefix}-{r['reference_id']}",
+        }
+        for r in rows
+    ]
+
+
+ARGS = {"schedule": None, "start_date": pendulum.datetime(2026, 11, 1, tz="UTC"), "catchup": False}
+
+with DAG(dag_id="bench_per_item", **ARGS):  # type: ignore[arg-type]
+    dub = LipsyncGenerateOperator.partial(
+        task_id="dub",
+        reuse_existing_request=True,
+        wait_for_completion=True,
+        deferrable=True,
+        poll_interval=POLL,
+    ).expand_kwargs(items("per-item"))
+    LipsyncDownloadOperator.partial(task_id="download", destination=f"{OUT}/per-item/").expand(
+        request_id=dub.output
+    )
+
+with DAG(dag_id="bench_batch", **ARGS):  # type: ignore[arg-type]
+    batch = LipsyncBatchGenerateOperator(
+        task_id="backfill",
+        catalogue=items("batch"),
+        manifest_path=OUT + "/manifests/{{ run_id }}.jsonl",
+        poll_interval=POLL,
+    )
+    LipsyncBatchDownloadOperator(task_id="download", manifest_path=batch.output, destination=f"{OUT}/batch/")

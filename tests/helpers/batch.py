@@ -1,0 +1,66 @@
+"""Running a batch operator to its end in a test: execute, run each deferral's trigger, resume."""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import json
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from airflow_provider_chamelaion.operators.batch import LipsyncBatchGenerateOperator
+from airflow_provider_chamelaion.retry import RetryPolicy
+from airflow_provider_chamelaion.triggers.batch import LipsyncBatchTrigger
+from airflow_provider_chamelaion.version_compat import TaskDeferred
+
+#: A safety net so a broken trigger fails the test instead of hanging it; never a timing assertion.
+SAFETY_TIMEOUT = 300.0
+#: The default policy's decisions with short waits (a server's Retry-After is still honoured).
+FAST_RETRIES = RetryPolicy(initial_backoff=0.01, max_backoff=0.05, jitter=0)
+
+
+@dataclass
+class BatchRun:
+    """What happened: the summary (or the error), every trigger's kwargs and event, in order."""
+
+    summary: dict[str, Any] | None = None
+    error: BaseException | None = None
+    triggers: list[dict[str, Any]] = field(default_factory=list)
+    #: (jobs pending, API calls) of every poll cycle of every trigger, in order.
+    cycles: list[tuple[int, int]] = field(default_factory=list)
+    events: list[dict[str, Any]] = field(default_factory=list)
+
+
+async def run_trigger(trigger: LipsyncBatchTrigger) -> dict[str, Any]:
+    async def drain() -> list[Any]:
+        return [event async for event in trigger.run()]
+
+    events = await asyncio.wait_for(drain(), SAFETY_TIMEOUT)
+    assert len(events) == 1, events
+    payload = events[0].payload
+    json.dumps(payload)  # JSON primitives only: the triggerer stores it
+    assert isinstance(payload, dict)
+    return payload
+
+
+def run_batch(operator: LipsyncBatchGenerateOperator, context: Any) -> BatchRun:
+    """Execute, and for every deferral re-create the trigger from its serialized form and run it."""
+    run = BatchRun()
+    step: Callable[[], dict[str, Any]] = lambda: operator.execute(context)  # noqa: E731
+    while True:
+        try:
+            run.summary = step()
+            return run
+        except TaskDeferred as deferred:
+            classpath, kwargs = deferred.trigger.serialize()
+            assert classpath.endswith("LipsyncBatchTrigger")
+            run.triggers.append(kwargs)
+            trigger = LipsyncBatchTrigger(**kwargs)
+            event = asyncio.run(run_trigger(trigger))
+            run.cycles.extend(trigger.cycles)
+            run.events.append(event)
+            step = functools.partial(getattr(operator, deferred.method_name), context, event)
+        except Exception as err:
+            run.error = err
+            return run
