@@ -1,5 +1,5 @@
 """Run from outside the source tree, in a venv holding only the built wheel and Airflow: every module of
-the installed package imports, the provider info is found through its entry point, and Airflow's
+the installed package imports (the simulator only with its extra), the provider info is found through its entry point, and Airflow's
 ProvidersManager lists the connection type with the hook. Usage: python check_wheel.py <airflow version>.
 """
 
@@ -13,6 +13,16 @@ import warnings
 from pathlib import Path
 
 DISTRIBUTION = "airflow-provider-chamelaion"
+SIMULATOR = "airflow_provider_chamelaion.simulator"
+
+
+def _import_error(name: str) -> str | None:
+    """The ImportError's message if ``name`` cannot be imported, else ``None``."""
+    try:
+        importlib.import_module(name)
+    except ImportError as err:
+        return str(err)
+    return None
 
 
 def main(expected_airflow: str) -> None:
@@ -30,9 +40,13 @@ def main(expected_airflow: str) -> None:
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         for name in modules:
-            if name.endswith("__main__"):
+            if name.endswith("__main__") or name.startswith(SIMULATOR):
                 continue
             importlib.import_module(name)
+    # The simulator is the [simulator] extra, not installed here: without its server stack it must say
+    # which extra to install (Airflow 3 brings FastAPI itself, so there it may simply import).
+    refusal = _import_error(SIMULATOR)
+    assert refusal is None or '"airflow-provider-chamelaion[simulator]"' in refusal, refusal
     # A deprecation warning raised by the provider's own code (an old import path) is a bug; Airflow 2
     # warning about its own modules is not ours.
     ours = [
