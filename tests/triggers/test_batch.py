@@ -95,7 +95,9 @@ def test_the_batch_ends_in_one_small_event_and_the_manifest_holds_the_results(
     assert [row.request_id for row in rows] == ids
     assert all(row.status == "completed" and row.output_url for row in rows)
     progress = [message for message in messages if message.startswith("Batch of 250")]
-    assert progress[0] == "Batch of 250: 250 queued"
+    # The first line is the first poll's counts: queued on a quick start, later states where the
+    # trigger's start-up (slower on Airflow 2.11 and a loaded machine) outlasts the queued phase.
+    assert progress[0] in {f"Batch of 250: 250 {status}" for status in ("queued", "running", "completed")}
     assert progress[-1] == "Batch of 250: 250 completed"
     assert len(progress) == len(set(progress)), "a line per change, not per poll"
 
