@@ -10,7 +10,7 @@ UV := $(or $(shell command -v uv 2>/dev/null),$(CURDIR)/.tools/bin/uv)
 VENV := $(CURDIR)/.venv
 BIN := $(VENV)/bin
 
-.PHONY: install test lint typecheck pytest demo bench clean
+.PHONY: install test test-compat lint typecheck pytest demo bench clean
 
 # uv from PyPI when the machine has none, in a private venv (works on externally-managed Pythons).
 $(CURDIR)/.tools/bin/uv:
@@ -35,6 +35,13 @@ pytest: install
 
 test: lint typecheck pytest
 
+# The provider on the latest release of every supported Airflow line (2.11.2, 3.0.6, 3.1.8, 3.2.2, 3.3.0),
+# each in its own venv from ci/compat/airflow-<version>.txt, plus the built wheel installed as users do
+# (with 2.11.2 and 3.3.2). `make test-compat COMPAT_LINES=3.0.6` runs one line.
+COMPAT_LINES ?=
+test-compat: | $(UV)
+	UV=$(UV) PYTHON=$(PYTHON) ci/compat/test-compat $(COMPAT_LINES)
+
 demo: install
 	$(BIN)/python scripts/demo.py
 
@@ -42,4 +49,4 @@ bench: install
 	$(BIN)/python -m benchmarks
 
 clean:
-	rm -rf $(VENV) .tools .demo .pytest_cache .mypy_cache .ruff_cache benchmarks/.work
+	rm -rf $(VENV) .tools .demo .compat .pytest_cache .mypy_cache .ruff_cache benchmarks/.work

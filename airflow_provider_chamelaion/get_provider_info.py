@@ -2,7 +2,8 @@
 
 This module imports nothing from the provider: listing providers or rendering the connection form must
 not import hook code. The connection form is declared here (``ui-field-behaviour``), the form Airflow
-3.2+ prefers over hook methods.
+3.2+ prefers over hook methods; the hook's ``get_ui_field_behaviour`` serves the same definition to
+Airflow 2.11-3.1, which only read the hook.
 """
 
 from __future__ import annotations
@@ -12,6 +13,12 @@ from typing import Any
 PACKAGE_NAME = "airflow-provider-chamelaion"
 CONN_TYPE = "chamelaion"
 DEFAULT_BASE_URL = "https://api.chamelaion.com/api"
+#: The connection form: one definition for every Airflow line (see :func:`hook_field_behaviour`).
+UI_FIELD_BEHAVIOUR: dict[str, Any] = {
+    "hidden-fields": ["schema", "login", "port", "extra"],
+    "relabeling": {"host": "Base URL", "password": "API key"},
+    "placeholders": {"host": DEFAULT_BASE_URL, "password": "your Chamelaion API key"},
+}
 
 
 def get_provider_info() -> dict[str, Any]:
@@ -64,11 +71,7 @@ def get_provider_info() -> dict[str, Any]:
                 "connection-type": CONN_TYPE,
                 "hook-class-name": "airflow_provider_chamelaion.hooks.chamelaion.ChamelaionHook",
                 "hook-name": "Chamelaion",
-                "ui-field-behaviour": {
-                    "hidden-fields": ["schema", "login", "port", "extra"],
-                    "relabeling": {"host": "Base URL", "password": "API key"},
-                    "placeholders": {"host": DEFAULT_BASE_URL, "password": "your Chamelaion API key"},
-                },
+                "ui-field-behaviour": UI_FIELD_BEHAVIOUR,
                 "conn-fields": {
                     "reference_namespace": {
                         "label": "Reference namespace",
@@ -80,4 +83,14 @@ def get_provider_info() -> dict[str, Any]:
                 },
             }
         ],
+    }
+
+
+def hook_field_behaviour() -> dict[str, Any]:
+    """The same form in the shape of a hook's ``get_ui_field_behaviour()``, which Airflow before 3.2 reads
+    (3.2 and later read ``ui-field-behaviour`` above and never call the hook method)."""
+    return {
+        "hidden_fields": list(UI_FIELD_BEHAVIOUR["hidden-fields"]),
+        "relabeling": dict(UI_FIELD_BEHAVIOUR["relabeling"]),
+        "placeholders": dict(UI_FIELD_BEHAVIOUR["placeholders"]),
     }

@@ -70,5 +70,9 @@ class LipsyncOutputLink(BaseOperatorLink):
     name = "Lip-sync output"
 
     def get_link(self, operator: BaseOperator, *, ti_key: TaskInstanceKey) -> str:
-        key = getattr(operator, "request_xcom_key", "request")
+        # Airflow 2's webserver passes the serialized operator, which keeps the class name, not the
+        # attribute: the sensor pushes the request as its return value.
+        key = getattr(operator, "request_xcom_key", None) or (
+            "return_value" if getattr(operator, "task_type", "") == "LipsyncRequestSensor" else "request"
+        )
         return output_link(_xcom().get_value(ti_key=ti_key, key=key))

@@ -19,7 +19,7 @@ import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, TYPE_CHECKING, Any, Union
+from typing import IO, TYPE_CHECKING, Any, Union, cast
 
 from airflow_provider_chamelaion.exceptions import ChamelaionConfigError
 
@@ -249,7 +249,10 @@ def atomic_write(destination: Path | ObjectStoragePath) -> Iterator[IO[bytes]]:
     sees a partial output, and a retry starts clean.
     """
     temporary = destination.with_name(f".{destination.name}.{uuid.uuid4().hex[:12]}.part")
-    if isinstance(destination, Path):
+    # Not isinstance(destination, Path): universal-pathlib 0.2.x's file:// paths are Path subclasses
+    # whose str() is the URI, which os.replace cannot use.
+    local = not _is_object_storage(destination)
+    if local:
         destination.parent.mkdir(parents=True, exist_ok=True)
     else:
         # Object stores without real directories may refuse this; writing the file works regardless.
@@ -258,10 +261,13 @@ def atomic_write(destination: Path | ObjectStoragePath) -> Iterator[IO[bytes]]:
     try:
         with temporary.open("wb") as handle:
             yield handle
-        if isinstance(destination, Path):
+        if local:
             os.replace(temporary, destination)  # type: ignore[arg-type]
         else:
-            temporary.rename(destination)  # type: ignore[arg-type]
+            # The filesystem's own move, not ObjectStoragePath.rename: under universal-pathlib 0.2.x
+            # (Airflow 2.11, 3.0, 3.1) rename hands the file:// URIs to os.rename, which fails.
+            source, target = cast("ObjectStoragePath", temporary), cast("ObjectStoragePath", destination)
+            source.fs.mv(source.path, target.path)
     except BaseException:
         with contextlib.suppress(Exception):
             temporary.unlink(missing_ok=True)

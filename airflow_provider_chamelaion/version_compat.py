@@ -52,6 +52,12 @@ AIRFLOW_V_3_1_PLUS = Version("3.1.0") <= AIRFLOW_VERSION
 AIRFLOW_V_3_2_PLUS = Version("3.2.0") <= AIRFLOW_VERSION
 AIRFLOW_V_3_3_PLUS = Version("3.3.0") <= AIRFLOW_VERSION
 
+#: Airflow 3.0's execution API keeps a resumed task's ``next_method`` when the task fails and goes up for
+#: retry (3.1 clears it), so the retry starts in ``execute_complete`` with the previous try's event
+#: instead of in ``execute``: a deferrable task whose job failed fails its retries the same way rather
+#: than submitting again (README, support table). No name to detect it by, hence a version check.
+RETRY_RESTARTS_AFTER_DEFERRAL = not (AIRFLOW_V_3_0_PLUS and not AIRFLOW_V_3_1_PLUS)
+
 
 def _first(name: str, *modules: str) -> Any:
     """``name`` from the first of ``modules`` that has it (newest path first)."""
@@ -67,6 +73,7 @@ def _first(name: str, *modules: str) -> Any:
 
 if TYPE_CHECKING:
     # mypy checks against the locked Airflow (3.3.2), where every name is at its newest path.
+    from airflow.dag_processing.dagbag import DagBag
     from airflow.sdk import (
         DAG,
         Asset,
@@ -91,7 +98,7 @@ if TYPE_CHECKING:
     )
     from airflow.sdk.execution_time.xcom import XCom
     from airflow.sdk.io.fs import has_fs
-    from airflow.sdk.log import mask_secret
+    from airflow.sdk.log import mask_secret as _airflow_mask_secret
     from airflow.triggers.base import BaseTrigger, TriggerEvent
 else:
     BaseHook = _first("BaseHook", "airflow.sdk", "airflow.hooks.base")
@@ -110,7 +117,7 @@ else:
     AirflowSkipException = _first("AirflowSkipException", "airflow.sdk.exceptions", "airflow.exceptions")
     TaskDeferred = _first("TaskDeferred", "airflow.sdk.exceptions", "airflow.exceptions")
 
-    mask_secret = _first("mask_secret", "airflow.sdk.log", "airflow.utils.log.secrets_masker")
+    _airflow_mask_secret = _first("mask_secret", "airflow.sdk.log", "airflow.utils.log.secrets_masker")
     from airflow.triggers.base import BaseTrigger, TriggerEvent
 
     # Type-only names: a runtime import of them (``from ... import Context``) still works.
@@ -123,6 +130,8 @@ _LAZY: dict[str, tuple[str, ...]] = {
     "ObjectStoragePath": ("airflow.sdk", "airflow.io.path"),
     "DAG": ("airflow.sdk", "airflow.models.dag"),
     "task": ("airflow.sdk", "airflow.decorators"),
+    # For the tests and tools that load DAG files (3.3 moved it to the dag processor).
+    "DagBag": ("airflow.dag_processing.dagbag", "airflow.models.dagbag"),
     # Read only when a task runs (extra links) or a DAG names object storage (parse-time check).
     "XCom": ("airflow.sdk.execution_time.xcom", "airflow.models.xcom"),
     "has_fs": ("airflow.sdk.io.fs", "airflow.io"),
@@ -142,6 +151,78 @@ def __getattr__(name: str) -> Any:
         globals()[name] = value
         return value
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+#: Airflow 3.0's ``mask_secret`` sends the secret to the supervisor in a ``MaskSecret`` message, and
+#: ``dag.test()``'s in-process supervisor logs every message it is sent at DEBUG, unredacted:
+#: ``Sending request msg=MaskSecret(value='<the key>')``, whether or not the key was masked before
+#: (measured). So on 3.0 the provider registers its secrets with the task's own masker only and never
+#: sends them: the supervisor receives the key only inside a connection lookup's answer, which it does
+#: not log. 3.1+ and 2.x use Airflow's ``mask_secret`` as it is.
+_SENDS_BEFORE_MASKING = AIRFLOW_V_3_0_PLUS and not AIRFLOW_V_3_1_PLUS
+
+
+def _mask_locally(*secrets: Any) -> None:
+    """Register ``secrets`` with this process's masker only (Airflow 3.0), so any later log line that
+    holds them, Airflow's own included, is redacted."""
+    from airflow.sdk.execution_time.secrets_masker import _secrets_masker
+
+    masker = _secrets_masker()
+    for secret in secrets:
+        if secret:
+            masker.add_mask(secret)
+
+
+def mask_secret(value: str) -> None:
+    """Redact ``value`` in every log from now on, in this process and (3.x) in the supervisor's."""
+    if _SENDS_BEFORE_MASKING:
+        _mask_locally(value)
+        return
+    _airflow_mask_secret(value)
+
+
+def get_connection(hook: BaseHook, conn_id: str) -> Any:
+    """``hook.get_connection(conn_id)``, except that on Airflow 3.0, in a task, the connection's secrets are
+    registered with the task's own masker and not sent to the supervisor (see ``_SENDS_BEFORE_MASKING``).
+
+    On 3.0 a connection found in a secrets backend (environment variables included) masks its own
+    password as it is built, and that ``mask_secret`` sends it to the supervisor first. So the backends
+    are read here with the supervisor channel set aside (``set_supervisor_comms(None)``, Airflow's own
+    helper: masking is then local only). A connection from the metadata database comes back from the
+    API server, whose answer is not logged, and the hook masks its key (locally) right after.
+    Only on the task's main thread: a worker thread (the triggerer's lookups) must not swap the
+    process-wide channel, and there the key reaches no log line unmasked (measured by the secret scan).
+    """
+    import threading
+
+    if (
+        not _SENDS_BEFORE_MASKING
+        or not _in_task_process()
+        or threading.current_thread() is not threading.main_thread()
+    ):
+        return hook.get_connection(conn_id)
+    from airflow.sdk import Connection
+    from airflow.sdk.execution_time.supervisor import ensure_secrets_backend_loaded, set_supervisor_comms
+
+    for backend in ensure_secrets_backend_loaded():
+        try:
+            with set_supervisor_comms(None):
+                conn = backend.get_connection(conn_id=conn_id)
+        except Exception:  # noqa: S112 - as Airflow's own lookup does: try the next backend
+            continue
+        if conn:
+            _mask_locally(conn.password, conn.extra)
+            return conn
+    return Connection.get(conn_id)
+
+
+def _in_task_process() -> bool:
+    import sys
+
+    return (
+        getattr(sys.modules.get("airflow.sdk.execution_time.task_runner"), "SUPERVISOR_COMMS", None)
+        is not None
+    )
 
 
 def _optional(name: str, *modules: str) -> Any:
@@ -179,7 +260,7 @@ async def aget_connection(hook: BaseHook, conn_id: str) -> Any:
         return await hook.aget_connection(conn_id)
     from asgiref.sync import sync_to_async
 
-    return await sync_to_async(hook.get_connection)(conn_id)
+    return await sync_to_async(get_connection)(hook, conn_id)
 
 
 __all__ = [
@@ -190,6 +271,7 @@ __all__ = [
     "AIRFLOW_V_3_3_PLUS",
     "DAG",
     "HAS_ASYNC_MASKING",
+    "RETRY_RESTARTS_AFTER_DEFERRAL",
     "AirflowException",
     "AirflowFailException",
     "AirflowNotFoundException",
@@ -202,6 +284,7 @@ __all__ = [
     "BaseSensorOperator",
     "BaseTrigger",
     "Context",
+    "DagBag",
     "ObjectStoragePath",
     "PokeReturnValue",
     "TaskDeferred",
@@ -211,6 +294,7 @@ __all__ = [
     "aget_connection",
     "amask_secret",
     "conf",
+    "get_connection",
     "has_fs",
     "mask_secret",
     "task",

@@ -52,6 +52,7 @@ from airflow_provider_chamelaion.version_compat import (
     BaseHook,
     aget_connection,
     amask_secret,
+    get_connection,
     mask_secret,
 )
 from airflow_provider_chamelaion.wire import (
@@ -186,7 +187,7 @@ class ChamelaionHook(BaseHook):
         """Base URL and API key from the connection (looked up once per hook)."""
         if self._settings is None:
             try:
-                conn = self.get_connection(self.chamelaion_conn_id)
+                conn = get_connection(self, self.chamelaion_conn_id)
             except AirflowNotFoundException:
                 raise missing_connection_error(self.chamelaion_conn_id) from None
             settings = settings_from_connection(conn, self.chamelaion_conn_id)
@@ -388,6 +389,14 @@ class ChamelaionHook(BaseHook):
         """
         matches = [r for r in self.iter_requests(reference_id=reference_id) if r.reference_id == reference_id]
         return newest_first(matches)
+
+    @classmethod
+    def get_ui_field_behaviour(cls) -> dict[str, Any]:
+        """The connection form, for Airflow 2.11-3.1 (3.2+ reads it from the provider info and, finding it
+        there, never calls this deprecated hook method)."""
+        from airflow_provider_chamelaion.get_provider_info import hook_field_behaviour
+
+        return hook_field_behaviour()
 
     def test_connection(self) -> tuple[bool, str]:
         """Airflow's "Test" button: one cheap authenticated call (a one-item list)."""

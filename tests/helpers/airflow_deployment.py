@@ -1,7 +1,9 @@
-"""A real Airflow 3 deployment on loopback, for end-to-end tests: one process group per component.
+"""A real Airflow deployment on loopback, for end-to-end tests: one process group per component.
 
 ``airflow db migrate`` runs first; then the API server, scheduler (LocalExecutor), DAG processor and
-triggerer each run as ``airflow <component>`` in a process group of their own, so that one of them (the
+triggerer (on Airflow 2: only the scheduler, which parses the DAGs itself, and the triggerer; there is no
+API server, so tests use :meth:`AirflowDeployment.cli` and the database) each run as
+``airflow <component>`` in a process group of their own, so that one of them (the
 triggerer, typically) can be killed and started again while the others keep running. Every process's
 stdout and stderr go to files, so that tests can read (and scan) them.
 
@@ -22,6 +24,7 @@ import os
 import secrets
 import signal
 import socket
+import sqlite3
 import subprocess
 import sys
 import time
@@ -33,7 +36,18 @@ from typing import IO, Any
 import psutil
 import requests
 
-COMPONENTS = ("api-server", "scheduler", "dag-processor", "triggerer")
+from airflow_provider_chamelaion.version_compat import AIRFLOW_V_3_0_PLUS
+
+COMPONENTS = (
+    ("api-server", "scheduler", "dag-processor", "triggerer")
+    if AIRFLOW_V_3_0_PLUS
+    else ("scheduler", "triggerer")
+)
+#: Airflow 2's log servers bind every interface ([::]) with no setting to narrow it; the tests read the
+#: log files themselves, so on Airflow 2 the components serve none (loopback only).
+_COMPONENT_ARGS: dict[str, tuple[str, ...]] = (
+    {} if AIRFLOW_V_3_0_PLUS else {"scheduler": ("--skip-serve-logs",), "triggerer": ("--skip-serve-logs",)}
+)
 #: Restores SIGINT to its default before exec'ing Airflow: a process started from a background job
 #: inherits SIGINT ignored, and then Airflow could only be stopped by SIGTERM, which orphans workers.
 _LAUNCHER = (
@@ -141,6 +155,11 @@ class AirflowDeployment:
             "AIRFLOW__LOGGING__TRIGGER_LOG_SERVER_PORT": str(free_port()),
             **(env or {}),
         }
+        if not AIRFLOW_V_3_0_PLUS:
+            # Airflow 2 refuses LocalExecutor on SQLite unless this switch (Airflow's own test suite
+            # sets it) is on; Airflow 3 allows it. One run with a handful of tasks is well within what
+            # SQLite's locking copes with, as it does on Airflow 3.
+            self.env["_AIRFLOW__SKIP_DATABASE_EXECUTOR_COMPATIBILITY_CHECK"] = "1"
 
     # -- processes -------------------------------------------------------------------------------
 
@@ -168,6 +187,17 @@ class AirflowDeployment:
         if code != 0:
             raise RuntimeError(f"airflow db migrate failed ({code}):\n{err.read_text()[-3000:]}")
 
+    def cli(self, *args: str, timeout: float = 120) -> str:
+        """Run ``airflow <args>`` to completion (output kept with the components'); return its stdout."""
+        out, err, out_file, err_file = self._open_output("cli-" + "-".join(args[:2]))
+        with out_file, err_file:
+            code = subprocess.call(
+                [str(self.airflow), *args], env=self.env, stdout=out_file, stderr=err_file, timeout=timeout
+            )
+        if code != 0:
+            raise RuntimeError(f"airflow {' '.join(args)} failed ({code}):\n{err.read_text()[-3000:]}")
+        return out.read_text()
+
     def start_component(
         self,
         name: str,
@@ -181,7 +211,13 @@ class AirflowDeployment:
             raise RuntimeError(f"{name} is already running")
         out, err, out_file, err_file = self._open_output(name)
         process = subprocess.Popen(
-            [sys.executable, "-c", _LAUNCHER, str(self.airflow), *(argv or [name])],
+            [
+                sys.executable,
+                "-c",
+                _LAUNCHER,
+                str(self.airflow),
+                *(argv or [name, *_COMPONENT_ARGS.get(name, ())]),
+            ],
             env={**self.env, **(env or {})},
             stdin=subprocess.DEVNULL,
             stdout=out_file,
@@ -307,6 +343,8 @@ class AirflowDeployment:
 
     def wait_until_healthy(self, timeout: float = 120) -> dict[str, Any]:
         """Wait until the API server answers and the scheduler, triggerer and DAG processor are healthy."""
+        if not AIRFLOW_V_3_0_PLUS:
+            return self._wait_until_jobs_running(timeout)
         deadline = time.monotonic() + timeout
         last: object = None
         while time.monotonic() < deadline:
@@ -325,6 +363,25 @@ class AirflowDeployment:
                 last = err
             time.sleep(1)
         raise TimeoutError(f"Airflow did not become healthy in {timeout} s; last answer: {last}")
+
+    def _wait_until_jobs_running(self, timeout: float) -> dict[str, Any]:
+        """Airflow 2 (no API server): wait until the scheduler and triggerer jobs run, read from the DB."""
+        deadline = time.monotonic() + timeout
+        wanted = {"SchedulerJob": "scheduler", "TriggererJob": "triggerer"}
+        running: set[str] = set()
+        while time.monotonic() < deadline:
+            self.check_alive()
+            with contextlib.suppress(sqlite3.Error):
+                con = sqlite3.connect(f"file:{self.db_path}?mode=ro", uri=True, timeout=30)
+                try:
+                    rows = con.execute("SELECT job_type FROM job WHERE state = 'running'").fetchall()
+                finally:
+                    con.close()
+                running = {job_type for (job_type,) in rows}
+            if running >= set(wanted):
+                return {wanted[job]: {"status": "healthy"} for job in sorted(running & set(wanted))}
+            time.sleep(1)
+        raise TimeoutError(f"Airflow did not become healthy in {timeout} s; jobs running: {running}")
 
     def admin_password(self) -> str:
         path = self.home / "simple_auth_manager_passwords.json.generated"

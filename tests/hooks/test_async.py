@@ -8,6 +8,7 @@ import asyncio
 import json
 import pickle
 import socket
+import threading
 from collections.abc import AsyncIterator
 from types import SimpleNamespace
 from typing import Any
@@ -30,8 +31,10 @@ from airflow_provider_chamelaion.hooks import shared_session
 from airflow_provider_chamelaion.hooks.chamelaion import ChamelaionHook, _transport_error
 from airflow_provider_chamelaion.models import LipsyncRequest
 from airflow_provider_chamelaion.retry import RetryPolicy
-from airflow_provider_chamelaion.version_compat import BaseHook
-from tests.conftest import API_KEY, RecordedSleeps, connection_json
+from airflow_provider_chamelaion.version_compat import HAS_ASYNC_MASKING
+from tests.conftest import API_KEY, MOCK_BASE_URL, RecordedSleeps, connection_json
+from tests.helpers.loop_guard import forbid_sync_lookup_on_the_loop
+from tests.helpers.masking import fresh_masker
 from tests.helpers.scripted_server import Reply, ScriptedServer, scripted_server
 
 REQUEST_ID = "6f82a2d8-a6d4-4e8a-a0fa-e8b09823a2d8"
@@ -420,17 +423,16 @@ def _shared_users(loop: asyncio.AbstractEventLoop) -> int:
 
 
 class TestAsyncSettings:
-    async def test_uses_the_async_connection_path(
+    async def test_never_looks_the_connection_up_synchronously_on_the_loop(
         self, hook: ChamelaionHook, server: ScriptedServer, monkeypatch: pytest.MonkeyPatch
     ) -> None:
-        def sync_lookup(*args: Any, **kwargs: Any) -> Any:
-            raise AssertionError("sync get_connection called on the event loop")
-
-        monkeypatch.setattr(BaseHook, "get_connection", classmethod(sync_lookup))
-        monkeypatch.setattr(ChamelaionHook, "get_connection", classmethod(sync_lookup))
+        off_loop_lookups = forbid_sync_lookup_on_the_loop(monkeypatch)
         settings = await hook.aget_settings()
         assert settings.base_url == server.base_url
         assert settings.api_key == API_KEY
+        # 3.3+: Airflow's async lookup; before: the sync one, in a worker thread.
+        assert len(off_loop_lookups) == (0 if HAS_ASYNC_MASKING else 1)
+        assert threading.current_thread().name not in off_loop_lookups
 
         server.answer(OK)
         await hook.aget_request(REQUEST_ID)
@@ -439,11 +441,7 @@ class TestAsyncSettings:
     async def test_aget_request_on_a_fresh_hook_never_uses_the_sync_path(
         self, server: ScriptedServer, retry_policy: RetryPolicy, monkeypatch: pytest.MonkeyPatch
     ) -> None:
-        def sync_lookup(*args: Any, **kwargs: Any) -> Any:
-            raise AssertionError("sync get_connection called on the event loop")
-
-        monkeypatch.setattr(BaseHook, "get_connection", classmethod(sync_lookup))
-        monkeypatch.setattr(ChamelaionHook, "get_connection", classmethod(sync_lookup))
+        forbid_sync_lookup_on_the_loop(monkeypatch)
         server.answer(OK)
         assert (await ChamelaionHook(retry_policy=retry_policy).aget_request(REQUEST_ID)).id == REQUEST_ID
 
@@ -471,18 +469,19 @@ class TestAsyncSettings:
             await ChamelaionHook("chamelaion_async_nokey").aget_settings()
 
     async def test_masks_the_key(self, hook: ChamelaionHook, monkeypatch: pytest.MonkeyPatch) -> None:
-        import airflow.sdk.log as sdk_log
-        from airflow.sdk._shared.secrets_masker import SecretsMasker
-
         # A fresh masker, and a connection lookup that masks nothing itself (Airflow's own lookup masks
         # the password too): only what the hook registers can redact the key.
-        fresh = SecretsMasker()
-        monkeypatch.setattr(sdk_log, "_secrets_masker", lambda: fresh)
+        fresh = fresh_masker(monkeypatch)
 
-        async def plain_lookup(conn_id: str) -> Any:
-            return SimpleNamespace(host="https://api.chamelaion.test/api", password=API_KEY, port=None)
+        def plain_lookup(conn_id: str) -> Any:
+            return SimpleNamespace(host=MOCK_BASE_URL, password=API_KEY, port=None)
 
-        monkeypatch.setattr(hook, "aget_connection", plain_lookup)
+        async def async_plain_lookup(conn_id: str) -> Any:
+            return plain_lookup(conn_id)
+
+        # The hook uses whichever lookup the line makes safe on the loop (version_compat.aget_connection).
+        monkeypatch.setattr(hook, "aget_connection", async_plain_lookup, raising=False)
+        monkeypatch.setattr(hook, "get_connection", plain_lookup)
         assert fresh.redact(API_KEY) == API_KEY
         await hook.aget_settings()
         assert fresh.redact(f"x-api-key: {API_KEY}") == "x-api-key: ***"

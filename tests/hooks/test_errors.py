@@ -28,6 +28,7 @@ from airflow_provider_chamelaion.hooks.chamelaion import ChamelaionHook
 from airflow_provider_chamelaion.retry import RetryPolicy
 from airflow_provider_chamelaion.simulator import Simulator
 from tests.conftest import API_KEY, MOCK_BASE_URL, connection_json
+from tests.helpers.masking import fresh_masker, redact
 from tests.hooks.mock_api import (
     AUDIO_URL,
     GENERATE_URL,
@@ -292,13 +293,9 @@ class TestSecrets:
         assert API_KEY not in captured.err
 
     def test_get_settings_masks_the_key(self, hook: ChamelaionHook, monkeypatch: pytest.MonkeyPatch) -> None:
-        import airflow.sdk.log as sdk_log
-        from airflow.sdk._shared.secrets_masker import SecretsMasker
-
         # A fresh masker, and a connection lookup that masks nothing itself (Airflow's own lookup may
         # mask the password too): only what the hook registers can redact the key.
-        fresh = SecretsMasker()
-        monkeypatch.setattr(sdk_log, "_secrets_masker", lambda: fresh)
+        fresh = fresh_masker(monkeypatch)
         monkeypatch.setattr(
             hook,
             "get_connection",
@@ -310,8 +307,6 @@ class TestSecrets:
         assert fresh.redact({"headers": {"x-api-key": API_KEY}}) == {"headers": {"x-api-key": "***"}}
 
     def test_global_masker_redacts_the_key_after_get_settings(self, hook: ChamelaionHook) -> None:
-        from airflow.sdk._shared.secrets_masker import redact
-
         hook.get_settings()
         assert API_KEY not in str(redact(f"calling with {API_KEY} now"))
         assert redact(f"calling with {API_KEY} now") == "calling with *** now"

@@ -10,10 +10,17 @@ from typing import Any
 
 import pytest
 
+from airflow_provider_chamelaion.links import LipsyncOutputLink
 from airflow_provider_chamelaion.simulator import Simulator, SimulatorConfig
 from airflow_provider_chamelaion.triggers.lipsync import LipsyncRequestTrigger
+from airflow_provider_chamelaion.version_compat import (
+    AIRFLOW_V_3_0_PLUS,
+    AIRFLOW_V_3_1_PLUS,
+    AIRFLOW_V_3_3_PLUS,
+    RETRY_RESTARTS_AFTER_DEFERRAL,
+)
 from tests.conftest import API_KEY, EXAMPLE_DAGS
-from tests.helpers.dags import load_dag_file
+from tests.helpers.dags import load_dag_file, repair_airflow2_dag_test
 
 EXAMPLE_FILES = sorted(EXAMPLE_DAGS.glob("example_*.py"))
 _module_names = itertools.count()
@@ -32,6 +39,7 @@ def simulator_config() -> SimulatorConfig:
 
 @pytest.fixture
 def dag_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, airflow_db: str, simulator: Simulator) -> Path:
+    repair_airflow2_dag_test(monkeypatch)
     monkeypatch.setenv("CHAMELAION_OUTPUT_DIR", str(tmp_path / "outputs"))
     monkeypatch.setenv("CHAMELAION_MEDIA_DIR", str(tmp_path / "media"))
     monkeypatch.setenv("CHAMELAION_POLL_INTERVAL", "0.3")
@@ -53,7 +61,7 @@ def trigger_runs(monkeypatch: pytest.MonkeyPatch) -> list[str]:
 
 
 def test_example_dags_load_without_errors() -> None:
-    from airflow.dag_processing.dagbag import DagBag
+    from airflow_provider_chamelaion.version_compat import DagBag
 
     bag = DagBag(dag_folder=str(EXAMPLE_DAGS))
     assert bag.import_errors == {}
@@ -77,8 +85,13 @@ def test_example_dags_have_howto_markers(path: Path) -> None:
 
 
 def test_nightly_localization_end_to_end(
-    dag_env: Path, simulator: Simulator, trigger_runs: list[str]
+    dag_env: Path, simulator: Simulator, trigger_runs: list[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    # The simulator's jobs make no progress until a trigger runs, so the first wait finds its job still
+    # queued and defers, on every line however slowly dag.test() runs the four submissions.
+    real_clock = simulator.state.clock
+    frozen_at = real_clock()
+    monkeypatch.setattr(simulator.state, "clock", lambda: real_clock() if trigger_runs else frozen_at)
     module = load_dag_module("example_chamelaion_nightly_localization")
     run = module.dag.test()
 
@@ -97,7 +110,14 @@ def test_nightly_localization_end_to_end(
     assert len(waits) == 4
     for ti in waits:
         request = ti.xcom_pull(task_ids="wait", map_indexes=ti.map_index)
-        link = ti.xcom_pull(task_ids="wait", key="_link_LipsyncOutputLink", map_indexes=ti.map_index)
+        if AIRFLOW_V_3_0_PLUS:  # Airflow 3 stores each extra link in XCom when the task ends
+            link = ti.xcom_pull(task_ids="wait", key="_link_LipsyncOutputLink", map_indexes=ti.map_index)
+        else:  # Airflow 2's webserver computes it when asked, from the serialized DAG
+            from airflow.serialization.serialized_objects import SerializedDAG
+
+            # (2.x API: Airflow 3, which mypy checks against, has no from_dict/to_dict)
+            served = SerializedDAG.from_dict(SerializedDAG.to_dict(module.dag))  # type: ignore[attr-defined]
+            link = served.get_task("wait").get_extra_links(ti, LipsyncOutputLink.name)
         assert link == request["output_url"]
         assert link.startswith(f"{simulator.origin}/outputs/{request['id']}.mp4?expires=")
     outputs = sorted(dag_env.iterdir())
@@ -116,26 +136,34 @@ def test_catalogue_backfill_retries_failed_items_and_reruns_pay_nothing(
 
     first = module.dag.test()
 
-    # The failed item failed its chunk's task once every job of the chunk had finished; the task's
-    # retry reused the other 999 and submitted that one again (a failed job is never reused).
-    assert first.state == "success"
     jobs = list(simulator.state.jobs.values())
     statuses = sorted(simulator.state.status_of(job)[0] for job in jobs)
-    assert statuses == ["completed"] * 2000 + ["failed"]
     assert {job.reference_id for job in jobs} == {item["reference_id"] for item in catalogue}
-    outputs = sorted(path.name for path in (dag_env / "catalogue").glob("*.mp4"))
-    assert outputs == sorted(f"{item['reference_id']}.mp4" for item in catalogue)
+    if RETRY_RESTARTS_AFTER_DEFERRAL:
+        # The failed item failed its chunk's task once every job of the chunk had finished; the task's
+        # retry reused the other 999 and submitted that one again (a failed job is never reused).
+        assert first.state == "success"
+        assert statuses == ["completed"] * 2000 + ["failed"]
+        outputs = sorted(path.name for path in (dag_env / "catalogue").glob("*.mp4"))
+        assert outputs == sorted(f"{item['reference_id']}.mp4" for item in catalogue)
+    else:
+        # Airflow 3.0 resumes the retry with the failed try's event: the chunk fails the same way,
+        # submits nothing (the documented 3.0 degradation), and the run fails; the re-run submits it.
+        assert first.state == "failed"
+        assert statuses == ["completed"] * 1999 + ["failed"]
     submissions = len(simulator.state.calls_to("POST"))
     downloads = len(simulator.state.calls_to("GET", "^/outputs/"))
     calls = len(simulator.state.calls)
 
-    second = module.dag.test()  # a re-run of the backfill: every item is already done
+    second = module.dag.test()  # a re-run of the backfill: every item that is not failed is done
 
     assert second.state == "success"
     assert len(simulator.state.jobs) == 2001
-    assert len(simulator.state.calls_to("POST")) == submissions
-    assert len(simulator.state.calls_to("GET", "^/outputs/")) == downloads
-    assert len(simulator.state.calls) - calls <= 2000 / 40  # a few listing pages per chunk
+    resubmitted = 0 if RETRY_RESTARTS_AFTER_DEFERRAL else 1
+    assert len(simulator.state.calls_to("POST")) == submissions + resubmitted
+    if RETRY_RESTARTS_AFTER_DEFERRAL:
+        assert len(simulator.state.calls_to("GET", "^/outputs/")) == downloads
+        assert len(simulator.state.calls) - calls <= 2000 / 40  # a few listing pages per chunk
 
 
 def test_upload_mode_end_to_end(dag_env: Path, simulator: Simulator, trigger_runs: list[str]) -> None:
@@ -166,6 +194,20 @@ def sync_example_dags() -> None:
 
 
 def test_a_new_dubbed_episode_triggers_the_consumer_dag(dag_env: Path, simulator: Simulator) -> None:
+    if AIRFLOW_V_3_0_PLUS and not AIRFLOW_V_3_1_PLUS:
+        pytest.skip(
+            "Airflow 3.0's dag.test() fails a task whose outlet asset no DAG processor has registered "
+            "(AirflowInactiveAssetInInletOrOutletException); a deployment's DAG processor registers it"
+        )
+    if not AIRFLOW_V_3_3_PLUS:
+        # The asset tables and DAG-bundle sync this test reads are 3.3's; elsewhere the producer runs
+        # end to end and its download writes the file (the asset event is Airflow's own to record).
+        module = load_dag_module("example_chamelaion_assets")
+        produced = module.producer.test()
+        assert produced.state == "success"
+        written = dag_env / "dubbed" / f"ep42-ja-{produced.logical_date:%Y-%m-%d}.mp4"
+        assert written.stat().st_size == simulator.config.output_size
+        return
     from airflow.models.asset import AssetDagRunQueue, AssetEvent, AssetModel
     from airflow.models.dag import DagModel
     from airflow.utils.session import create_session

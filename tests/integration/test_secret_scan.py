@@ -33,8 +33,9 @@ from airflow_provider_chamelaion.operators.lipsync import LipsyncGenerateOperato
 from airflow_provider_chamelaion.sensors.lipsync import LipsyncRequestSensor
 from airflow_provider_chamelaion.simulator import Simulator, SimulatorConfig
 from airflow_provider_chamelaion.triggers.lipsync import LipsyncRequestTrigger
+from airflow_provider_chamelaion.version_compat import AIRFLOW_V_3_0_PLUS
 from tests.conftest import API_KEY, EXAMPLE_DAGS
-from tests.helpers.dags import load_dag_file
+from tests.helpers.dags import load_dag_file, repair_airflow2_dag_test
 
 KEY = API_KEY.encode()
 #: (table, columns) of the metadata DB where task data (and so a leaked key) would land.
@@ -142,6 +143,8 @@ def snapshots(monkeypatch: pytest.MonkeyPatch) -> Snapshots:
     def run(self: LipsyncRequestTrigger) -> Any:
         taken.trigger_runs += 1
         taken.take()  # the trigger row exists while its trigger runs
+        # What a triggerer stores for this trigger (Airflow 2's dag.test() runs it without storing it).
+        taken.serialized.append(original_serialize(self))
         return original_run(self)
 
     def serialize(self: LipsyncRequestTrigger) -> tuple[str, dict[str, Any]]:
@@ -164,6 +167,7 @@ def snapshots(monkeypatch: pytest.MonkeyPatch) -> Snapshots:
 
 @pytest.fixture
 def dag_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, airflow_db: str) -> Path:
+    repair_airflow2_dag_test(monkeypatch)
     monkeypatch.setenv("CHAMELAION_OUTPUT_DIR", str(tmp_path / "outputs"))
     monkeypatch.setenv("CHAMELAION_MEDIA_DIR", str(tmp_path / "media"))
     monkeypatch.setenv("CHAMELAION_POLL_INTERVAL", "0.2")
@@ -220,9 +224,12 @@ def test_api_key_never_leaks_running_the_example_dags(
             assert not any(holds_key(value) for value in values), column
     assert final["xcom.value"], "the runs pushed XComs: the scan must have read some"
     assert final["rendered_task_instance_fields.rendered_fields"]
-    assert any(snapshot["trigger.kwargs"] for snapshot in snapshots.db), "no trigger row seen while running"
+    if AIRFLOW_V_3_0_PLUS:
+        # Airflow 2's dag.test() runs triggers inline, without a trigger row (the real-deployment test
+        # scans the rows a 2.x triggerer writes).
+        assert any(snapshot["trigger.kwargs"] for snapshot in snapshots.db), "no trigger row while running"
+        assert snapshots.trigger_rows, "no trigger row decrypted while running"
     assert any(snapshot["task_instance.next_kwargs"] for snapshot in snapshots.db)
-    assert snapshots.trigger_rows, "no trigger row decrypted while running"
     for classpath, kwargs in snapshots.trigger_rows:
         assert not holds_key(json.dumps(kwargs, default=repr)), classpath
 

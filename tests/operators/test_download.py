@@ -230,8 +230,15 @@ def test_output_url_really_expires_and_is_refreshed(
 # -- the destination as an asset ------------------------------------------------------------------------
 
 
+def named_asset(name: str, uri: str) -> Any:
+    """``Asset(name, uri=uri)``; Airflow 2's ``Dataset`` has a URI and no name."""
+    from airflow_provider_chamelaion.version_compat import AIRFLOW_V_3_0_PLUS, Asset
+
+    return Asset(name, uri=uri) if AIRFLOW_V_3_0_PLUS else Asset(uri=uri)
+
+
 def test_asset_true_declares_the_fixed_destination_as_an_outlet(tmp_path: Path) -> None:
-    from airflow.sdk import Asset
+    from airflow_provider_chamelaion.version_compat import Asset  # Dataset on Airflow 2
 
     operator = LipsyncDownloadOperator(
         task_id="download", request_id="r", destination=str(tmp_path / "ep42.mp4"), asset=True
@@ -245,9 +252,10 @@ def test_asset_true_with_a_templated_destination_asks_for_a_named_asset() -> Non
 
 
 def test_a_given_asset_is_kept_beside_other_outlets() -> None:
-    from airflow.sdk import Asset
-
-    episodes, other = Asset("dubbed_episodes", uri="file:///d/dubbed/"), Asset("audit", uri="file:///d/audit")
+    episodes, other = (
+        named_asset("dubbed_episodes", "file:///d/dubbed/"),
+        named_asset("audit", "file:///d/audit"),
+    )
     operator = LipsyncDownloadOperator(
         task_id="download",
         request_id="r",
@@ -259,14 +267,18 @@ def test_a_given_asset_is_kept_beside_other_outlets() -> None:
 
 
 def test_the_asset_event_says_which_file_landed(done: str, tmp_path: Path) -> None:
-    from airflow.sdk import Asset
-
-    episodes = Asset("dubbed_episodes", uri=f"file://{tmp_path}/")
+    episodes = named_asset("dubbed_episodes", f"file://{tmp_path}/")
     operator = LipsyncDownloadOperator(
         task_id="download", request_id=REFERENCE_ID, destination=f"{tmp_path}/", asset=episodes
     )
     context = make_context()
-    events: dict[Any, Any] = {episodes: SimpleNamespace(extra={})}
-    context["outlet_events"] = events
+    event = SimpleNamespace(extra={})
+
+    class OutletEvents:  # Airflow's accessor is looked up by asset (3.0's Asset is not hashable)
+        def __getitem__(self, asset: Any) -> SimpleNamespace:
+            assert asset == episodes
+            return event
+
+    context["outlet_events"] = OutletEvents()  # type: ignore[typeddict-item]
     written = operator.execute(context)
-    assert events[episodes].extra == {"path": written, "request_id": done}
+    assert event.extra == {"path": written, "request_id": done}

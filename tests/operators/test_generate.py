@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
+import logging
 import time
+from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -28,6 +31,7 @@ from airflow_provider_chamelaion.triggers.lipsync import LipsyncRequestTrigger
 from airflow_provider_chamelaion.version_compat import TaskDeferred
 from tests.conftest import idle
 from tests.helpers.context import TASK_ID, FakeTaskStateStore, FakeTI, make_context
+from tests.helpers.logs import logged_text
 
 VIDEO = "https://media.test/ep42/video.mp4"
 AUDIO = "https://media.test/ep42/ja.wav"
@@ -232,30 +236,45 @@ def test_retry_with_derived_reference_id_and_store_submits_nothing_new(
     assert len(simulator.state.jobs) == 1
 
 
+@contextlib.contextmanager
+def warnings_logged(caplog: pytest.LogCaptureFixture) -> Iterator[list[str]]:
+    """The warnings logged in the block: through structlog (Airflow 3's task logger) or the standard
+    logging module (Airflow 2's)."""
+    messages: list[str] = []
+    with structlog.testing.capture_logs() as logs, caplog.at_level(logging.WARNING):
+        yield messages
+    messages.extend(entry["event"] for entry in logs if entry["log_level"] == "warning")
+    messages.extend(record.getMessage() for record in caplog.records if record.levelno == logging.WARNING)
+
+
 def test_reuse_existing_request_takes_the_newest_and_warns(
-    simulator: Simulator, sim_hook: ChamelaionHook, retry_policy: RetryPolicy
+    simulator: Simulator,
+    sim_hook: ChamelaionHook,
+    retry_policy: RetryPolicy,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     older = submit(sim_hook, "ep42-ja")
     newer = submit(sim_hook, "ep42-ja")
     submit(sim_hook, "ep43-ja")  # another reference_id: never a candidate
     operator = make_operator(retry_policy, reference_id="ep42-ja", reuse_existing_request=True)
-    with structlog.testing.capture_logs() as logs:
+    with warnings_logged(caplog) as warnings:
         request_id = operator.execute(make_context())
     assert request_id == newer != older
     assert len(simulator.state.jobs) == 3
     assert len(posts(simulator)) == 3  # only the three set up here
-    warnings = [entry["event"] for entry in logs if entry["log_level"] == "warning"]
-    assert any("2 requests" in warning and newer in warning for warning in warnings), logs
+    assert any("2 requests" in warning and newer in warning for warning in warnings), warnings
 
 
 def test_reuse_existing_request_single_match_does_not_warn(
-    simulator: Simulator, sim_hook: ChamelaionHook, retry_policy: RetryPolicy
+    simulator: Simulator,
+    sim_hook: ChamelaionHook,
+    retry_policy: RetryPolicy,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     existing = submit(sim_hook, "ep42-ja")
     operator = make_operator(retry_policy, reference_id="ep42-ja", reuse_existing_request=True)
-    with structlog.testing.capture_logs() as logs:
+    with warnings_logged(caplog) as warnings:
         assert operator.execute(make_context()) == existing
-    warnings = [entry["event"] for entry in logs if entry["log_level"] == "warning"]
     assert not [warning for warning in warnings if "reference_id" in warning], warnings
 
 
@@ -462,17 +481,17 @@ def test_wait_polls_until_completed_and_pushes_the_request(
 
 
 def test_signed_output_url_is_logged_without_its_query_and_kept_whole_in_xcom(
-    simulator: Simulator, retry_policy: RetryPolicy
+    simulator: Simulator, retry_policy: RetryPolicy, caplog: pytest.LogCaptureFixture
 ) -> None:
     ti = FakeTI()
     operator = make_operator(retry_policy, wait_for_completion=True, poll_interval=0.05, timeout=60)
-    with structlog.testing.capture_logs() as logs:
+    with logged_text(caplog) as logs:
         request_id = operator.execute(make_context(ti))
     [request] = ti.pushed("request")
     signed = request["output_url"]
     signature = signed.split("?", 1)[1]
     assert "sig=" in signature  # the simulator signs its output URLs like the API does
-    text = "\n".join(str(entry) for entry in logs)
+    text = "\n".join(logs)
     assert signature not in text
     assert "sig=" not in text
     assert f"{simulator.origin}/outputs/{request_id}.mp4?<signed query hidden>" in text
@@ -629,10 +648,12 @@ def test_deployments_with_their_own_namespace_never_share_a_job(
     )
 
 
-def test_submission_is_logged_once(simulator: Simulator, retry_policy: RetryPolicy) -> None:
-    with structlog.testing.capture_logs() as logs:
+def test_submission_is_logged_once(
+    simulator: Simulator, retry_policy: RetryPolicy, caplog: pytest.LogCaptureFixture
+) -> None:
+    with logged_text(caplog) as logs:
         request_id = make_operator(retry_policy).execute(make_context())
-    lines = [entry["event"] for entry in logs if request_id in entry["event"]]
+    lines = [line for line in logs if request_id in line]
     assert len(lines) == 1, lines
     assert "Submitted" in lines[0]
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from pathlib import Path
 from typing import Any
@@ -77,13 +78,15 @@ def test_a_few_jobs_buried_in_history_are_read_one_by_one(simulator: Simulator, 
 
 
 def test_the_batch_ends_in_one_small_event_and_the_manifest_holds_the_results(
-    simulator: Simulator, tmp_path: Path
+    simulator: Simulator, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     path = tmp_path / "manifest.jsonl"
     ids = pending_manifest(simulator, path, 250)
 
-    with structlog.testing.capture_logs() as logs:
+    # The trigger logs through structlog on Airflow 3.1+ and through the standard logging module before.
+    with structlog.testing.capture_logs() as logs, caplog.at_level(logging.INFO):
         event = asyncio.run(run_trigger(LipsyncBatchTrigger(str(path), poll_interval=0.1)))
+    messages = [str(entry["event"]) for entry in logs] + [record.getMessage() for record in caplog.records]
 
     assert event["status"] == "done"
     assert event["counts"] == {"not_submitted": 0, "queued": 0, "running": 0, "completed": 250, "failed": 0}
@@ -91,8 +94,10 @@ def test_the_batch_ends_in_one_small_event_and_the_manifest_holds_the_results(
     rows = read_manifest(path)
     assert [row.request_id for row in rows] == ids
     assert all(row.status == "completed" and row.output_url for row in rows)
-    progress = [entry["event"] for entry in logs if str(entry["event"]).startswith("Batch of 250")]
-    assert progress[0] == "Batch of 250: 250 queued"
+    progress = [message for message in messages if message.startswith("Batch of 250")]
+    # The first line is the first poll's counts: queued on a quick start, later states where the
+    # trigger's start-up (slower on Airflow 2.11 and a loaded machine) outlasts the queued phase.
+    assert progress[0] in {f"Batch of 250: 250 {status}" for status in ("queued", "running", "completed")}
     assert progress[-1] == "Batch of 250: 250 completed"
     assert len(progress) == len(set(progress)), "a line per change, not per poll"
 

@@ -18,8 +18,8 @@ from airflow_provider_chamelaion.hooks.chamelaion import ChamelaionHook
 from airflow_provider_chamelaion.retry import RetryPolicy
 from airflow_provider_chamelaion.simulator import Simulator
 from airflow_provider_chamelaion.triggers.lipsync import LipsyncRequestTrigger
-from airflow_provider_chamelaion.version_compat import BaseHook
 from tests.conftest import API_KEY, connection_json, idle
+from tests.helpers.loop_guard import forbid_sync_lookup_on_the_loop
 from tests.helpers.scripted_server import Reply, ScriptedServer, scripted_server
 from tests.helpers.triggers import collect, only_event, polls, wait_until
 
@@ -314,10 +314,7 @@ async def test_run_never_calls_the_sync_connection_lookup(
 ) -> None:
     request_id = submit(sim_hook)  # the sync hook may look its connection up; the trigger may not
 
-    def forbidden(cls: type, conn_id: str) -> Any:
-        raise AssertionError(f"sync get_connection({conn_id!r}) called on the event loop")
-
-    monkeypatch.setattr(BaseHook, "get_connection", classmethod(forbidden))
+    forbid_sync_lookup_on_the_loop(monkeypatch)
     event = only_event(await collect(LipsyncRequestTrigger(request_id, poll_interval=POLL)))
     assert event["status"] == "completed", event["message"]
 

@@ -1,0 +1,21 @@
+"""What an operator or sensor logged, on every Airflow line: Airflow 3's task loggers are structlog
+loggers, Airflow 2's are standard ``logging`` loggers."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import Iterator
+
+import pytest
+import structlog
+
+
+@contextlib.contextmanager
+def logged_text(caplog: pytest.LogCaptureFixture, level: int = logging.INFO) -> Iterator[list[str]]:
+    """The log lines (rendered, at ``level`` or above) emitted in the block, through either logging stack."""
+    lines: list[str] = []
+    with structlog.testing.capture_logs() as entries, caplog.at_level(level):
+        yield lines
+    lines.extend(str(entry) for entry in entries)
+    lines.extend(record.getMessage() for record in caplog.records if record.levelno >= level)
