@@ -60,6 +60,22 @@ def db_count(db: Path, sql: str, *args: Any) -> int:
         con.close()
 
 
+def trigger_and_wait(
+    deployment: AirflowDeployment, dag_id: str, conf: dict[str, Any] | None = None
+) -> tuple[str, str]:
+    """Start one run of ``dag_id`` through the REST API and wait for it to end: (run id, final state)."""
+    body: dict[str, Any] = {"logical_date": datetime.now(timezone.utc).isoformat()}
+    if conf:
+        body["conf"] = conf
+    run_id = deployment.api("POST", f"/api/v2/dags/{dag_id}/dagRuns", json=body)["dag_run_id"]
+    while True:
+        state = deployment.api("GET", f"/api/v2/dags/{dag_id}/dagRuns/{run_id}")["state"]
+        if state in ("success", "failed"):
+            return run_id, state
+        deployment.check_alive()
+        time.sleep(1)
+
+
 def run_once(deployment: AirflowDeployment, sim: Simulator, dag_id: str) -> dict[str, Any]:
     db = deployment.db_path
     calls_before = len(sim.state.calls)
@@ -81,30 +97,14 @@ def run_once(deployment: AirflowDeployment, sim: Simulator, dag_id: str) -> dict
     sampler = threading.Thread(target=sample, daemon=True)
     sampler.start()
     started = time.monotonic()
-    logical = datetime.now(timezone.utc).isoformat()
-    run_id = deployment.api("POST", f"/api/v2/dags/{dag_id}/dagRuns", json={"logical_date": logical})[
-        "dag_run_id"
-    ]
-    while True:
-        state = deployment.api("GET", f"/api/v2/dags/{dag_id}/dagRuns/{run_id}")["state"]
-        if state in ("success", "failed"):
-            break
-        deployment.check_alive()
-        time.sleep(1)
+    run_id, state = trigger_and_wait(deployment, dag_id)
     wall = time.monotonic() - started
     stop.set()
     sampler.join()
     cpu_after = cpu_seconds(deployment)
     kinds: Counter[str] = Counter()
     for call in sim.state.calls[calls_before:]:
-        kind = (
-            "POST"
-            if call.method == "POST"
-            else "list"
-            if call.path.endswith("/requests")
-            else ("download" if call.path.startswith("/outputs/") else "status GET")
-        )
-        kinds[kind] += 1
+        kinds[_kind(call)] += 1
     return {
         "state": state,
         "wall_s": round(wall, 1),
@@ -233,15 +233,7 @@ def _scale_run(
 
     sampler = threading.Thread(target=sample, daemon=True)
     sampler.start()
-    logical = datetime.now(timezone.utc).isoformat()
-    body: dict[str, Any] = {"logical_date": logical, **({"conf": conf} if conf else {})}
-    run_id = deployment.api("POST", f"/api/v2/dags/{dag_id}/dagRuns", json=body)["dag_run_id"]
-    while True:
-        state = deployment.api("GET", f"/api/v2/dags/{dag_id}/dagRuns/{run_id}")["state"]
-        if state in ("success", "failed"):
-            break
-        deployment.check_alive()
-        time.sleep(1)
+    run_id, state = trigger_and_wait(deployment, dag_id, conf)
     wall = time.monotonic() - started
     stop.set()
     sampler.join()
