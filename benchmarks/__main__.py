@@ -1,7 +1,8 @@
 """``python -m benchmarks [NAME ...]``: run the benchmarks (all by default) and write ``results.md``.
 
-Names: imports, upload, download, triggers, clients. Every figure and ratio in ``results.md`` comes
-from the same run.
+Names: imports, upload, download, triggers, clients, batch. Every figure and ratio in ``results.md``
+comes from the same run. Running some of them only (``python -m benchmarks batch``) replaces those
+sections in ``results.md`` and keeps the others' figures (and the top Goals table) as they were.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import traceback
 from collections.abc import Callable
 from types import FrameType
 
-from benchmarks import clients, download, imports, triggers, upload
+from benchmarks import batch_deployment, clients, download, imports, triggers, upload
 from benchmarks.common import RESULTS, WORK, Goal, Section, log, machine_lines, table
 
 BENCHMARKS: dict[str, str] = {
@@ -26,6 +27,7 @@ BENCHMARKS: dict[str, str] = {
     "download": "2 GiB download with download_output vs curl -o",
     "triggers": "1,000 LipsyncRequestTriggers vs 1,000 HttpSensorTriggers in one event loop",
     "clients": "micro-benchmark of async HTTP client choices (data for the trigger figure)",
+    "batch": "catalogue backfill, batch vs per-item, on PostgreSQL + Celery + S3 (results-batch.md)",
 }
 
 
@@ -40,9 +42,29 @@ def _failed(name: str, seconds: float) -> Section:
     return section
 
 
+def merge_sections(existing: str, sections: list[Section]) -> str:
+    """``existing`` with each of ``sections`` replacing the ``## `` block of the same title (or appended)."""
+    blocks: list[list[str]] = [[]]
+    for line in existing.rstrip().splitlines():
+        if line.startswith("## "):
+            blocks.append([])
+        blocks[-1].append(line)
+    fresh = {f"## {section.title}": section.markdown() for section in sections}
+    out: list[str] = []
+    for block in blocks:
+        heading = block[0] if block else ""
+        out += fresh.pop(heading) if heading in fresh else block
+    for lines in fresh.values():
+        out += ["", *lines]
+    return "\n".join(out).rstrip() + "\n"
+
+
 def write_results(
     sections: list[Section], names: list[str], started: float, began: datetime.datetime
 ) -> None:
+    if names and set(names) != set(BENCHMARKS) and RESULTS.exists():
+        RESULTS.write_text(merge_sections(RESULTS.read_text(), sections))
+        return
     goals = [goal for section in sections for goal in section.goals]
     lines = [
         "# Benchmarks",
@@ -98,6 +120,7 @@ def main(argv: list[str] | None = None) -> int:
         "download": download.run,
         "triggers": triggers.run,
         "clients": run_clients,
+        "batch": batch_deployment.run,
     }
     try:
         for name in BENCHMARKS:

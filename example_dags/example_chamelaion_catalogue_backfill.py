@@ -28,9 +28,12 @@ from airflow_provider_chamelaion.version_compat import DAG, task
 POLL_INTERVAL = float(os.environ.get("CHAMELAION_POLL_INTERVAL", "30"))
 OUTPUT_DIR = os.environ.get("CHAMELAION_OUTPUT_DIR", "/tmp/chamelaion-outputs")
 WORK_DIR = os.environ.get("CHAMELAION_WORK_DIR", "/tmp/chamelaion-backfill")
-CATALOGUE = Path(__file__).resolve().parent / "data" / "catalogue.jsonl"
+#: The catalogue: local or object storage (``s3://bucket/catalogue.jsonl``), JSON Lines or CSV.
+CATALOGUE = (
+    os.environ.get("CHAMELAION_CATALOGUE") or Path(__file__).resolve().parent / "data" / "catalogue.jsonl"
+)
 #: Items per batch task: 100,000 items would be 20 tasks, far below [core] max_map_length.
-CHUNK_SIZE = 1000
+CHUNK_SIZE = int(os.environ.get("CHAMELAION_CHUNK_SIZE", "1000"))
 
 with DAG(
     dag_id="chamelaion_catalogue_backfill",

@@ -198,18 +198,32 @@ class AirflowDeployment:
             raise RuntimeError(f"airflow {' '.join(args)} failed ({code}):\n{err.read_text()[-3000:]}")
         return out.read_text()
 
-    def start_component(self, name: str, env: Mapping[str, str] | None = None) -> Component:
-        """Start ``airflow <name>`` in a process group of its own (a new session)."""
+    def start_component(
+        self,
+        name: str,
+        env: Mapping[str, str] | None = None,
+        *,
+        argv: list[str] | None = None,
+        cwd: Path | None = None,
+    ) -> Component:
+        """Start ``airflow <name>`` (or ``airflow <argv>``) in a process group of its own (a new session)."""
         if name in self.components and self.components[name].alive():
             raise RuntimeError(f"{name} is already running")
         out, err, out_file, err_file = self._open_output(name)
         process = subprocess.Popen(
-            [sys.executable, "-c", _LAUNCHER, str(self.airflow), name, *_COMPONENT_ARGS.get(name, ())],
+            [
+                sys.executable,
+                "-c",
+                _LAUNCHER,
+                str(self.airflow),
+                *(argv or [name, *_COMPONENT_ARGS.get(name, ())]),
+            ],
             env={**self.env, **(env or {})},
             stdin=subprocess.DEVNULL,
             stdout=out_file,
             stderr=err_file,
             start_new_session=True,
+            cwd=cwd,
         )
         component = Component(name, process, out, err, [out_file, err_file])
         self.components[name] = component
@@ -287,15 +301,20 @@ class AirflowDeployment:
     def leftover_processes(self) -> list[psutil.Process]:
         """Processes still running with this deployment's AIRFLOW_HOME in their environment."""
         found = []
+        homes = self._homes()
         for proc in psutil.process_iter():
             if proc.pid == os.getpid():
                 continue
             try:
-                if proc.environ().get("AIRFLOW_HOME") == str(self.home) and proc.status() != "zombie":
+                if proc.environ().get("AIRFLOW_HOME") in homes and proc.status() != "zombie":
                     found.append(proc)
             except psutil.Error:
                 continue
         return found
+
+    def _homes(self) -> set[str]:
+        """Every AIRFLOW_HOME this deployment's processes run with."""
+        return {str(self.home)}
 
     def output_files(self) -> list[Path]:
         """Every stdout/stderr file of every process started (db migrate included)."""
