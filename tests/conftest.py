@@ -74,6 +74,19 @@ def mock_conn(monkeypatch: pytest.MonkeyPatch) -> str:
 
 
 @pytest.fixture
+def plain_install(monkeypatch: pytest.MonkeyPatch) -> None:
+    """This installation as a user's plain one: no provider registers object storage, and no s3fs.
+
+    The dev environment has the Amazon provider and s3fs (the PostgreSQL/Celery/S3 deployment test needs
+    them); the compatibility legs are plain installs and run the same tests unpatched.
+    """
+    from airflow_provider_chamelaion import media
+
+    monkeypatch.setattr(media, "_airflow_has_filesystem", lambda scheme: scheme in {"file", "local"})
+    monkeypatch.setitem(sys.modules, "s3fs", None)  # importlib.util.find_spec("s3fs") is then None
+
+
+@pytest.fixture
 def mock_hook(mock_conn: str, retry_policy: RetryPolicy) -> ChamelaionHook:
     return ChamelaionHook(retry_policy=retry_policy)
 

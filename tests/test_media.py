@@ -1,7 +1,8 @@
 """Object storage this installation cannot use is refused before anything is paid for.
 
-This test environment is a plain install: no Amazon, Google or Azure provider, no s3fs. That is the
-situation the README's first Quickstart met (the job was paid for, then the download failed).
+Every test here runs as a plain install (the ``plain_install`` fixture): no Amazon, Google or Azure
+provider, no s3fs. That is the situation the README's first Quickstart met (the job was paid for, then
+the download failed). The compatibility legs are plain installs and run this module unpatched.
 """
 
 from __future__ import annotations
@@ -10,16 +11,18 @@ import textwrap
 from pathlib import Path
 
 import pytest
-from airflow.sdk import ObjectStoragePath
 from requests_mock import Mocker
 
 from airflow_provider_chamelaion import media
 from airflow_provider_chamelaion.exceptions import ChamelaionConfigError
 from airflow_provider_chamelaion.media import check_filesystem, uri_scheme
 from airflow_provider_chamelaion.operators.lipsync import LipsyncDownloadOperator, LipsyncGenerateOperator
+from airflow_provider_chamelaion.version_compat import ObjectStoragePath
 from tests.helpers.context import make_context
 
 TEMPLATED_S3 = "s3://dubs/{{ ds }}/ep42-ja.mp4"
+
+pytestmark = pytest.mark.usefixtures("plain_install")
 
 
 @pytest.mark.parametrize(
@@ -96,13 +99,13 @@ def test_destination_rendered_at_run_time_is_checked_before_any_http_call(
 
 
 def test_quickstart_object_storage_variant_is_an_import_error_so_nothing_runs(tmp_path: Path) -> None:
-    from airflow.dag_processing.dagbag import DagBag
+    from airflow_provider_chamelaion.version_compat import DagBag
 
     (tmp_path / "dub_episode.py").write_text(
         textwrap.dedent(
             """
             import pendulum
-            from airflow.sdk import DAG
+            from airflow_provider_chamelaion.version_compat import DAG
 
             from airflow_provider_chamelaion.operators.lipsync import (
                 LipsyncDownloadOperator,

@@ -311,6 +311,7 @@ ACTIVE: dict[str, Simulator] = {}
 
 
 @pytest.mark.parametrize("row", ROWS, ids=lambda row: row.id)
+@pytest.mark.usefixtures("plain_install")  # B27: the user's install has no S3 filesystem
 def test_bad_input_is_rejected_with_a_clear_error(row: Row, simulator: Simulator, tmp_path: Path) -> None:
     ACTIVE["simulator"] = simulator
     with pytest.raises(row.error, match=row.message):
