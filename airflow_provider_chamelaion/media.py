@@ -15,6 +15,7 @@ import importlib.util
 import mimetypes
 import os
 import re
+import tempfile
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -226,28 +227,55 @@ def check_filesystem(value: object, field: str) -> None:
         )
 
 
-def resolve_destination(destination: MediaDestination, default_name: str) -> Path | ObjectStoragePath:
-    """Turn ``destination`` into a file path; an existing directory (or a trailing '/') gets ``default_name``."""
+def resolve_destination(
+    destination: MediaDestination, default_name: str, *, as_file: bool = False
+) -> Path | ObjectStoragePath:
+    """Turn ``destination`` into a file path; an existing directory (or a trailing '/') gets ``default_name``.
+
+    ``as_file=True`` takes ``destination`` as the file itself, without asking the store whether a
+    directory is there (one call per file on object storage, which a batch of thousands notices).
+    """
     check_destination(destination)
     if _is_object_storage(destination):
         path = _object_storage_path(destination)
+        if as_file:
+            return path
         if str(destination).endswith("/") or path.is_dir():
             path = path / default_name
         return path
     text = os.fspath(destination)  # type: ignore[arg-type]
     local = Path(text).expanduser()
-    if text.endswith(os.sep) or local.is_dir():
+    if not as_file and (text.endswith(os.sep) or local.is_dir()):
         local = local / default_name
     return local
 
 
+#: Object stores where one upload appears whole or not at all (S3, Google Cloud Storage, Azure Blob).
+#: There an output is spooled to a local temporary file and put once: a temporary key moved into place
+#: would cost a put, a server-side copy of the whole object and a delete (plus look-ups) per output.
+ATOMIC_PUT_SCHEMES = frozenset({"s3", "s3a", "gs", "gcs", "abfs", "abfss", "az"})
+
+
+def _atomic_put_store(destination: Any) -> bool:
+    return _is_object_storage(destination) and str(getattr(destination, "protocol", "")) in ATOMIC_PUT_SCHEMES
+
+
 @contextlib.contextmanager
 def atomic_write(destination: Path | ObjectStoragePath) -> Iterator[IO[bytes]]:
-    """Write to a temporary sibling and move it into place only when the block succeeds.
+    """Write so that ``destination`` holds either its old content or the whole new file, never a part.
 
-    On any failure the temporary file is removed and ``destination`` is left as it was: a reader never
-    sees a partial output, and a retry starts clean.
+    Locally and on stores without atomic uploads: write a temporary sibling and move it into place when
+    the block succeeds. On S3, GCS and Azure Blob (:data:`ATOMIC_PUT_SCHEMES`): spool to a local temporary
+    file (so the worker needs local space for the outputs it is writing at once) and upload it in one
+    put. On any failure nothing is left behind, and a retry starts clean.
     """
+    if _atomic_put_store(destination):
+        store = cast("ObjectStoragePath", destination)
+        with tempfile.NamedTemporaryFile(prefix="chamelaion-", suffix=".part") as spool:
+            yield cast("IO[bytes]", spool)
+            spool.flush()
+            store.fs.put_file(spool.name, store.path)
+        return
     temporary = destination.with_name(f".{destination.name}.{uuid.uuid4().hex[:12]}.part")
     # Not isinstance(destination, Path): universal-pathlib 0.2.x's file:// paths are Path subclasses
     # whose str() is the URI, which os.replace cannot use.
@@ -272,3 +300,27 @@ def atomic_write(destination: Path | ObjectStoragePath) -> Iterator[IO[bytes]]:
         with contextlib.suppress(Exception):
             temporary.unlink(missing_ok=True)
         raise
+
+
+def files_under(directory: Path | ObjectStoragePath) -> dict[str, int]:
+    """Every file below ``directory``, as path relative to it -> size in bytes (``{}`` if it is missing).
+
+    One recursive listing (a few calls per thousand objects on object storage), where asking about each
+    file in turn would cost a call or two per file.
+    """
+    if not _is_object_storage(directory):
+        root = Path(os.fspath(cast("Path", directory)))
+        return {
+            str(path.relative_to(root)): path.stat().st_size for path in root.rglob("*") if path.is_file()
+        }
+    store = cast("ObjectStoragePath", directory)
+    prefix = store.path.rstrip("/") + "/"
+    try:
+        found = store.fs.find(prefix, detail=True)
+    except FileNotFoundError:
+        return {}
+    return {
+        name[len(prefix) :]: int(info.get("size") or 0)
+        for name, info in found.items()
+        if name.startswith(prefix) and info.get("type", "file") == "file"
+    }

@@ -14,6 +14,9 @@ import pytest
 # The shared helpers assert too: have pytest rewrite their asserts as it does the tests'.
 pytest.register_assert_rewrite("tests.helpers.context", "tests.helpers.dags", "tests.helpers.triggers")
 
+#: Fixtures kept beside their helpers: ``s3_server`` (moto's S3 server, skipped where moto is missing).
+pytest_plugins = ["tests.helpers.s3"]
+
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLE_DAGS = ROOT / "example_dags"
 #: A distinctive key: the secret scans search every output for it.

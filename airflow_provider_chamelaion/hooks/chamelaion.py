@@ -411,7 +411,7 @@ class ChamelaionHook(BaseHook):
     # -- downloads --------------------------------------------------------------------------------
 
     def download_output(
-        self, request: str | LipsyncRequest, destination: MediaDestination
+        self, request: str | LipsyncRequest, destination: MediaDestination, *, as_file: bool = False
     ) -> Path | ObjectStoragePath:
         """Download a finished request's output to a local or object-storage path.
 
@@ -425,11 +425,13 @@ class ChamelaionHook(BaseHook):
         :param request: a request id, ``reference_id`` or :class:`LipsyncRequest`.
         :param destination: a file path; an existing directory (or a path ending in ``/``) gets the
             output's own file name.
+        :param as_file: ``destination`` is the file to write: no check for a directory there (one
+            storage call saved per output on object storage; the batch download uses it).
         :return: the path written.
         """
         check_destination(destination)  # before the request is fetched
         lipsync = request if isinstance(request, LipsyncRequest) else self.get_request(request)
-        target = resolve_destination(destination, _output_filename(lipsync))
+        target = resolve_destination(destination, _output_filename(lipsync), as_file=as_file)
         refreshed = False
         while True:
             if not lipsync.output_url:

@@ -37,6 +37,7 @@ from airflow_provider_chamelaion.manifest import (
     read_manifest,
     write_manifest,
 )
+from airflow_provider_chamelaion.media import files_under
 from airflow_provider_chamelaion.models import LipsyncRequest
 from airflow_provider_chamelaion.operators.lipsync import XCOM_RETURN_KEY
 from airflow_provider_chamelaion.version_compat import BaseOperator
@@ -290,8 +291,9 @@ class LipsyncBatchDownloadOperator(BaseOperator):
 
     Files are named from ``filename_template`` (``str.format`` over the manifest row, default
     ``{reference_id}.mp4``) inside ``destination``. A file already there is skipped: outputs are written
-    to a temporary sibling and renamed into place only when complete, so a present, non-empty file is a
-    complete one and a re-run downloads nothing twice. An expired output URL is refreshed by the hook.
+    atomically (whole or not at all), so a present, non-empty file is a complete one and a re-run
+    downloads nothing twice. What is present is learned from one listing of ``destination``, not a
+    look-up per output. An expired output URL is refreshed by the hook.
 
     :param manifest_path: the batch manifest (templated), e.g. the batch task's
         ``output["manifest_path"]``.
@@ -365,7 +367,8 @@ class LipsyncBatchDownloadOperator(BaseOperator):
                     f"{row.reference_id}; include {{reference_id}} in it"
                 )
             targets[name] = row
-        todo = [(name, row) for name, row in targets.items() if not _present(directory / name)]
+        present = files_under(directory)  # one listing, not a look-up per output
+        todo = [(name, row) for name, row in targets.items() if not present.get(name)]
         self.log.info(
             "%d completed outputs in the manifest: %d already in %s, %d to download",
             len(targets),
@@ -384,7 +387,7 @@ class LipsyncBatchDownloadOperator(BaseOperator):
                 output_url=row.output_url,
                 reference_id=row.reference_id,
             )
-            hooks.get().download_output(request, directory / name)
+            hooks.get().download_output(request, directory / name, as_file=True)
 
         try:
             with ThreadPoolExecutor(self.concurrency, thread_name_prefix="chamelaion-download") as pool:
@@ -411,11 +414,3 @@ class LipsyncBatchDownloadOperator(BaseOperator):
             "downloaded": len(todo),
             "skipped": len(targets) - len(todo),
         }
-
-
-def _present(path: Any) -> bool:
-    """Whether a complete output is already at ``path`` (outputs are only ever renamed into place whole)."""
-    try:
-        return bool(path.is_file() and path.stat().st_size > 0)
-    except (FileNotFoundError, OSError):
-        return False

@@ -12,6 +12,7 @@ from airflow_provider_chamelaion.exceptions import (
     ChamelaionTransportError,
 )
 from airflow_provider_chamelaion.hooks.chamelaion import ChamelaionHook
+from tests.helpers.s3 import S3Server
 from tests.hooks.mock_api import (
     OUTPUT,
     REQUEST_ID,
@@ -80,3 +81,37 @@ class TestObjectStorage:
         written = hook.download_output(_completed(), (tmp_path / "new").as_uri() + "/")
         assert str(written) == (tmp_path / "new" / "6f82a2d8.mp4").as_uri()
         assert (tmp_path / "new" / "6f82a2d8.mp4").read_bytes() == OUTPUT
+
+
+class TestS3:
+    """On S3 (moto's server) an output is put once, whole: no temporary key, no copy, no delete."""
+
+    def test_a_download_is_one_put_of_the_whole_output(
+        self, hook: ChamelaionHook, requests_mock: Mocker, s3_server: S3Server
+    ) -> None:
+        bucket = s3_server.new_bucket()
+        requests_mock.get(STORAGE_URL, content=OUTPUT, headers={"Content-Length": str(len(OUTPUT))})
+        before = len(s3_server.requests)
+
+        written = hook.download_output(_completed(), f"s3://{bucket}/dubs/ep42.mp4")
+
+        assert str(written) == f"s3://{bucket}/dubs/ep42.mp4"
+        assert s3_server.fs().find(bucket) == [f"{bucket}/dubs/ep42.mp4"]
+        assert s3_server.fs().cat(f"{bucket}/dubs/ep42.mp4") == OUTPUT
+        writes = [
+            (verb, path) for verb, path in s3_server.requests[before:] if verb in ("PUT", "POST", "DELETE")
+        ]
+        assert writes == [("PUT", f"/{bucket}/dubs/ep42.mp4")]
+
+    def test_a_short_download_puts_nothing(
+        self, hook: ChamelaionHook, requests_mock: Mocker, s3_server: S3Server
+    ) -> None:
+        bucket = s3_server.new_bucket()
+        requests_mock.get(STORAGE_URL, content=OUTPUT[:7], headers={"Content-Length": str(len(OUTPUT))})
+        before = len(s3_server.requests)
+
+        with pytest.raises(ChamelaionTransportError, match="download ended after 7 of"):
+            hook.download_output(_completed(), f"s3://{bucket}/dubs/ep42.mp4")
+
+        assert s3_server.fs().find(bucket) == []
+        assert [verb for verb, _ in s3_server.requests[before:] if verb in ("PUT", "POST", "DELETE")] == []

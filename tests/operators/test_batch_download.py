@@ -14,6 +14,7 @@ from airflow_provider_chamelaion.simulator import Simulator, SimulatorConfig
 from tests.conftest import API_KEY, idle
 from tests.helpers.batch import run_batch
 from tests.helpers.context import make_context
+from tests.helpers.s3 import S3Server
 from tests.operators.test_batch import items, make_batch
 
 OUTPUT_SIZE = 3000
@@ -134,3 +135,27 @@ def test_a_bad_filename_template_fails_before_any_download(
     with pytest.raises(ChamelaionConfigError, match=message):
         downloader(str(tmp_path / "o"), finished_batch, filename_template=template).execute(make_context())
     assert output_gets(simulator) == 0
+
+
+def test_on_s3_the_destination_is_listed_once_and_each_output_put_once(
+    simulator: Simulator, finished_batch: dict[str, Any], s3_server: S3Server
+) -> None:
+    bucket = s3_server.new_bucket()
+    completed = sorted(
+        row.reference_id
+        for row in read_manifest(finished_batch["manifest_path"])
+        if row.status == "completed"
+    )
+    s3_server.fs().pipe(f"{bucket}/dubs/{completed[0]}.mp4", b"x" * OUTPUT_SIZE)  # from an earlier run
+    before = len(s3_server.requests)
+
+    result = downloader(f"s3://{bucket}/dubs", finished_batch, concurrency=3).execute(make_context())
+    served = s3_server.requests[before:]
+
+    assert result == {"destination": f"s3://{bucket}/dubs", "total": 5, "downloaded": 4, "skipped": 1}
+    assert sorted(s3_server.fs().find(bucket)) == [f"{bucket}/dubs/{ref}.mp4" for ref in completed]
+    assert len([path for verb, path in served if verb == "GET" and "list-type=2" in path]) == 1
+    assert sorted(path for verb, path in served if verb in ("PUT", "POST", "DELETE")) == [
+        f"/{bucket}/dubs/{ref}.mp4" for ref in completed[1:]
+    ]
+    assert output_gets(simulator) == 4
