@@ -1,7 +1,8 @@
-"""Two DAGs over the same first ``BENCH_ITEMS`` items of the example catalogue, for benchmarks/batch_deployment.py.
+"""The two catalogue-backfill patterns, for benchmarks/batch_deployment.py.
 
-``bench_per_item``: one mapped task per item (submit-or-reuse and wait deferred, then download);
-``bench_batch``: one batch task and one batch download task. Reference ids differ between the two so
+``bench_per_item``: one mapped task per item over the first ``BENCH_ITEMS`` items of the example
+catalogue (submit-or-reuse and wait deferred, then download); ``bench_batch_file``: one batch task and
+one batch download task over the catalogue file the run names. Reference ids differ between the two so
 neither reuses the other's jobs.
 """
 
@@ -51,15 +52,6 @@ with DAG(dag_id="bench_per_item", **ARGS):  # type: ignore[arg-type]
     LipsyncDownloadOperator.partial(task_id="download", destination=f"{OUT}/per-item/").expand(
         request_id=dub.output
     )
-
-with DAG(dag_id="bench_batch", **ARGS):  # type: ignore[arg-type]
-    batch = LipsyncBatchGenerateOperator(
-        task_id="backfill",
-        catalogue=items("batch"),
-        manifest_path=OUT + "/manifests/{{ run_id }}.jsonl",
-        poll_interval=POLL,
-    )
-    LipsyncBatchDownloadOperator(task_id="download", manifest_path=batch.output, destination=f"{OUT}/batch/")
 
 # The catalogue comes with each run (``conf["catalogue"]``: a JSON Lines path, on S3 in the scale
 # benchmark), so one parsed DAG serves 1,000 and 10,000 items without 10,000 rows in the serialized DAG.
