@@ -70,11 +70,28 @@ class SharedBackoff:
                     return
 
 
+class PerItemLog:
+    """A batch's hook log: the hook's per-item lines (submitted, downloaded) at DEBUG, the rest as they are.
+
+    A batch of 10,000 would otherwise write 20,000 such lines to its task log; the batch logs its own
+    progress ("Submitted 3000 of 10000") instead.
+    """
+
+    def __init__(self, log: Any) -> None:
+        self._log = log
+
+    def info(self, *args: Any, **kwargs: Any) -> None:
+        self._log.debug(*args, **kwargs)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._log, name)
+
+
 class ThreadHooks:
     """One hook per thread (a requests session is not shared between threads), all on one connection.
 
     The connection is read once, on the task's own thread: the task runner's channel to its supervisor
-    is not for concurrent use.
+    is not for concurrent use. The hooks' per-item INFO lines go to DEBUG (:class:`PerItemLog`).
     """
 
     def __init__(self, base: ChamelaionHook, **overrides: Any) -> None:
@@ -96,6 +113,7 @@ class ThreadHooks:
         if hook is None:
             hook = self._make()
             hook._settings = self._settings  # the connection as read on the task's thread
+            hook._log = PerItemLog(hook.log)
             self._local.hook = hook
             with self._lock:
                 self._all.append(hook)

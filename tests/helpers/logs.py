@@ -17,5 +17,10 @@ def logged_text(caplog: pytest.LogCaptureFixture, level: int = logging.INFO) -> 
     lines: list[str] = []
     with structlog.testing.capture_logs() as entries, caplog.at_level(level):
         yield lines
-    lines.extend(str(entry) for entry in entries)
+    lines.extend(str(entry) for entry in entries if _level(entry) >= level)
     lines.extend(record.getMessage() for record in caplog.records if record.levelno >= level)
+
+
+def _level(entry: dict[str, object]) -> int:
+    number = logging.getLevelName(str(entry.get("log_level", "info")).upper())
+    return number if isinstance(number, int) else logging.INFO

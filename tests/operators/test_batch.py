@@ -11,11 +11,16 @@ import pytest
 from airflow_provider_chamelaion.exceptions import ChamelaionConfigError, ChamelaionError
 from airflow_provider_chamelaion.hooks.chamelaion import ChamelaionHook
 from airflow_provider_chamelaion.manifest import read_manifest
-from airflow_provider_chamelaion.operators.batch import LipsyncBatchFailedError, LipsyncBatchGenerateOperator
+from airflow_provider_chamelaion.operators.batch import (
+    LipsyncBatchDownloadOperator,
+    LipsyncBatchFailedError,
+    LipsyncBatchGenerateOperator,
+)
 from airflow_provider_chamelaion.simulator import Simulator, SimulatorConfig
 from tests.conftest import API_KEY, idle
 from tests.helpers.batch import FAST_RETRIES, run_batch
 from tests.helpers.context import FakeTI, make_context
+from tests.helpers.logs import logged_text
 
 QUEUED, RUNNING = 0.2, 0.3
 
@@ -265,6 +270,24 @@ def test_a_rerun_of_a_finished_batch_submits_nothing_and_does_not_wait(
     assert rerun.triggers == []
     new_calls = idle(simulator).state.calls[calls_before:]
     assert [(call.method, call.path) for call in new_calls] == [("GET", "/api/v1/lipsync/requests")]
+
+
+def test_the_task_log_shows_batch_progress_not_a_line_per_item(
+    simulator: Simulator, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    with logged_text(caplog) as lines:
+        run = run_batch(make_batch(tmp_path, items(30)), make_context())
+        downloader = LipsyncBatchDownloadOperator(
+            task_id="download", manifest_path=run.summary, destination=str(tmp_path / "outputs")
+        )
+        downloader.execute(make_context())
+
+    assert run.error is None
+    text = "\n".join(lines)
+    assert "Submitted 30 of 30" in text
+    assert "Downloaded 30 of 30 (0 failed)" in text
+    assert "Submitted Chamelaion lip-sync request" not in text  # per item: DEBUG
+    assert "Downloaded output of" not in text
 
 
 # -- in-flight cap ----------------------------------------------------------------------------------
