@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 
 import pytest
 import structlog
@@ -21,6 +21,6 @@ def logged_text(caplog: pytest.LogCaptureFixture, level: int = logging.INFO) -> 
     lines.extend(record.getMessage() for record in caplog.records if record.levelno >= level)
 
 
-def _level(entry: dict[str, object]) -> int:
+def _level(entry: Mapping[str, object]) -> int:
     number = logging.getLevelName(str(entry.get("log_level", "info")).upper())
     return number if isinstance(number, int) else logging.INFO
