@@ -320,6 +320,16 @@ class AirflowDeployment:
         """Every stdout/stderr file of every process started (db migrate included)."""
         return sorted(self.output_dir.glob("*.std*"))
 
+    def diagnostics(self, *facts: str, chars: int = 2500) -> str:
+        """What a failed deployment test prints: ``facts``, then the end of every process's output."""
+        parts = list(facts)
+        for path in self.output_files():
+            try:
+                parts.append(f"--- {path.name}\n{path.read_text(errors='replace')[-chars:]}")
+            except OSError as err:
+                parts.append(f"--- {path.name}\n<{err}>")
+        return "\n".join(parts)
+
     def __enter__(self) -> AirflowDeployment:
         try:
             self.start()

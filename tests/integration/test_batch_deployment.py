@@ -20,7 +20,7 @@ from cryptography.fernet import Fernet
 from airflow_provider_chamelaion.simulator import Simulator, SimulatorConfig
 from tests.conftest import API_KEY, EXAMPLE_DAGS
 from tests.helpers.airflow_deployment import AirflowDeployment
-from tests.integration.test_real_deployment import tail, trigger_rows, wait_for
+from tests.integration.test_real_deployment import trigger_rows, wait_for
 
 DAG_ID = "chamelaion_catalogue_backfill"
 ITEMS = 2000
@@ -60,9 +60,7 @@ def test_batch_backfill_survives_a_triggerer_restart(tmp_path: Path) -> None:
                 return sum(1 for call in sim.state.calls[since:] if call.path.endswith("/requests"))
 
         def diagnostics() -> str:
-            parts = [f"simulator jobs: {len(sim.state.jobs)}"]
-            parts += [f"--- {path.name}\n{tail(path)}" for path in deployment.output_files()]
-            return "\n".join(parts)
+            return deployment.diagnostics(f"simulator jobs: {len(sim.state.jobs)}")
 
         try:
             deployment.start()

@@ -98,13 +98,6 @@ def files_containing_secret(paths: list[Path]) -> list[str]:
     return [str(path) for path in paths if path.is_file() and SECRET in path.read_bytes()]
 
 
-def tail(path: Path, chars: int = 2500) -> str:
-    try:
-        return path.read_text(errors="replace")[-chars:]
-    except OSError as err:
-        return f"<{err}>"
-
-
 @pytest.mark.slow
 @pytest.mark.timeout(480)
 def test_nightly_dag_survives_triggerer_restart_without_leaking_the_key(tmp_path: Path) -> None:
@@ -150,9 +143,9 @@ def test_nightly_dag_survives_triggerer_restart_without_leaking_the_key(tmp_path
             )
 
         def diagnostics() -> str:
-            parts = [f"simulator jobs: {len(sim.state.jobs)}; observed TI states: {observed}"]
-            parts += [f"--- {path.name}\n{tail(path)}" for path in deployment.output_files()]
-            return "\n".join(parts)
+            return deployment.diagnostics(
+                f"simulator jobs: {len(sim.state.jobs)}; observed TI states: {observed}"
+            )
 
         try:
             deployment.start()

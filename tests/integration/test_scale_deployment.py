@@ -29,7 +29,7 @@ from tests.helpers.scale_deployment import (
     ensure_debian_packages,
     scale_services,
 )
-from tests.integration.test_real_deployment import tail, wait_for
+from tests.integration.test_real_deployment import wait_for
 
 DAG_ID = "chamelaion_catalogue_backfill"
 #: 400, not the shipped 2,000: each output costs moto about four S3 requests, and the test must stay
@@ -117,9 +117,7 @@ def test_catalogue_backfill_on_postgres_celery_and_s3(tmp_path: Path) -> None:
         )
 
         def diagnostics() -> str:
-            parts = [f"simulator jobs: {len(sim.state.jobs)}"]
-            parts += [f"--- {path.name}\n{tail(path)}" for path in deployment.output_files()]
-            return "\n".join(parts)
+            return deployment.diagnostics(f"simulator jobs: {len(sim.state.jobs)}")
 
         try:
             deployment.start()
