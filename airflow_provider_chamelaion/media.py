@@ -256,7 +256,8 @@ def resolve_destination(
 ATOMIC_PUT_SCHEMES = frozenset({"s3", "s3a", "gs", "gcs", "abfs", "abfss", "az"})
 
 
-def _atomic_put_store(destination: Any) -> bool:
+def writes_in_one_put(destination: Any) -> bool:
+    """Whether :func:`atomic_write` stores ``destination`` with a single upload (S3, GCS, Azure Blob)."""
     return _is_object_storage(destination) and str(getattr(destination, "protocol", "")) in ATOMIC_PUT_SCHEMES
 
 
@@ -269,7 +270,7 @@ def atomic_write(destination: Path | ObjectStoragePath) -> Iterator[IO[bytes]]:
     file (so the worker needs local space for the outputs it is writing at once) and upload it in one
     put. On any failure nothing is left behind, and a retry starts clean.
     """
-    if _atomic_put_store(destination):
+    if writes_in_one_put(destination):
         store = cast("ObjectStoragePath", destination)
         with tempfile.NamedTemporaryFile(prefix="chamelaion-", suffix=".part") as spool:
             yield cast("IO[bytes]", spool)

@@ -42,6 +42,7 @@ from airflow_provider_chamelaion.media import (
     inspect_source,
     open_source,
     resolve_destination,
+    writes_in_one_put,
 )
 from airflow_provider_chamelaion.models import LipsyncRequest, RequestPage, newest_first
 from airflow_provider_chamelaion.multipart import FilePart, MultipartBody
@@ -447,7 +448,10 @@ class ChamelaionHook(BaseHook):
                     idempotent=True,
                     what=f"download of {lipsync.id}",
                 )
-                _check_written(target, lipsync.id)
+                if not writes_in_one_put(target):
+                    # A put that returned has stored the whole object (these stores are strongly
+                    # consistent); a rename or a move is checked, which costs a HEAD on object storage.
+                    _check_written(target, lipsync.id)
                 return target
             except (ChamelaionAuthError, ChamelaionNotFoundError) as err:
                 if refreshed:

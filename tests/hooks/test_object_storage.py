@@ -94,6 +94,7 @@ class TestS3:
         before = len(s3_server.requests)
 
         written = hook.download_output(_completed(), f"s3://{bucket}/dubs/ep42.mp4")
+        served = s3_server.requests[before:]
 
         assert str(written) == f"s3://{bucket}/dubs/ep42.mp4"
         assert s3_server.fs().find(bucket) == [f"{bucket}/dubs/ep42.mp4"]
