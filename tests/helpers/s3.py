@@ -17,6 +17,23 @@ import pytest
 _REQUEST_LINE = re.compile(r'"([A-Z]+) (\S+) HTTP/')
 
 
+def aws_env(endpoint: str) -> dict[str, str]:
+    """What boto3, s3fs and Airflow's ObjectStoragePath need to reach a local S3 server at ``endpoint``."""
+    return {
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_DEFAULT_REGION": "us-east-1",
+        "AWS_ENDPOINT_URL": endpoint,
+    }
+
+
+def filesystem(endpoint: str) -> Any:
+    """An ``s3fs`` filesystem on the local S3 server, for tests to look at a bucket (no listing cache)."""
+    import s3fs
+
+    return s3fs.S3FileSystem(key="testing", secret="testing", endpoint_url=endpoint, use_listings_cache=False)
+
+
 @dataclass
 class S3Server:
     """The running server: ``requests`` holds (method, path) of every request served, in order."""
@@ -31,12 +48,7 @@ class S3Server:
         return name
 
     def fs(self) -> Any:
-        """An ``s3fs`` filesystem on the server, for tests to look at a bucket (no listing cache)."""
-        import s3fs
-
-        return s3fs.S3FileSystem(
-            key="testing", secret="testing", endpoint_url=self.endpoint, use_listings_cache=False
-        )
+        return filesystem(self.endpoint)
 
     def served(self, method: str, bucket: str) -> list[str]:
         """Paths of the ``method`` requests made on ``bucket`` (including listings, ``GET /bucket?...``)."""
@@ -67,12 +79,7 @@ def s3_server() -> Iterator[S3Server]:
     werkzeug.addHandler(handler)
     werkzeug.setLevel(logging.INFO)
     with pytest.MonkeyPatch.context() as env:
-        for name, value in {
-            "AWS_ACCESS_KEY_ID": "testing",
-            "AWS_SECRET_ACCESS_KEY": "testing",
-            "AWS_DEFAULT_REGION": "us-east-1",
-            "AWS_ENDPOINT_URL": s3.endpoint,
-        }.items():
+        for name, value in aws_env(s3.endpoint).items():
             env.setenv(name, value)
         try:
             yield s3

@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from tests.helpers.airflow_deployment import COMPONENTS, AirflowDeployment, Component, free_port
+from tests.helpers.s3 import aws_env, filesystem
 
 PACKAGES = {"postgresql": "initdb", "redis-server": "redis-server"}
 BUCKET = "chamelaion"
@@ -109,21 +110,10 @@ class Services:
         return f"http://127.0.0.1:{self.s3_port}"
 
     def s3_env(self) -> dict[str, str]:
-        """What boto3, s3fs and Airflow's ObjectStoragePath need to reach the local S3 server."""
-        return {
-            "AWS_ACCESS_KEY_ID": "testing",
-            "AWS_SECRET_ACCESS_KEY": "testing",
-            "AWS_DEFAULT_REGION": "us-east-1",
-            "AWS_ENDPOINT_URL": self.s3_endpoint,
-        }
+        return aws_env(self.s3_endpoint)
 
     def s3(self) -> Any:
-        """An ``s3fs`` filesystem on the local S3 server, for tests to look at the bucket."""
-        import s3fs
-
-        return s3fs.S3FileSystem(
-            key="testing", secret="testing", endpoint_url=self.s3_endpoint, use_listings_cache=False
-        )
+        return filesystem(self.s3_endpoint)
 
 
 class _Postgres:
