@@ -17,7 +17,7 @@ import os
 import re
 import tempfile
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any, Union, cast
@@ -303,25 +303,31 @@ def atomic_write(destination: Path | ObjectStoragePath) -> Iterator[IO[bytes]]:
         raise
 
 
-def files_under(directory: Path | ObjectStoragePath) -> dict[str, int]:
-    """Every file below ``directory``, as path relative to it -> size in bytes (``{}`` if it is missing).
+def present_files(directory: Path | ObjectStoragePath, names: Iterable[str]) -> set[str]:
+    """Which of ``names`` (paths relative to ``directory``) are non-empty files there already.
 
-    One recursive listing (a few calls per thousand objects on object storage), where asking about each
-    file in turn would cost a call or two per file.
+    On object storage, one recursive listing of ``directory`` (a call per 1,000 objects) instead of a
+    call or two per name; locally a ``stat`` per name, which does not walk unrelated files.
     """
     if not _is_object_storage(directory):
         root = Path(os.fspath(cast("Path", directory)))
-        return {
-            str(path.relative_to(root)): path.stat().st_size for path in root.rglob("*") if path.is_file()
-        }
+        return {name for name in names if _size(root / name)}
     store = cast("ObjectStoragePath", directory)
     prefix = store.path.rstrip("/") + "/"
     try:
         found = store.fs.find(prefix, detail=True)
     except FileNotFoundError:
-        return {}
-    return {
-        name[len(prefix) :]: int(info.get("size") or 0)
-        for name, info in found.items()
-        if name.startswith(prefix) and info.get("type", "file") == "file"
+        return set()
+    sizes = {
+        path[len(prefix) :]: int(info.get("size") or 0)
+        for path, info in found.items()
+        if path.startswith(prefix) and info.get("type", "file") == "file"
     }
+    return {name for name in names if sizes.get(name)}
+
+
+def _size(path: Path) -> int:
+    try:
+        return path.stat().st_size if path.is_file() else 0
+    except OSError:
+        return 0

@@ -37,7 +37,7 @@ from airflow_provider_chamelaion.manifest import (
     read_manifest,
     write_manifest,
 )
-from airflow_provider_chamelaion.media import files_under
+from airflow_provider_chamelaion.media import present_files
 from airflow_provider_chamelaion.models import LipsyncRequest
 from airflow_provider_chamelaion.operators.lipsync import XCOM_RETURN_KEY
 from airflow_provider_chamelaion.version_compat import BaseOperator
@@ -292,8 +292,8 @@ class LipsyncBatchDownloadOperator(BaseOperator):
     Files are named from ``filename_template`` (``str.format`` over the manifest row, default
     ``{reference_id}.mp4``) inside ``destination``. A file already there is skipped: outputs are written
     atomically (whole or not at all), so a present, non-empty file is a complete one and a re-run
-    downloads nothing twice. What is present is learned from one listing of ``destination``, not a
-    look-up per output. An expired output URL is refreshed by the hook.
+    downloads nothing twice. On object storage, what is present is learned from one listing of
+    ``destination``, not a look-up per output. An expired output URL is refreshed by the hook.
 
     :param manifest_path: the batch manifest (templated), e.g. the batch task's
         ``output["manifest_path"]``.
@@ -367,8 +367,8 @@ class LipsyncBatchDownloadOperator(BaseOperator):
                     f"{row.reference_id}; include {{reference_id}} in it"
                 )
             targets[name] = row
-        present = files_under(directory)  # one listing, not a look-up per output
-        todo = [(name, row) for name, row in targets.items() if not present.get(name)]
+        present = present_files(directory, targets)
+        todo = [(name, row) for name, row in targets.items() if name not in present]
         self.log.info(
             "%d completed outputs in the manifest: %d already in %s, %d to download",
             len(targets),
