@@ -1,10 +1,15 @@
 """The batch manifest: one JSON Lines row per catalogue item, on a local or object-storage path.
 
-It is the batch's memory between the worker (which submits) and the triggerer (which waits), and its
-result for users and for the batch download: ``reference_id``, ``request_id``, ``status``,
-``output_url``, ``error_message`` and ``source`` (``submitted`` by this run, ``reused`` from an earlier
-one, or ``null`` while the item waits for a free slot under ``max_in_flight``). It is written
-atomically (a temporary sibling renamed into place), so a reader never sees half of it.
+It is the batch's memory between tries, the worker (which submits) and the triggerer (which waits), and
+its result for users and for the batch download. The first line names its **owner**, the task instance
+that wrote it (dag, task, run, map index), and a digest of its catalogue; every other line is one item:
+``reference_id``, ``request_id``, ``status``, ``output_url``, ``error_message``, ``source`` (``submitted``
+by this task instance, ``reused`` from elsewhere, or ``null`` while the item waits to be submitted), the
+item's inputs (``video_url``, ``audio_url``, ``disable_active_speaker_detection``: waves and retries
+submit from these, not from a catalogue that may have been edited since) and ``duplicates`` (ids of other
+live jobs with the same ``reference_id`` that appeared while this batch submitted: paid twice, named so a
+person can cancel one). It is written atomically (a temporary sibling renamed into place, or one put), so
+a reader never sees half of it.
 """
 
 from __future__ import annotations
@@ -12,11 +17,11 @@ from __future__ import annotations
 import json
 from collections import Counter
 from collections.abc import Iterable, Mapping
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
-from airflow_provider_chamelaion.catalogue import CataloguePath, as_path
-from airflow_provider_chamelaion.exceptions import ChamelaionError
+from airflow_provider_chamelaion.catalogue import CatalogueItem, CataloguePath, as_path
+from airflow_provider_chamelaion.exceptions import ChamelaionConfigError, ChamelaionError
 from airflow_provider_chamelaion.media import atomic_write
 from airflow_provider_chamelaion.models import LipsyncRequest, Outcome, outcome_of
 
@@ -25,12 +30,46 @@ if TYPE_CHECKING:
 
     from airflow_provider_chamelaion.version_compat import ObjectStoragePath
 
-#: Status of an item not submitted yet (waiting for a slot under ``max_in_flight``); not an API status.
+#: Status of an item not submitted yet (planned, or waiting for a slot under ``max_in_flight``).
 NOT_SUBMITTED = "not_submitted"
 #: Status of an item the API refused to create (422 and the like); not an API status.
 REJECTED = "rejected"
 Source = Literal["submitted", "reused"]
 COUNT_NAMES = ("not_submitted", "queued", "running", "completed", "failed")
+#: The first line's key; its value is the manifest format's version.
+HEADER_KEY = "chamelaion_manifest"
+FORMAT_VERSION = 2
+
+
+@dataclass(frozen=True)
+class ManifestOwner:
+    """The task instance a manifest belongs to: only it may submit for, wait on or report its rows."""
+
+    dag_id: str
+    task_id: str
+    run_id: str
+    map_index: int = -1
+
+    @classmethod
+    def of(cls, ti: Any) -> ManifestOwner:
+        """The owner identity of a task instance (``context["ti"]``)."""
+        map_index = getattr(ti, "map_index", -1)
+        return cls(
+            str(ti.dag_id), str(ti.task_id), str(ti.run_id), -1 if map_index is None else int(map_index)
+        )
+
+    @classmethod
+    def from_dict(cls, value: Mapping[str, Any]) -> ManifestOwner:
+        return cls(
+            str(value["dag_id"]), str(value["task_id"]), str(value["run_id"]), int(value.get("map_index", -1))
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def __str__(self) -> str:
+        mapped = f", map index {self.map_index}" if self.map_index >= 0 else ""
+        return f"task {self.dag_id}.{self.task_id} of run {self.run_id!r}{mapped}"
 
 
 @dataclass
@@ -41,17 +80,38 @@ class ManifestRow:
     output_url: str | None = None
     error_message: str | None = None
     source: Source | None = None
+    video_url: str | None = None
+    audio_url: str | None = None
+    disable_active_speaker_detection: bool | None = None
+    duplicates: list[str] = field(default_factory=list)
 
     @classmethod
-    def for_request(cls, reference_id: str, request: LipsyncRequest, source: Source) -> ManifestRow:
+    def for_item(cls, item: CatalogueItem) -> ManifestRow:
+        """A row for a catalogue item that has no job yet."""
         return cls(
-            reference_id, request.id, request.status, request.output_url, request.error_message, source
+            item.reference_id,
+            video_url=item.video_url,
+            audio_url=item.audio_url,
+            disable_active_speaker_detection=item.disable_active_speaker_detection,
         )
+
+    def use(self, request: LipsyncRequest, source: Source) -> None:
+        """Make ``request`` this row's job."""
+        self.request_id, self.source = request.id, source
+        self.update(request)
 
     def update(self, request: LipsyncRequest) -> None:
         self.status = request.status
         self.output_url = request.output_url
         self.error_message = request.error_message
+
+    def same_inputs(self, item: CatalogueItem) -> bool:
+        """Whether this row was planned from exactly ``item``'s inputs."""
+        return (self.video_url, self.audio_url, self.disable_active_speaker_detection) == (
+            item.video_url,
+            item.audio_url,
+            item.disable_active_speaker_detection,
+        )
 
     @property
     def stage(self) -> str:
@@ -72,8 +132,41 @@ class ManifestRow:
         """Submitted and not finished: what ``max_in_flight`` counts."""
         return self.stage in ("queued", "running")
 
+    @property
+    def needs_job(self) -> bool:
+        """No live job: not submitted yet, refused, or its job failed (a retry or re-run submits again)."""
+        return self.stage in (NOT_SUBMITTED, "failed")
+
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+
+@dataclass
+class Manifest:
+    """A manifest's owner line and rows."""
+
+    owner: ManifestOwner | None
+    catalogue_digest: str | None
+    rows: list[ManifestRow]
+
+    def header(self) -> dict[str, Any]:
+        return {
+            HEADER_KEY: FORMAT_VERSION,
+            "owner": None if self.owner is None else self.owner.to_dict(),
+            "catalogue_digest": self.catalogue_digest,
+        }
+
+    def check_owner(self, owner: ManifestOwner, location: str) -> None:
+        """Refuse a manifest another task instance wrote, naming it and the fix; before any request."""
+        if self.owner == owner:
+            return
+        who = "an older version of the provider" if self.owner is None else str(self.owner)
+        raise ChamelaionConfigError(
+            f"manifest_path {location!r} already holds the manifest of {who}, not of this {owner}. "
+            "Each task instance needs its own manifest: put {{ run_id }} (and, in a mapped task, "
+            "{{ ti.map_index }}) in manifest_path, or delete the file if it is no longer needed. "
+            "Nothing was submitted."
+        )
 
 
 def count_stages(rows: Iterable[ManifestRow]) -> dict[str, int]:
@@ -86,30 +179,59 @@ def format_counts(counts: Mapping[str, int]) -> str:
     return ", ".join(f"{counts[name]} {name.replace('_', ' ')}" for name in COUNT_NAMES if counts.get(name))
 
 
-def write_manifest(location: CataloguePath, rows: Iterable[ManifestRow]) -> Path | ObjectStoragePath:
-    """Write every row as one JSON line, atomically; returns the path written."""
+def write_manifest(
+    location: CataloguePath,
+    rows: Iterable[ManifestRow],
+    *,
+    owner: ManifestOwner | None = None,
+    catalogue_digest: str | None = None,
+) -> Path | ObjectStoragePath:
+    """Write the owner line and every row as one JSON line each, atomically; returns the path written."""
     path = as_path(location)
+    manifest = Manifest(owner, catalogue_digest, [])
+    lines = [json.dumps(manifest.header())] + [json.dumps(row.to_dict()) for row in rows]
     with atomic_write(path) as handle:
-        handle.write("".join(json.dumps(row.to_dict()) + "\n" for row in rows).encode())
+        handle.write(("\n".join(lines) + "\n").encode())
     return path
 
 
-def read_manifest(location: CataloguePath) -> list[ManifestRow]:
-    """The rows of a manifest written by :func:`write_manifest`."""
+def save_manifest(location: CataloguePath, manifest: Manifest) -> Path | ObjectStoragePath:
+    return write_manifest(
+        location, manifest.rows, owner=manifest.owner, catalogue_digest=manifest.catalogue_digest
+    )
+
+
+def load_manifest(location: CataloguePath, *, missing_ok: bool = False) -> Manifest | None:
+    """The manifest at ``location`` (owner line and rows); ``None`` if there is none and ``missing_ok``."""
     path = as_path(location)
     try:
         with path.open("r", encoding="utf-8") as handle:
-            lines = handle.read().splitlines()
+            text = handle.read()
     except FileNotFoundError:
+        if missing_ok:
+            return None
         raise ChamelaionError(f"batch manifest {str(path)!r} does not exist") from None
-    rows: list[ManifestRow] = []
-    for number, line in enumerate(lines, start=1):
+    manifest = Manifest(None, None, [])
+    for number, line in enumerate(text.split("\n"), start=1):
         if not line.strip():
             continue
         try:
-            rows.append(ManifestRow(**json.loads(line)))
-        except (ValueError, TypeError) as err:
+            value = json.loads(line)
+            if isinstance(value, dict) and HEADER_KEY in value:
+                owner = value.get("owner")
+                manifest.owner = ManifestOwner.from_dict(owner) if owner else None
+                manifest.catalogue_digest = value.get("catalogue_digest")
+                continue
+            manifest.rows.append(ManifestRow(**value))
+        except (ValueError, TypeError, KeyError) as err:
             raise ChamelaionError(
                 f"batch manifest {str(path)!r} line {number} is not a manifest row: {err}"
             ) from None
-    return rows
+    return manifest
+
+
+def read_manifest(location: CataloguePath) -> list[ManifestRow]:
+    """The rows of the manifest at ``location``."""
+    manifest = load_manifest(location)
+    assert manifest is not None
+    return manifest.rows

@@ -54,6 +54,8 @@ class RetryPolicy:
     :param max_retry_after: cap on a server-requested ``Retry-After`` wait, so a misbehaving server
         cannot park a task for hours.
     :param jitter: fraction of each backoff wait that is randomized (0 = none, 1 = "full jitter").
+    :param retry_rate_limited: retry a 429 here (the default); ``False`` raises it at once, for a caller
+        that paces many calls itself (a batch shares one pace among all its submitters).
     """
 
     max_attempts: int = 5
@@ -63,6 +65,7 @@ class RetryPolicy:
     jitter: float = 0.5
     sleep: Callable[[float], None] = field(default=time.sleep, repr=False, compare=False)
     async_sleep: Callable[[float], Awaitable[None]] = field(default=asyncio.sleep, repr=False, compare=False)
+    retry_rate_limited: bool = True
 
     def __post_init__(self) -> None:
         if self.max_attempts < 1:
@@ -76,7 +79,7 @@ class RetryPolicy:
         """Whether ``error`` may be retried for a call that is (or is not) idempotent."""
         if isinstance(error, ChamelaionRateLimitError):
             # 429 means the server refused the call without acting on it: safe even for a POST.
-            return True
+            return self.retry_rate_limited
         if isinstance(error, ChamelaionTransportError):
             return idempotent or not error.sent
         if isinstance(error, ChamelaionServerError):

@@ -52,12 +52,6 @@ AIRFLOW_V_3_1_PLUS = Version("3.1.0") <= AIRFLOW_VERSION
 AIRFLOW_V_3_2_PLUS = Version("3.2.0") <= AIRFLOW_VERSION
 AIRFLOW_V_3_3_PLUS = Version("3.3.0") <= AIRFLOW_VERSION
 
-#: Airflow 3.0's execution API keeps a resumed task's ``next_method`` when the task fails and goes up for
-#: retry (3.1 clears it), so the retry starts in ``execute_complete`` with the previous try's event
-#: instead of in ``execute``: a deferrable task whose job failed fails its retries the same way rather
-#: than submitting again (README, support table). No name to detect it by, hence a version check.
-RETRY_RESTARTS_AFTER_DEFERRAL = not (AIRFLOW_V_3_0_PLUS and not AIRFLOW_V_3_1_PLUS)
-
 
 def _first(name: str, *modules: str) -> Any:
     """``name`` from the first of ``modules`` that has it (newest path first)."""
@@ -271,7 +265,6 @@ __all__ = [
     "AIRFLOW_V_3_3_PLUS",
     "DAG",
     "HAS_ASYNC_MASKING",
-    "RETRY_RESTARTS_AFTER_DEFERRAL",
     "AirflowException",
     "AirflowFailException",
     "AirflowNotFoundException",

@@ -1,32 +1,128 @@
-"""Batch submission machinery: the one back-off every submitter of a batch shares."""
+"""Batch submission machinery: one pace for every submitter, learned from 429s; the order of POSTs
+beside another submitter."""
 
 from __future__ import annotations
 
 import threading
+from typing import Any
 
-from airflow_provider_chamelaion.batch_submit import SharedBackoff
+import pytest
+
+from airflow_provider_chamelaion.batch_submit import SubmissionOrder, SubmitPacer
+from airflow_provider_chamelaion.manifest import ManifestRow
 
 
-def test_shared_backoff_holds_every_thread_until_the_latest_pause_ends() -> None:
-    now = [0.0]
-    slept: list[tuple[str, float]] = []
+class FakeTime:
+    """A clock the pacer's waits advance, and a log that keeps its lines."""
 
-    def sleep(seconds: float) -> None:
-        slept.append((threading.current_thread().name, seconds))
-        now[0] += seconds
+    def __init__(self) -> None:
+        self.now = 0.0
+        self.lines: list[str] = []
 
-    gate = SharedBackoff(sleep=sleep, clock=lambda: now[0])
-    gate.wait()
-    assert slept == [], "no pause, no wait"
+    def clock(self) -> float:
+        return self.now
 
-    gate.pause(2.0)  # a 429 with Retry-After: 2 seen by one submitter
-    assert now[0] == 2.0
-    gate.pause(0.5)  # a shorter one later does not shorten anything; it waits its own
-    assert now[0] == 2.5
-    now[0] = 10.0
-    gate.pause(3.0)
-    other = threading.Thread(target=gate.wait, name="other-submitter")
-    now[0] = 11.0  # the other submitter arrives a second into the pause: waits the remaining 2 s
-    other.start()
-    other.join()
-    assert ("other-submitter", 2.0) in slept
+    def wait(self, stop: threading.Event, seconds: float) -> bool:
+        self.now += seconds
+        return stop.is_set()
+
+    def warning(self, message: str, *args: Any) -> None:
+        self.lines.append(message % args)
+
+
+def pacer(rate: float | None, fake: FakeTime) -> SubmitPacer:
+    return SubmitPacer(rate, fake, clock=fake.clock, wait=fake.wait)
+
+
+def test_turns_are_spaced_at_the_rate() -> None:
+    fake, stop = FakeTime(), threading.Event()
+    pace = pacer(50.0, fake)
+
+    times = []
+    for _ in range(5):
+        assert pace.acquire(stop)
+        times.append(round(fake.now, 6))
+
+    assert times == [0.0, 0.02, 0.04, 0.06, 0.08]
+
+
+def test_a_429_pauses_every_submitter_and_learns_a_pace_under_what_was_accepted() -> None:
+    fake, stop = FakeTime(), threading.Event()
+    pace = pacer(None, fake)
+    for _ in range(100):  # unpaced: a burst the server accepts within its second
+        assert pace.acquire(stop)
+        pace.accepted()
+        fake.now += 0.001
+
+    pace.rate_limited(retry_after=1.0)
+    pace.rate_limited(retry_after=1.0)  # a second submitter's 429 in the same back-off
+
+    assert pace.rate == pytest.approx(95.0)  # 0.95 of the 100 accepted in the second before
+    before = fake.now
+    assert pace.acquire(stop)
+    assert fake.now == pytest.approx(before + 1.0), "waited the Retry-After"
+    assert pace.acquire(stop)
+    assert fake.now == pytest.approx(before + 1.0 + 1 / 95)
+    assert fake.lines == [
+        "The API refused 2 POST(s) with 429 (rate limit); every submitter waited as asked, then went on "
+        "at 95.0 POSTs/s"
+    ], "one line per back-off period, with the count"
+
+
+def test_a_stop_while_waiting_sends_nothing() -> None:
+    fake, stop = FakeTime(), threading.Event()
+    pace = pacer(1.0, fake)
+    assert pace.acquire(stop)
+    stop.set()
+
+    assert not pace.acquire(stop)
+
+
+def rows(count: int) -> tuple[list[ManifestRow], dict[str, int]]:
+    made = [ManifestRow(f"item-{n}") for n in range(count)]
+    return made, {row.reference_id: n for n, row in enumerate(made)}
+
+
+def refs(taken: list[ManifestRow]) -> list[int]:
+    return [int(row.reference_id.split("-")[1]) for row in taken]
+
+
+def test_forward_order_takes_chunks_and_skips_what_another_submitter_made() -> None:
+    made, positions = rows(10)
+    order = SubmissionOrder(made, positions, chunk=3)
+
+    assert refs(order.take()) == [0, 1, 2]
+    assert order.adopt("item-3")
+    assert not order.adopt("item-0"), "already taken"
+    assert refs(order.take()) == [4, 5, 6]
+    assert order.remaining == 3
+
+
+def test_a_yielding_batch_starts_at_the_far_end_and_keeps_its_margin() -> None:
+    made, positions = rows(40)
+    # Another submitter has reached item 5: the margin is 4 chunks of 2 = 8 positions.
+    order = SubmissionOrder(made, positions, chunk=2, yielding=True, foreign=[5])
+
+    taken = []
+    while chunk := order.take():
+        taken += refs(chunk)
+
+    assert taken == list(range(39, 13, -1)), "down to 14: 14 - 5 > 8"
+    order.foreign_job("item-20")  # the other submitter moved on
+    assert order.take() == []
+    order.stop_yielding()  # it went quiet: the rest is this batch's
+    assert refs(order.take()) == [13, 12]
+
+
+def test_turning_back_midway_reverses_what_is_left() -> None:
+    made, positions = rows(40)
+    order = SubmissionOrder(made, positions, chunk=4)
+    assert refs(order.take()) == [0, 1, 2, 3]
+    order.foreign_job("item-2")  # the same item paid twice: the other submitter is here too
+
+    order.turn_back()
+
+    assert refs(order.take()) == [39, 38, 37, 36]
+    while order.take():
+        pass
+    assert order.remaining == 15, "items 4-18 lie within 16 positions of item 2: left to the other"

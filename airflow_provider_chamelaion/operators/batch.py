@@ -8,14 +8,16 @@ with a few listing pages, submits what is missing concurrently, and waits in one
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from datetime import timedelta
+from fractions import Fraction
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
-from airflow_provider_chamelaion.batch_submit import BatchSubmitter, ThreadHooks
+from airflow_provider_chamelaion.batch_submit import BatchStopped, BatchSubmitter, SubmitReport, ThreadHooks
 from airflow_provider_chamelaion.catalogue import (
     CatalogueItem,
     CataloguePath,
@@ -28,16 +30,20 @@ from airflow_provider_chamelaion.exceptions import (
     ChamelaionConfigError,
     ChamelaionError,
 )
-from airflow_provider_chamelaion.listing import reconcile
+from airflow_provider_chamelaion.job_identity import digest
+from airflow_provider_chamelaion.listing import Reconciliation, reconcile
 from airflow_provider_chamelaion.manifest import (
     NOT_SUBMITTED,
+    Manifest,
+    ManifestOwner,
     ManifestRow,
     count_stages,
     format_counts,
+    load_manifest,
     read_manifest,
-    write_manifest,
+    save_manifest,
 )
-from airflow_provider_chamelaion.media import present_files
+from airflow_provider_chamelaion.media import check_filesystem, present_files, uri_scheme
 from airflow_provider_chamelaion.models import LipsyncRequest
 from airflow_provider_chamelaion.operators.lipsync import XCOM_RETURN_KEY
 from airflow_provider_chamelaion.version_compat import BaseOperator
@@ -54,37 +60,87 @@ class LipsyncBatchFailedError(ChamelaionError):
     """More jobs of a batch failed than its ``max_failure_rate`` accepts."""
 
 
+def catalogue_digest(items: Sequence[CatalogueItem]) -> str:
+    """What identifies a catalogue's content: every item's ``reference_id`` and inputs, in order."""
+    return digest([item.to_dict() for item in items])
+
+
+def with_map_index(location: str, map_index: int) -> str:
+    """``.../manifest.jsonl`` as ``.../manifest.map-3.jsonl``: one manifest per mapped task instance."""
+    head, _, name = location.rpartition("/")
+    stem, dot, suffix = name.rpartition(".")
+    named = f"{stem}.map-{map_index}.{suffix}" if dot and stem else f"{name}.map-{map_index}"
+    return f"{head}/{named}" if head or location.startswith("/") else named
+
+
+def check_manifest_location(value: object, field: str) -> None:
+    """Refuse a manifest path the worker or the triggerer could not use, before anything is paid for.
+
+    Works on an unrendered template too (at parse time): only what is literal is checked.
+    """
+    check_filesystem(value, field)
+    if uri_scheme(value) is not None or not isinstance(value, (str, os.PathLike)):
+        return
+    text = os.fspath(value).strip()
+    if text.startswith(("{{", "{%")) or os.path.isabs(os.path.expanduser(text)):
+        return
+    raise ChamelaionConfigError(
+        f"{field} {text!r} is a relative path: the worker and the triggerer each read it from their own "
+        "working directory. Give an absolute path on storage both reach, or an object-storage URI such "
+        "as s3://bucket/backfills/{{ run_id }}/manifest.jsonl"
+    )
+
+
 class LipsyncBatchGenerateOperator(BaseOperator):
-    """Submits a whole catalogue of lip-sync jobs, reusing every job already paid for, and waits for them.
+    """Submits a whole catalogue of lip-sync jobs, paying once per item, and waits for them.
 
-    The catalogue is validated whole before any HTTP call. Then a few listing pages find, for every
-    item, the newest job with its ``reference_id`` that has not failed (the batch's re-run reuses those
-    and resubmits only failed or missing items); the rest is submitted concurrently with one shared
-    back-off on 429, and the whole batch waits in one trigger (:class:`LipsyncBatchTrigger`).
+    The catalogue is validated whole before any HTTP call. The **manifest** at ``manifest_path`` is this
+    task instance's record of the batch (its first line names the task instance and its catalogue): a
+    retry, or a clear of the task, starts from it (completed rows cost nothing, rows with a live job keep
+    it, failed ones are submitted again), and a manifest another task instance wrote is refused before
+    any request. In a mapped task the map index is added to the file name unless ``manifest_path``
+    already mentions ``map_index``.
 
-    The result is a JSON Lines manifest at ``manifest_path`` (``reference_id``, ``request_id``,
-    ``status``, ``output_url``, ``error_message``, ``source``: ``submitted`` or ``reused``); XCom gets a
-    small summary (counts and the manifest's path). When jobs fail, the task fails once all have
-    finished, naming how many and the first few with the API's messages, unless their share is within
-    ``max_failure_rate``.
+    Before paying for anything, the items without a job of theirs are looked up with a few listing pages
+    (the newest job with the ``reference_id`` that has not failed is reused), the plan is logged and
+    written to the manifest, and ``max_new_jobs`` is checked. Then the rest is submitted, at the
+    account's pace (``submit_rate``, or learned from 429s) and ``submit_concurrency`` at a time, reading
+    the newest listing page before each chunk so a job someone else creates meanwhile for one of the items
+    is used rather than paid for again; and the whole batch waits in one trigger
+    (:class:`~airflow_provider_chamelaion.triggers.batch.LipsyncBatchTrigger`).
+
+    The manifest's rows: ``reference_id``, ``request_id``, ``status``, ``output_url``,
+    ``error_message``, ``source`` (``submitted`` by this task instance, or ``reused``), the item's inputs
+    and ``duplicates``. XCom gets a small summary (counts, the manifest's path and owner). When jobs fail,
+    the task fails once all have finished, naming how many and the first few with the API's messages,
+    unless their share is within ``max_failure_rate``.
 
     :param catalogue: a list of items (templated; e.g. an upstream task's output), or a local or
         object-storage path of a JSON Lines or CSV catalogue (templated). Items have ``video_url``,
         ``audio_url``, ``reference_id`` and optionally ``disable_active_speaker_detection``.
-    :param manifest_path: where to write the manifest, local or object storage (templated), e.g.
-        ``s3://bucket/backfills/{{ run_id }}/manifest.jsonl``. Worker and triggerer must both reach it.
+    :param manifest_path: where to write the manifest (templated): an absolute local path or an
+        object-storage URI that the workers and the triggerer all reach, unique per task instance, e.g.
+        ``s3://bucket/backfills/{{ run_id }}/manifest.jsonl``.
     :param catalogue_format: ``jsonl`` or ``csv``; default: from the file name.
     :param wait_for_completion: wait until every job has finished (in the triggerer).
-    :param submit_concurrency: POSTs in flight at once (default 8).
+    :param submit_concurrency: POSTs in flight at once, and POSTs between two looks at the listing
+        (default 8).
+    :param submit_rate: POSTs per second the account allows; default ``None``: learned from the API's
+        429 answers (the submitters then keep just under the rate the API accepted).
     :param max_in_flight: cap on jobs submitted and not finished, for accounts with a concurrency
         quota: the task submits a wave, defers, and resumes to submit the next when slots free up.
+    :param max_new_jobs: the most jobs one try may plan to pay for; a plan above it fails before any
+        POST, naming the counts (default ``None``: no limit).
+    :param plan_only: a dry run: look up what exists, write the plan as the manifest and the summary,
+        submit nothing (``dry_run`` is the name of an Airflow operator method already).
     :param max_failure_rate: share of failed jobs (0 to 1) the task accepts without failing (default 0).
     :param page_size: listing page size to ask for (the server may apply less; default 100).
     :param poll_interval: seconds between poll cycles while waiting (default 30).
     :param timeout: how long to wait in all, seconds or a ``timedelta`` (default 24 hours).
     :param chamelaion_conn_id: the Airflow connection (default ``chamelaion_default``).
-    :return: the summary: ``manifest_path``, ``total``, ``submitted``, ``reused`` and the count of items
-        ``not_submitted``, ``queued``, ``running``, ``completed`` and ``failed``.
+    :return: the summary: ``manifest_path``, ``owner``, ``total``, ``submitted``, ``reused``,
+        ``duplicates`` and the count of items ``not_submitted``, ``queued``, ``running``, ``completed``
+        and ``failed`` (``plan_only`` adds ``plan``).
     """
 
     template_fields: Sequence[str] = ("catalogue", "manifest_path")
@@ -98,7 +154,10 @@ class LipsyncBatchGenerateOperator(BaseOperator):
         catalogue_format: str | None = None,
         wait_for_completion: bool = True,
         submit_concurrency: int = 8,
+        submit_rate: float | None = None,
         max_in_flight: int | None = None,
+        max_new_jobs: int | None = None,
+        plan_only: bool = False,
         max_failure_rate: float = 0.0,
         page_size: int = 100,
         poll_interval: float = 30,
@@ -109,26 +168,44 @@ class LipsyncBatchGenerateOperator(BaseOperator):
         super().__init__(**kwargs)
         self.catalogue = catalogue
         self.manifest_path = manifest_path
+        # As written in the DAG (before rendering): does it already give each map index its own file?
+        self.manifest_path_per_map_index = "map_index" in str(manifest_path)
         self.catalogue_format = catalogue_format
         self.wait_for_completion = wait_for_completion
         self.submit_concurrency = submit_concurrency
+        self.submit_rate = submit_rate
         self.max_in_flight = max_in_flight
+        self.max_new_jobs = max_new_jobs
+        self.plan_only = plan_only
         self.max_failure_rate = max_failure_rate
         self.page_size = page_size
         self.poll_interval = float(poll_interval)
         self.timeout = timeout.total_seconds() if isinstance(timeout, timedelta) else float(timeout)
         self.chamelaion_conn_id = chamelaion_conn_id
+        self._submitter: BatchSubmitter | None = None
+        #: What this try's last submission did (POSTs, jobs adopted, items paid twice, listing calls).
+        self.submit_report: SubmitReport | None = None
         self._check_arguments()
 
     def _check_arguments(self) -> None:
-        def whole(name: str, value: object) -> bool:
-            return isinstance(value, int) and not isinstance(value, bool) and value >= 1
+        def whole(value: object, minimum: int = 1) -> bool:
+            return isinstance(value, int) and not isinstance(value, bool) and value >= minimum
 
         for name in ("submit_concurrency", "page_size"):
-            if not whole(name, getattr(self, name)):
+            if not whole(getattr(self, name)):
                 raise ChamelaionConfigError(f"{self.task_id}: {name} must be a whole number of at least 1")
+        if self.max_new_jobs is not None and not whole(self.max_new_jobs, 0):
+            raise ChamelaionConfigError(f"{self.task_id}: max_new_jobs must be a whole number of at least 0")
+        if self.submit_rate is not None and (
+            isinstance(self.submit_rate, bool)
+            or not isinstance(self.submit_rate, (int, float))
+            or self.submit_rate <= 0
+        ):
+            raise ChamelaionConfigError(
+                f"{self.task_id}: submit_rate must be a positive number of POSTs per second, or None to learn it"
+            )
         if self.max_in_flight is not None:
-            if not whole("max_in_flight", self.max_in_flight):
+            if not whole(self.max_in_flight):
                 raise ChamelaionConfigError(
                     f"{self.task_id}: max_in_flight must be a whole number of at least 1"
                 )
@@ -141,6 +218,9 @@ class LipsyncBatchGenerateOperator(BaseOperator):
             raise ChamelaionConfigError(f"{self.task_id}: max_failure_rate must be between 0 and 1")
         if self.poll_interval <= 0 or self.timeout <= 0:
             raise ChamelaionConfigError(f"{self.task_id}: poll_interval and timeout must be positive")
+        # At parse time: a store this installation cannot use, or a relative path, must not get as far
+        # as a run that pays for jobs and then cannot record them.
+        check_manifest_location(self.manifest_path, f"{self.task_id}: manifest_path")
 
     @cached_property
     def hook(self) -> ChamelaionHook:
@@ -148,80 +228,223 @@ class LipsyncBatchGenerateOperator(BaseOperator):
 
         return ChamelaionHook(self.chamelaion_conn_id)
 
-    # -- submission -------------------------------------------------------------------------------
+    def on_kill(self) -> None:
+        """Stop submitting: no POST not yet sent is sent; every job created is recorded in the manifest."""
+        if self._submitter is not None:
+            self._submitter.stop.set()
 
-    def _manifest_location(self) -> str:
+    # -- the manifest -----------------------------------------------------------------------------
+
+    def _manifest_location(self, owner: ManifestOwner) -> str:
         if self.manifest_path is None or not str(self.manifest_path).strip():
             raise ChamelaionConfigError(
                 f"{self.task_id}: manifest_path is required: a local or object-storage file path"
             )
-        return str(as_path(self.manifest_path))
+        check_manifest_location(self.manifest_path, f"{self.task_id}: manifest_path")
+        location = str(as_path(self.manifest_path))
+        if owner.map_index >= 0 and not self.manifest_path_per_map_index:
+            location = with_map_index(location, owner.map_index)
+        return location
 
-    def _submit_wave(self, items: Sequence[CatalogueItem], rows: dict[str, ManifestRow]) -> None:
-        waiting = [item for item in items if rows[item.reference_id].status == NOT_SUBMITTED]
-        if self.max_in_flight is not None:
-            in_flight = sum(row.in_flight for row in rows.values())
-            waiting = waiting[: max(0, self.max_in_flight - in_flight)]
-        if not waiting:
-            return
-        self.log.info("Submitting %d item(s), %d at a time", len(waiting), self.submit_concurrency)
-        submitter = BatchSubmitter(self.hook, concurrency=self.submit_concurrency, log=self.log)
-        try:
-            submitter.submit(waiting, rows)
-        finally:
-            if submitter.found_after_lost_answer:
-                self.log.warning(
-                    "%d submission(s) lost their answer; the job each had created was found and is used",
-                    submitter.found_after_lost_answer,
-                )
+    def _rows_for(
+        self, items: Sequence[CatalogueItem], earlier: Manifest | None
+    ) -> tuple[list[ManifestRow], set[str]]:
+        """This try's rows: the earlier tries' where the item is unchanged; and job ids never to reuse."""
+        if earlier is None:
+            return [ManifestRow.for_item(item) for item in items], set()
+        old = {row.reference_id: row for row in earlier.rows}
+        rows: list[ManifestRow] = []
+        superseded: set[str] = set()
+        added = changed = failed = 0
+        for item in items:
+            row = old.pop(item.reference_id, None)
+            if row is not None and row.same_inputs(item) and not row.needs_job:
+                rows.append(row)  # a live or finished job of this task instance's: kept, never replaced
+                continue
+            if row is None:
+                added += 1
+            elif not row.same_inputs(item):
+                changed += 1
+                superseded.add(row.request_id or "")
+            elif row.stage == "failed":
+                failed += 1
+            fresh = ManifestRow.for_item(item)
+            fresh.duplicates = list(row.duplicates) if row is not None and row.same_inputs(item) else []
+            rows.append(fresh)
+        if failed:
+            self.log.info("%d item(s) whose job failed in an earlier try will be submitted again", failed)
+        if added or changed or old:
+            self.log.warning(
+                "The catalogue changed since this task instance's manifest was written: %d new item(s), %d "
+                "with changed inputs (submitted anew: their earlier jobs are not reused), %d removed (their "
+                "jobs are no longer waited on)",
+                added,
+                changed,
+                len(old),
+            )
+        superseded.discard("")
+        return rows, superseded
+
+    # -- submission -------------------------------------------------------------------------------
 
     def execute(self, context: Context) -> dict[str, Any]:
+        return self._start(context)
+
+    def _start(self, context: Context) -> dict[str, Any]:
+        """A try's start: validate, then continue this task instance's manifest (or begin one)."""
         items = load_catalogue(self.catalogue, self.catalogue_format)  # every item checked, no HTTP yet
-        location = self._manifest_location()
-        found = reconcile(self.hook, [item.reference_id for item in items], page_size=self.page_size)
+        owner = ManifestOwner.of(context["ti"])
+        location = self._manifest_location(owner)
+        earlier = load_manifest(location, missing_ok=True)
+        if earlier is not None:
+            earlier.check_owner(owner, location)
+            self.log.info("Continuing this task instance's manifest %s", location)
+        rows, superseded = self._rows_for(items, earlier)
+        manifest = Manifest(owner, catalogue_digest(items), rows)
+        return self._continue(
+            context, manifest, location, time.time() + self.timeout, whole_plan=True, ignore=superseded
+        )
+
+    def _look_up(self, rows: Sequence[ManifestRow], ignore: set[str]) -> Reconciliation:
+        found = reconcile(
+            self.hook, [row.reference_id for row in rows], page_size=self.page_size, ignore=ignore
+        )
         self.log.info(
-            "Reconciled %d items in %d API calls (%d listing pages, %d look-ups): %d to reuse, %d to submit",
-            len(items),
+            "Looked up %d item(s) without a job in %d API calls (%d listing pages, %d look-ups): %d to reuse",
+            len(rows),
             found.api_calls,
             found.list_calls,
             found.lookup_calls,
             len(found.found),
-            len(items) - len(found.found),
         )
-        rows = {
-            item.reference_id: (
-                ManifestRow.for_request(item.reference_id, found.found[item.reference_id], "reused")
-                if item.reference_id in found.found
-                else ManifestRow(item.reference_id)
-            )
-            for item in items
-        }
-        return self._submit_and_continue(context, items, rows, location, time.time() + self.timeout)
+        by_reference = {row.reference_id: row for row in rows}
+        for reference, request in found.found.items():
+            by_reference[reference].use(request, "reused")
+        return found
 
-    def _submit_and_continue(
+    def _check_budget(self, to_post: Sequence[ManifestRow], reused: int, location: str) -> None:
+        if self.max_new_jobs is None or len(to_post) <= self.max_new_jobs:
+            return
+        raise ChamelaionConfigError(
+            f"{self.task_id}: this batch would pay for {len(to_post)} new job(s), more than max_new_jobs="
+            f"{self.max_new_jobs} ({reused} existing job(s) reused). Nothing was submitted; the plan is in "
+            f"the manifest {location}. If that many is expected, raise max_new_jobs; otherwise check the "
+            "catalogue and its reference_id scheme (a changed scheme finds none of the jobs already paid for)"
+        )
+
+    def _continue(
         self,
         context: Context,
-        items: Sequence[CatalogueItem],
-        rows: dict[str, ManifestRow],
+        manifest: Manifest,
         location: str,
         end_time: float,
+        *,
+        whole_plan: bool,
+        ignore: set[str] | None = None,
     ) -> dict[str, Any]:
+        """Look up, then submit what this try (or wave) must pay for; then wait, or report."""
+        rows = manifest.rows
         try:
-            self._submit_wave(items, rows)
+            waiting = [row for row in rows if row.status == NOT_SUBMITTED]
+            slots = None
+            if self.max_in_flight is not None:
+                slots = max(0, self.max_in_flight - sum(row.in_flight for row in rows))
+            # Before paying, the API is asked first: for the whole plan at a try's start (a killed try
+            # may have paid for items its manifest does not show yet), for the wave on a resume.
+            check = waiting if whole_plan or slots is None else waiting[:slots]
+            found = self._look_up(check, ignore or set()) if check else None
+            to_post = [row for row in check if row.status == NOT_SUBMITTED]
+            if whole_plan and found is not None:
+                self.log.info(
+                    "Plan: %d job(s) to pay for, %d existing job(s) reused, %d item(s) already had a job "
+                    "of this task instance's",
+                    len(to_post),
+                    len(found.found),
+                    len(rows) - len(check),
+                )
+            save_manifest(location, manifest)  # the plan, before the first POST
+            self._check_budget(to_post, len(found.found) if found else 0, location)
+            if self.plan_only:
+                plan = {"submit": len(to_post), "reuse": len(found.found) if found else 0}
+                return self._finish(context, manifest, location, check_failures=False, plan=plan)
+            if slots is not None:
+                slots = max(0, slots - sum(row.in_flight for row in check))
+                to_post = to_post[:slots]
+            if to_post and found is not None:
+                self._submit(to_post, rows, found)
         finally:
-            write_manifest(location, rows.values())  # what was submitted is never forgotten
-        counts = count_stages(rows.values())
+            save_manifest(location, manifest)  # what was submitted is never forgotten
+        counts = count_stages(rows)
         self.log.info("Manifest written to %s: %s", location, format_counts(counts))
         if not self.wait_for_completion:
-            return self._finish(context, list(rows.values()), location, check_failures=False)
-        if counts["queued"] + counts["running"] == 0 and counts["not_submitted"] == 0:
-            return self._finish(context, list(rows.values()), location)
+            return self._finish(context, manifest, location, check_failures=False)
+        in_flight = counts["queued"] + counts["running"]
+        if in_flight == 0 and counts["not_submitted"] == 0:
+            return self._finish(context, manifest, location)
+        if in_flight == 0:
+            raise ChamelaionError(
+                f"{counts['not_submitted']} item(s) could not be submitted and nothing is in flight; the "
+                f"manifest {location} has every row, a retry submits the rest"
+            )
+        if time.time() >= end_time:
+            raise LipsyncWaitTimeout(f"The batch did not finish by its deadline; manifest: {location}")
+        self._defer(context, manifest, location, end_time, counts)
+        raise AssertionError("unreachable")  # pragma: no cover  (defer raises)
+
+    def _submit(self, to_post: list[ManifestRow], rows: list[ManifestRow], found: Reconciliation) -> None:
+        self.log.info(
+            "Submitting %d item(s), %d at a time, %s",
+            len(to_post),
+            self.submit_concurrency,
+            f"{self.submit_rate:g} a second" if self.submit_rate else "at the pace the API accepts",
+        )
+        every_row = {row.reference_id: row for row in rows}
+        positions = {row.reference_id: index for index, row in enumerate(rows)}
+        submitter = self._submitter = BatchSubmitter(
+            self.hook,
+            concurrency=self.submit_concurrency,
+            rate=self.submit_rate,
+            log=self.log,
+            page_size=self.page_size,
+        )
+        try:
+            report = submitter.submit(
+                to_post,
+                every_row,
+                positions,
+                watermark=(found.newest_id, found.total),
+                watch_first=found.in_flight > 0,
+            )
+        except BatchStopped:
+            self.log.warning("Submission stopped; every job created is in the manifest")
+            raise
+        finally:
+            self._submitter = None
+            self.submit_report = submitter.report
+            if submitter.report.found_after_lost_answer:
+                self.log.warning(
+                    "%d submission(s) lost their answer; the job each had created was found and is used",
+                    submitter.report.found_after_lost_answer,
+                )
+        self.log.info(
+            "Submitted %d job(s); %d item(s) got a job another submitter created meanwhile; %d paid twice; "
+            "%d listing call(s) to watch for other submitters",
+            report.posted,
+            report.adopted,
+            len(report.duplicates),
+            report.listing_calls,
+        )
+
+    def _defer(
+        self, context: Context, manifest: Manifest, location: str, end_time: float, counts: dict[str, int]
+    ) -> None:
         from airflow_provider_chamelaion.triggers.batch import LipsyncBatchTrigger
 
         resume_at = None
         if self.max_in_flight is not None and counts["not_submitted"]:
             # Resume for the next wave once a quarter of the slots (at least one) are free.
             resume_at = self.max_in_flight - max(1, self.max_in_flight // 4)
+        owner = manifest.owner
         self.defer(
             trigger=LipsyncBatchTrigger(
                 manifest_path=location,
@@ -230,10 +453,11 @@ class LipsyncBatchGenerateOperator(BaseOperator):
                 end_time=end_time,
                 resume_when_in_flight_at_most=resume_at,
                 page_size=self.page_size,
+                owner=None if owner is None else owner.to_dict(),
+                try_number=getattr(context["ti"], "try_number", None),
             ),
             method_name="execute_complete",
         )
-        raise AssertionError("unreachable")  # pragma: no cover  (defer raises)
 
     def execute_complete(self, context: Context, event: dict[str, Any] | None = None) -> dict[str, Any]:
         """Resume after the batch trigger fired: submit the next wave, or report the batch."""
@@ -241,31 +465,64 @@ class LipsyncBatchGenerateOperator(BaseOperator):
 
         if not isinstance(event, dict) or event.get("status") not in BATCH_STATUSES:
             raise ChamelaionError(f"Malformed event from LipsyncBatchTrigger: {event!r}")
-        status, location = event["status"], str(event.get("manifest_path") or self._manifest_location())
+        ti = context["ti"]
+        try_number = getattr(ti, "try_number", None)
+        if (
+            event.get("try_number") is not None
+            and try_number is not None
+            and event["try_number"] != try_number
+        ):
+            # Airflow 3.0 starts a retry here, with the failed try's event: start over from the manifest.
+            self.log.warning(
+                "Try %s was handed try %s's event; starting over from this task instance's manifest",
+                try_number,
+                event["try_number"],
+            )
+            return self._start(context)
+        status = event["status"]
+        owner = ManifestOwner.of(ti)
+        location = str(event.get("manifest_path") or self._manifest_location(owner))
         if status == "error":
             raise ChamelaionError(str(event.get("message")))
         if status == "timeout":
             raise LipsyncWaitTimeout(f"{event.get('message')}; manifest: {location}")
-        rows = {row.reference_id: row for row in read_manifest(location)}
+        manifest = load_manifest(location)
+        assert manifest is not None
+        manifest.check_owner(owner, location)
         if status == "wave":
-            items = load_catalogue(self.catalogue, self.catalogue_format)
             end_time = float(event.get("end_time") or time.time() + self.timeout)
-            return self._submit_and_continue(context, items, rows, location, end_time)
-        return self._finish(context, list(rows.values()), location)
+            if time.time() >= end_time:
+                raise LipsyncWaitTimeout(f"The batch did not finish by its deadline; manifest: {location}")
+            return self._continue(context, manifest, location, end_time, whole_plan=False)
+        return self._finish(context, manifest, location)
 
     # -- the result -------------------------------------------------------------------------------
 
     def _finish(
-        self, context: Context, rows: list[ManifestRow], location: str, *, check_failures: bool = True
+        self,
+        context: Context,
+        manifest: Manifest,
+        location: str,
+        *,
+        check_failures: bool = True,
+        plan: dict[str, int] | None = None,
     ) -> dict[str, Any]:
+        rows = manifest.rows
         counts = count_stages(rows)
         summary: dict[str, Any] = {
             "manifest_path": location,
+            "owner": None if manifest.owner is None else manifest.owner.to_dict(),
             "total": len(rows),
             "submitted": sum(row.source == "submitted" for row in rows),
             "reused": sum(row.source == "reused" for row in rows),
+            "duplicates": sum(len(row.duplicates) for row in rows),
             **counts,
         }
+        if plan is not None:
+            summary["plan"] = plan
+            self.log.info(
+                "Dry run: %d job(s) would be paid for, %d reused; nothing was submitted", *plan.values()
+            )
         context["ti"].xcom_push(key=XCOM_RETURN_KEY, value=summary)
         failed = [row for row in rows if row.stage == "failed"]
         self.log.info("Batch of %d finished: %s", len(rows), format_counts(counts))
@@ -276,11 +533,12 @@ class LipsyncBatchGenerateOperator(BaseOperator):
                 for row in failed[:NAMED_FAILURES]
             )
             more = f"; and {len(failed) - NAMED_FAILURES} more" if len(failed) > NAMED_FAILURES else ""
-            if len(failed) > self.max_failure_rate * len(rows):
+            # Exact at the boundary: 0.29 of 100 accepts 29 (in floating point 0.29 * 100 < 29).
+            if Fraction(len(failed), len(rows)) > Fraction(str(self.max_failure_rate)):
                 raise LipsyncBatchFailedError(
                     f"{len(failed)} of {len(rows)} lip-sync jobs failed (max_failure_rate "
                     f"{self.max_failure_rate:.1%}): {named}{more}. Every row is in the manifest {location}; "
-                    "a re-run resubmits only the failed ones"
+                    "a retry or a clear of this task resubmits only the failed ones"
                 )
             self.log.warning("%d job(s) failed, within max_failure_rate: %s%s", len(failed), named, more)
         return summary

@@ -312,6 +312,28 @@ class FaultInjection:
             self.abort(scope)
         elif fault.kind == "truncate":
             await self.app(scope, receive, _truncating_send(send, fault.cut_at, lambda: self.abort(scope)))
+        elif fault.kind == "empty_page":
+            await self.app(scope, receive, _emptying_send(send))
+
+
+def _emptying_send(send: Send) -> Send:
+    """A ``send`` that answers a listing page with its ``pagination`` but no requests."""
+    start: dict[str, Message] = {}
+
+    async def emptying(message: Message) -> None:
+        if message["type"] == "http.response.start":
+            start["message"] = message
+            return
+        payload = json.loads(message.get("body", b"") or b"{}")
+        if isinstance(payload, dict) and "data" in payload:
+            payload["data"] = []
+        body = json.dumps(payload).encode()
+        headers = [(name, value) for name, value in start["message"]["headers"] if name != b"content-length"]
+        headers.append((b"content-length", str(len(body)).encode()))
+        await send({**start["message"], "headers": headers})
+        await send({"type": "http.response.body", "body": body})
+
+    return emptying
 
 
 def _truncating_send(send: Send, cut_at: int, abort: Callable[[], None]) -> Send:

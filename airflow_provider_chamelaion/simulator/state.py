@@ -23,8 +23,9 @@ from datetime import datetime, timedelta, timezone
 #: connection without answering and without acting; ``drop_after``: act (e.g. create the job), then
 #: close without answering; ``slow``: wait ``delay`` seconds, then answer normally; ``malformed``:
 #: answer 200 with a body that is not JSON; ``truncate``: (outputs) send the headers and ``cut_at``
-#: bytes of the body, then close.
-FAULT_KINDS = ("status", "drop", "drop_after", "slow", "malformed", "truncate")
+#: bytes of the body, then close; ``empty_page``: (listings) answer the page with no requests but the real
+#: ``total``, as a listing shifting under concurrent writes can.
+FAULT_KINDS = ("status", "drop", "drop_after", "slow", "malformed", "truncate", "empty_page")
 
 
 @dataclass
@@ -45,6 +46,8 @@ class Fault:
     method: str | None = None
     path: str | None = None
     times: int = 1
+    #: Matching calls to let through before the fault applies (e.g. 1: the second listing page).
+    after: int = 0
 
     def __post_init__(self) -> None:
         if self.kind not in FAULT_KINDS:
@@ -250,6 +253,14 @@ class SimulatorState:
             self._recent_posts.append(now)
             return None
 
+    def forget(self, job_id: str) -> None:
+        """Drop a job from the account (as retention does): later jobs move up one place in the listing."""
+        with self.lock:
+            job = self.jobs.pop(job_id)
+            self._order.remove(job)
+            if job.reference_id is not None:
+                self._by_reference[job.reference_id].remove(job)
+
     def fail_next(self, count: int = 1) -> None:
         """Make the next ``count`` jobs fail."""
         with self.lock:
@@ -404,6 +415,9 @@ class SimulatorState:
         with self.lock:
             for fault in self.faults:
                 if fault.times > 0 and fault.matches(method, path):
+                    if fault.after > 0:
+                        fault.after -= 1
+                        continue
                     fault.times -= 1
                     if fault.times == 0:
                         self.faults.remove(fault)

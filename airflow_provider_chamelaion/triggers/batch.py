@@ -10,11 +10,13 @@ from typing import Any, Literal, TypedDict
 from airflow_provider_chamelaion.exceptions import ChamelaionAPIError, ChamelaionConfigError, is_permanent
 from airflow_provider_chamelaion.listing import ListingScan
 from airflow_provider_chamelaion.manifest import (
+    Manifest,
+    ManifestOwner,
     ManifestRow,
     count_stages,
     format_counts,
-    read_manifest,
-    write_manifest,
+    load_manifest,
+    save_manifest,
 )
 from airflow_provider_chamelaion.version_compat import BaseTrigger, TriggerEvent
 
@@ -30,6 +32,8 @@ class BatchEvent(TypedDict):
     counts: dict[str, int]
     end_time: float | None
     message: str
+    #: The try that deferred: a later try handed this event (Airflow 3.0's retries) starts over.
+    try_number: int | None
 
 
 class LipsyncBatchTrigger(BaseTrigger):
@@ -44,11 +48,14 @@ class LipsyncBatchTrigger(BaseTrigger):
     blocks; it is written back with the final statuses before the event, so the worker resumes without
     a call. Progress counts are logged when they change. Serialized kwargs are the manifest's path, the
     connection id (never the key), the poll interval, an absolute deadline and two numbers, so a
-    triggerer restart re-creates the trigger and resumes from the manifest.
+    triggerer restart re-creates the trigger and resumes from the manifest. The kwargs also name the task
+    instance that owns the manifest: a manifest at the path that another task instance wrote ends the
+    wait with an ``error`` event instead of reporting its rows.
 
     Event statuses: ``done`` (every job finished), ``wave`` (with ``resume_when_in_flight_at_most``:
     enough slots are free to submit the next wave), ``timeout`` and ``error`` (permanent API error, or
-    ``max_consecutive_errors`` failed cycles in a row).
+    ``max_consecutive_errors`` failed cycles in a row). A ``wave`` is never handed back after the deadline:
+    then the event is ``timeout``.
 
     :param manifest_path: the batch manifest (local or object-storage path).
     :param chamelaion_conn_id: the Airflow connection.
@@ -59,6 +66,9 @@ class LipsyncBatchTrigger(BaseTrigger):
     :param page_size: the listing ``limit`` to ask for.
     :param max_consecutive_errors: failed poll cycles in a row that end the wait with ``error``.
     :param lookup_concurrency: status GETs in flight at once, for jobs the listing does not cover.
+    :param owner: the task instance the manifest must belong to (``dag_id``, ``task_id``, ``run_id``,
+        ``map_index``); ``None`` checks nothing.
+    :param try_number: the deferring try, echoed in the event.
     """
 
     def __init__(
@@ -71,6 +81,8 @@ class LipsyncBatchTrigger(BaseTrigger):
         page_size: int = 100,
         max_consecutive_errors: int = 10,
         lookup_concurrency: int = 10,
+        owner: dict[str, Any] | None = None,
+        try_number: int | None = None,
     ) -> None:
         super().__init__()
         self.manifest_path = manifest_path
@@ -83,6 +95,8 @@ class LipsyncBatchTrigger(BaseTrigger):
         self.page_size = int(page_size)
         self.max_consecutive_errors = int(max_consecutive_errors)
         self.lookup_concurrency = int(lookup_concurrency)
+        self.owner = None if owner is None else ManifestOwner.from_dict(owner).to_dict()
+        self.try_number = None if try_number is None else int(try_number)
         #: (jobs pending, API calls) of every poll cycle so far (for logs and tests).
         self.cycles: list[tuple[int, int]] = []
         self._horizon: tuple[int, int] | None = None
@@ -99,6 +113,8 @@ class LipsyncBatchTrigger(BaseTrigger):
                 "page_size": self.page_size,
                 "max_consecutive_errors": self.max_consecutive_errors,
                 "lookup_concurrency": self.lookup_concurrency,
+                "owner": self.owner,
+                "try_number": self.try_number,
             },
         )
 
@@ -115,6 +131,7 @@ class LipsyncBatchTrigger(BaseTrigger):
                 counts=count_stages(rows),
                 end_time=self.end_time,
                 message=message,
+                try_number=self.try_number,
             )
         )
 
@@ -152,10 +169,18 @@ class LipsyncBatchTrigger(BaseTrigger):
             and counts["queued"] + counts["running"] <= limit
         )
 
+    def _read(self) -> Manifest:
+        manifest = load_manifest(self.manifest_path)
+        assert manifest is not None
+        if self.owner is not None:
+            manifest.check_owner(ManifestOwner.from_dict(self.owner), self.manifest_path)
+        return manifest
+
     async def run(self) -> AsyncIterator[TriggerEvent]:
         rows: list[ManifestRow] = []
         try:
-            rows = await asyncio.to_thread(read_manifest, self.manifest_path)
+            manifest = await asyncio.to_thread(self._read)
+            rows = manifest.rows
             by_id = {row.request_id: row for row in rows if row.request_id}
             hook = self._hook()
             reported: dict[str, int] | None = None
@@ -175,7 +200,7 @@ class LipsyncBatchTrigger(BaseTrigger):
                                 err,
                             )
                             if is_permanent(err) or failures >= self.max_consecutive_errors:
-                                await asyncio.to_thread(write_manifest, self.manifest_path, rows)
+                                await asyncio.to_thread(save_manifest, self.manifest_path, manifest)
                                 yield self._event("error", rows, f"Stopped waiting on the batch: {err}")
                                 return
                         else:
@@ -187,14 +212,17 @@ class LipsyncBatchTrigger(BaseTrigger):
                         self.log.info("Batch of %d: %s", len(rows), format_counts(counts))
                         reported = counts
                     finished = counts["queued"] + counts["running"] == 0
-                    if finished or self._resume_for_wave(counts):
-                        await asyncio.to_thread(write_manifest, self.manifest_path, rows)
+                    remaining = None if self.end_time is None else self.end_time - time.time()
+                    late = remaining is not None and remaining <= 0
+                    if (finished and not counts["not_submitted"]) or (
+                        not late and (finished or self._resume_for_wave(counts))
+                    ):
+                        await asyncio.to_thread(save_manifest, self.manifest_path, manifest)
                         status: BatchStatus = "wave" if counts["not_submitted"] else "done"
                         yield self._event(status, rows, f"Batch of {len(rows)}: {format_counts(counts)}")
                         return
-                    remaining = None if self.end_time is None else self.end_time - time.time()
-                    if remaining is not None and remaining <= 0:
-                        await asyncio.to_thread(write_manifest, self.manifest_path, rows)
+                    if late:
+                        await asyncio.to_thread(save_manifest, self.manifest_path, manifest)
                         yield self._event(
                             "timeout",
                             rows,

@@ -44,10 +44,16 @@ async def run_trigger(trigger: LipsyncBatchTrigger) -> dict[str, Any]:
     return payload
 
 
-def run_batch(operator: LipsyncBatchGenerateOperator, context: Any) -> BatchRun:
-    """Execute, and for every deferral re-create the trigger from its serialized form and run it."""
+def run_batch(
+    operator: LipsyncBatchGenerateOperator,
+    context: Any,
+    *,
+    first_step: Callable[[], dict[str, Any]] | None = None,
+) -> BatchRun:
+    """Execute (or ``first_step``), and for every deferral re-create the trigger from its serialized form
+    and run it, then resume the operator with its event."""
     run = BatchRun()
-    step: Callable[[], dict[str, Any]] = lambda: operator.execute(context)  # noqa: E731
+    step: Callable[[], dict[str, Any]] = first_step or (lambda: operator.execute(context))
     while True:
         try:
             run.summary = step()

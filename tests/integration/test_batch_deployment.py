@@ -9,7 +9,6 @@ through it. The whole catalogue costs 5 task instances and 2 trigger rows.
 
 from __future__ import annotations
 
-import json
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -17,6 +16,7 @@ from typing import Any
 import pytest
 from cryptography.fernet import Fernet
 
+from airflow_provider_chamelaion.manifest import read_manifest
 from airflow_provider_chamelaion.simulator import Simulator, SimulatorConfig
 from tests.conftest import API_KEY, EXAMPLE_DAGS
 from tests.helpers.airflow_deployment import AirflowDeployment
@@ -144,6 +144,6 @@ def test_batch_backfill_survives_a_triggerer_restart(tmp_path: Path) -> None:
     assert len(seen_triggers) == CHUNKS, "one trigger row per batch"
     assert len(list((outputs / "catalogue").glob("*.mp4"))) == ITEMS
     manifests = sorted((tmp_path / "work").rglob("manifest-*.jsonl"))
-    rows = [json.loads(line) for path in manifests for line in path.read_text().splitlines()]
+    rows = [row.to_dict() for path in manifests for row in read_manifest(path)]
     assert len(rows) == ITEMS
     assert {row["status"] for row in rows} == {"completed"}

@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 
+from airflow_provider_chamelaion.manifest import read_manifest
 from airflow_provider_chamelaion.simulator import Simulator, SimulatorConfig
 from tests.conftest import API_KEY, ROOT, idle
 from tests.helpers.batch import run_batch
@@ -53,7 +54,8 @@ def test_a_10000_item_batch_end_to_end(simulator: Simulator, tmp_path: Path) -> 
     catalogue = items(10_000)
     started = time.monotonic()
 
-    run = run_batch(make_batch(tmp_path, catalogue, submit_concurrency=16, poll_interval=1.0), make_context())
+    operator = make_batch(tmp_path, catalogue, submit_concurrency=16, poll_interval=1.0)
+    run = run_batch(operator, make_context())
 
     elapsed = time.monotonic() - started
     assert run.error is None, run.error
@@ -64,8 +66,12 @@ def test_a_10000_item_batch_end_to_end(simulator: Simulator, tmp_path: Path) -> 
     assert len(run.triggers) == 1
     kinds = calls_by_kind(simulator)
     assert kinds["post"] == 10_000
-    # Reconcile: 20,000 requests at 100 a page, nothing found: exactly 200 pages (budget: 250).
-    poll_calls = kinds["list"] + kinds["get"] - 200
+    # Reconcile: 20,000 requests at 100 a page, nothing found: exactly 200 pages (budget: 250). While
+    # submitting, the newest page is read before each chunk of 16 POSTs (other submitters' jobs).
+    assert operator.submit_report is not None
+    watch_calls = operator.submit_report.listing_calls
+    assert watch_calls <= 10_000 // 16 + 2
+    poll_calls = kinds["list"] + kinds["get"] - 200 - watch_calls
     assert poll_calls == sum(calls for _, calls in run.cycles)
     # Every poll cycle costs at least 10x fewer calls than one GET per pending job.
     assert all(calls * 10 <= max(pending, 10) for pending, calls in run.cycles), run.cycles
@@ -78,16 +84,26 @@ def test_a_10000_item_batch_end_to_end(simulator: Simulator, tmp_path: Path) -> 
     }
     print(f"\n10,000-item batch: {json.dumps(report)}")
 
+    # A clear of the finished task: its own manifest says every row completed, so nothing is asked.
     calls_before = len(simulator.state.calls)
-    rerun = run_batch(make_batch(tmp_path, catalogue), make_context())
+    cleared = run_batch(make_batch(tmp_path, catalogue), make_context(try_number=2))
+
+    assert cleared.error is None, cleared.error
+    assert cleared.summary is not None
+    assert (cleared.summary["completed"], cleared.summary["submitted"]) == (10_000, 10_000)
+    assert cleared.triggers == []
+    assert calls_by_kind(simulator, calls_before) == Counter()
+
+    # A new run (its own manifest path): the 10,000 items are the newest 10,000 requests, so 100 pages
+    # answer for all (goal: at most N / 40).
+    calls_before = len(simulator.state.calls)
+    rerun = run_batch(make_batch(tmp_path / "run-2", catalogue), make_context(run_id="manual__2"))
 
     assert rerun.error is None, rerun.error
     assert rerun.summary is not None
     assert (rerun.summary["reused"], rerun.summary["submitted"]) == (10_000, 0)
     assert rerun.triggers == []
-    again = calls_by_kind(simulator, calls_before)
-    # The 10,000 items are the newest 10,000 requests: 100 pages answer for all (goal: at most N / 40).
-    assert again == Counter({"list": 100})
+    assert calls_by_kind(simulator, calls_before) == Counter({"list": 100})
 
 
 def test_a_worker_killed_mid_submission_is_retried_without_paying_twice(
@@ -114,7 +130,8 @@ def test_a_worker_killed_mid_submission_is_retried_without_paying_twice(
     assert child.returncode == -signal.SIGKILL
     created_before = len(idle(simulator).state.jobs) - 20_000
     assert 100 <= created_before < 400
-    assert not manifest.exists(), "killed before it could write its manifest"
+    plan = read_manifest(manifest)  # written before the first POST: the plan, nothing recorded yet
+    assert {row.status for row in plan} == {"not_submitted"}
 
     retry = run_batch(make_batch(tmp_path, str(catalogue)), make_context())
 
@@ -140,7 +157,7 @@ def test_manifest_and_catalogue_on_object_storage(simulator: Simulator, tmp_path
     assert run.summary is not None
     assert run.summary["manifest_path"].startswith("file://")
     rows: list[dict[str, Any]] = [
-        json.loads(line) for line in (bucket / "runs" / "manifest.jsonl").read_text().splitlines()
+        json.loads(line) for line in (bucket / "runs" / "manifest.jsonl").read_text().splitlines()[1:]
     ]
     assert [row["reference_id"] for row in rows] == [f"title-{n}-fr" for n in range(30)]
     assert {row["status"] for row in rows} == {"completed"}

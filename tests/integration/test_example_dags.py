@@ -17,7 +17,6 @@ from airflow_provider_chamelaion.version_compat import (
     AIRFLOW_V_3_0_PLUS,
     AIRFLOW_V_3_1_PLUS,
     AIRFLOW_V_3_3_PLUS,
-    RETRY_RESTARTS_AFTER_DEFERRAL,
 )
 from tests.conftest import API_KEY, EXAMPLE_DAGS
 from tests.helpers.dags import load_dag_file, repair_airflow2_dag_test
@@ -139,18 +138,14 @@ def test_catalogue_backfill_retries_failed_items_and_reruns_pay_nothing(
     jobs = list(simulator.state.jobs.values())
     statuses = sorted(simulator.state.status_of(job)[0] for job in jobs)
     assert {job.reference_id for job in jobs} == {item["reference_id"] for item in catalogue}
-    if RETRY_RESTARTS_AFTER_DEFERRAL:
-        # The failed item failed its chunk's task once every job of the chunk had finished; the task's
-        # retry reused the other 999 and submitted that one again (a failed job is never reused).
-        assert first.state == "success"
-        assert statuses == ["completed"] * 2000 + ["failed"]
-        outputs = sorted(path.name for path in (dag_env / "catalogue").glob("*.mp4"))
-        assert outputs == sorted(f"{item['reference_id']}.mp4" for item in catalogue)
-    else:
-        # Airflow 3.0 resumes the retry with the failed try's event: the chunk fails the same way,
-        # submits nothing (the documented 3.0 degradation), and the run fails; the re-run submits it.
-        assert first.state == "failed"
-        assert statuses == ["completed"] * 1999 + ["failed"]
+    # The failed item failed its chunk's task once every job of the chunk had finished; the task's retry
+    # kept the other 999 and submitted that one again (a failed job is never reused). On Airflow 3.0 the
+    # retry starts in execute_complete with the failed try's event, sees the event is not its own and
+    # starts over from its manifest, as on every other line.
+    assert first.state == "success"
+    assert statuses == ["completed"] * 2000 + ["failed"]
+    outputs = sorted(path.name for path in (dag_env / "catalogue").glob("*.mp4"))
+    assert outputs == sorted(f"{item['reference_id']}.mp4" for item in catalogue)
     submissions = len(simulator.state.calls_to("POST"))
     downloads = len(simulator.state.calls_to("GET", "^/outputs/"))
     calls = len(simulator.state.calls)
@@ -159,11 +154,9 @@ def test_catalogue_backfill_retries_failed_items_and_reruns_pay_nothing(
 
     assert second.state == "success"
     assert len(simulator.state.jobs) == 2001
-    resubmitted = 0 if RETRY_RESTARTS_AFTER_DEFERRAL else 1
-    assert len(simulator.state.calls_to("POST")) == submissions + resubmitted
-    if RETRY_RESTARTS_AFTER_DEFERRAL:
-        assert len(simulator.state.calls_to("GET", "^/outputs/")) == downloads
-        assert len(simulator.state.calls) - calls <= 2000 / 40  # a few listing pages per chunk
+    assert len(simulator.state.calls_to("POST")) == submissions
+    assert len(simulator.state.calls_to("GET", "^/outputs/")) == downloads
+    assert len(simulator.state.calls) - calls <= 2000 / 40  # a few listing pages per chunk
 
 
 def test_upload_mode_end_to_end(dag_env: Path, simulator: Simulator, trigger_runs: list[str]) -> None:

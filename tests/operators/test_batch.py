@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +20,7 @@ from airflow_provider_chamelaion.operators.batch import (
 from airflow_provider_chamelaion.simulator import Simulator, SimulatorConfig
 from tests.conftest import API_KEY, idle
 from tests.helpers.batch import FAST_RETRIES, run_batch
-from tests.helpers.context import FakeTI, make_context
+from tests.helpers.context import RUN_ID, FakeTI, make_context
 from tests.helpers.logs import logged_text
 
 QUEUED, RUNNING = 0.2, 0.3
@@ -152,9 +153,11 @@ def test_reconcile_reuses_live_jobs_and_submits_only_failed_and_missing(
     assert all(row["output_url"] for row in rows.values())
     assert run.summary == {
         "manifest_path": str(tmp_path / "manifest.jsonl"),
+        "owner": {"dag_id": "dubbing", "task_id": "generate", "run_id": RUN_ID, "map_index": -1},
         "total": 4,
         "submitted": 2,
         "reused": 2,
+        "duplicates": 0,
         "not_submitted": 0,
         "queued": 0,
         "running": 0,
@@ -219,7 +222,7 @@ def make_rate_limited(simulator: Simulator) -> Any:
 # -- failures -------------------------------------------------------------------------------------
 
 
-def test_failed_jobs_fail_the_task_after_all_finished_and_a_rerun_resubmits_only_them(
+def test_failed_jobs_fail_the_task_after_all_finished_and_a_retry_resubmits_only_them(
     simulator: Simulator, tmp_path: Path
 ) -> None:
     simulator.state.fail_next(2)
@@ -240,12 +243,13 @@ def test_failed_jobs_fail_the_task_after_all_finished_and_a_rerun_resubmits_only
     assert pushed[-1]["completed"] == 8
     posts_before = len(idle(simulator).state.calls_to("POST"))
 
-    rerun = run_batch(make_batch(tmp_path, items(10)), make_context())
+    retry = run_batch(make_batch(tmp_path, items(10)), make_context(FakeTI(try_number=2)))
 
-    assert rerun.error is None, rerun.error
+    assert retry.error is None, retry.error
     assert len(idle(simulator).state.calls_to("POST")) - posts_before == 2
-    assert rerun.summary is not None
-    assert (rerun.summary["submitted"], rerun.summary["reused"], rerun.summary["completed"]) == (2, 8, 10)
+    assert retry.summary is not None
+    # Every job is this task instance's own (the first try's 8 and the retry's 2).
+    assert (retry.summary["submitted"], retry.summary["reused"], retry.summary["completed"]) == (10, 0, 10)
 
 
 def test_max_failure_rate_accepts_failures_within_it(simulator: Simulator, tmp_path: Path) -> None:
@@ -258,16 +262,34 @@ def test_max_failure_rate_accepts_failures_within_it(simulator: Simulator, tmp_p
     assert (run.summary["failed"], run.summary["completed"]) == (2, 8)
 
 
-def test_a_rerun_of_a_finished_batch_submits_nothing_and_does_not_wait(
+def test_a_clear_of_a_finished_batch_trusts_its_manifest_and_calls_nothing(
     simulator: Simulator, tmp_path: Path
 ) -> None:
     assert run_batch(make_batch(tmp_path, items(50)), make_context()).error is None
     calls_before = len(idle(simulator).state.calls)
 
-    rerun = run_batch(make_batch(tmp_path, items(50)), make_context())
+    rerun = run_batch(make_batch(tmp_path, items(50)), make_context(FakeTI(try_number=2)))
 
     assert rerun.error is None
     assert rerun.triggers == []
+    assert idle(simulator).state.calls[calls_before:] == [], "its own manifest says every row completed"
+
+
+def test_a_new_run_of_a_finished_batch_reuses_every_job_for_a_page_of_calls(
+    simulator: Simulator, tmp_path: Path
+) -> None:
+    first = run_batch(make_batch(tmp_path, items(50)), make_context())
+    assert first.error is None
+    calls_before = len(idle(simulator).state.calls)
+    operator = make_batch(tmp_path, items(50))
+    operator.manifest_path = str(tmp_path / "run-2" / "manifest.jsonl")
+
+    rerun = run_batch(operator, make_context(FakeTI(run_id="scheduled__2026-11-26T00:00:00+00:00")))
+
+    assert rerun.error is None
+    assert rerun.triggers == []
+    assert rerun.summary is not None
+    assert (rerun.summary["reused"], rerun.summary["completed"]) == (50, 50)
     new_calls = idle(simulator).state.calls[calls_before:]
     assert [(call.method, call.path) for call in new_calls] == [("GET", "/api/v1/lipsync/requests")]
 
@@ -361,7 +383,7 @@ def test_a_refused_key_stops_the_submissions_not_yet_sent(simulator: Simulator, 
     run = run_batch(make_batch(tmp_path, items(200), submit_concurrency=4), make_context())
 
     assert isinstance(run.error, ChamelaionError)
-    assert str(run.error).startswith("200 of 200 submissions failed")
+    assert re.match(r"[1-4] of 200 submissions failed, 19[6-9] not sent after that", str(run.error))
     assert "HTTP 401" in str(run.error)
     assert 1 <= len(idle(simulator).state.calls_to("POST")) <= 4, "at most one refusal per submitter"
     assert {row["status"] for row in manifest(tmp_path).values()} == {"not_submitted"}
