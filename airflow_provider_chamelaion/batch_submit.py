@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import bisect
 import dataclasses
+import logging
 import threading
 import time
 from collections import deque
@@ -258,16 +259,20 @@ class SubmitReport:
 
 
 class PerItemLog:
-    """A batch's hook log: the hook's per-item lines (submitted, downloaded) at DEBUG, the rest as they are.
+    """A batch's per-item log: the hook's and the retry policy's lines about one item (submitted,
+    downloaded, a lost answer looked up) at DEBUG, errors as they are.
 
-    A batch of 10,000 would otherwise write 20,000 such lines to its task log; the batch logs its own
-    progress ("Submitted 3000 of 10000") instead.
+    A batch of 10,000 would otherwise write 20,000 such lines to its task log (and one per lost answer);
+    the batch logs its own progress ("Submitted 3000 of 10000") and counts instead.
     """
 
     def __init__(self, log: Any) -> None:
         self._log = log
 
     def info(self, *args: Any, **kwargs: Any) -> None:
+        self._log.debug(*args, **kwargs)
+
+    def warning(self, *args: Any, **kwargs: Any) -> None:
         self._log.debug(*args, **kwargs)
 
     def __getattr__(self, name: str) -> Any:
@@ -339,7 +344,12 @@ class BatchSubmitter:
         self.pacer = SubmitPacer(rate, log)
         # 429s are paced here for the whole batch; a lost answer's back-off holds only its own thread,
         # and a stop interrupts it.
-        self.policy = dataclasses.replace(hook.retry_policy, retry_rate_limited=False, sleep=self._sleep)
+        self.policy = dataclasses.replace(
+            hook.retry_policy,
+            retry_rate_limited=False,
+            sleep=self._sleep,
+            logger=PerItemLog(logging.getLogger("airflow_provider_chamelaion.retry")),
+        )
         self.hooks = ThreadHooks(hook, retry_policy=self.policy)
         self._hook = hook
         self.concurrency = concurrency

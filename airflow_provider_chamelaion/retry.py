@@ -27,7 +27,7 @@ import random
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from airflow_provider_chamelaion.exceptions import (
     ChamelaionRateLimitError,
@@ -56,6 +56,8 @@ class RetryPolicy:
     :param jitter: fraction of each backoff wait that is randomized (0 = none, 1 = "full jitter").
     :param retry_rate_limited: retry a 429 here (the default); ``False`` raises it at once, for a caller
         that paces many calls itself (a batch shares one pace among all its submitters).
+    :param logger: where retries are logged (default this module's logger); a batch passes one that
+        logs them at DEBUG and reports their count itself.
     """
 
     max_attempts: int = 5
@@ -66,6 +68,7 @@ class RetryPolicy:
     sleep: Callable[[float], None] = field(default=time.sleep, repr=False, compare=False)
     async_sleep: Callable[[float], Awaitable[None]] = field(default=asyncio.sleep, repr=False, compare=False)
     retry_rate_limited: bool = True
+    logger: Any = field(default=None, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         if self.max_attempts < 1:
@@ -113,7 +116,7 @@ class RetryPolicy:
         if attempt >= self.max_attempts or not self.is_retryable(error, idempotent=idempotent):
             return None
         delay = self.wait_before_retry(error, attempt)
-        log.warning(
+        (self.logger or log).warning(
             "%s failed (attempt %d of %d), retrying in %.1f s: %s",
             what,
             attempt,
@@ -126,7 +129,7 @@ class RetryPolicy:
     def _reconcile_delay(self, error: BaseException, attempt: int, *, what: str) -> float:
         """Seconds to wait before looking for what a call whose answer was lost did."""
         delay = self.wait_before_retry(error, attempt)
-        log.warning(
+        (self.logger or log).warning(
             "%s may or may not have reached Chamelaion (attempt %d of %d): %s; looking for its result "
             "in %.1f s before sending it again",
             what,
@@ -167,7 +170,7 @@ class RetryPolicy:
                         return found
                     if number >= self.max_attempts:
                         raise
-                    log.warning("%s left nothing on the server; sending it again", what)
+                    (self.logger or log).warning("%s left nothing on the server; sending it again", what)
             if delay is not None:
                 self.sleep(delay)
             number += 1
@@ -196,7 +199,7 @@ class RetryPolicy:
                         return found
                     if number >= self.max_attempts:
                         raise
-                    log.warning("%s left nothing on the server; sending it again", what)
+                    (self.logger or log).warning("%s left nothing on the server; sending it again", what)
             if delay is not None:
                 await self.async_sleep(delay)
             number += 1

@@ -1,6 +1,6 @@
 """``python -m benchmarks [NAME ...]``: run the benchmarks (all by default) and write ``results.md``.
 
-Names: imports, upload, download, triggers, clients, batch. Every figure and ratio in ``results.md``
+Names: imports, upload, download, triggers, clients, submit, batch. Every figure and ratio in ``results.md``
 comes from the same run. Running some of them only (``python -m benchmarks batch``) replaces those
 sections in ``results.md`` and keeps the others' figures (and the top Goals table) as they were.
 """
@@ -18,7 +18,7 @@ import traceback
 from collections.abc import Callable
 from types import FrameType
 
-from benchmarks import batch_deployment, clients, download, imports, triggers, upload
+from benchmarks import batch_deployment, clients, download, imports, submit, triggers, upload
 from benchmarks.common import RESULTS, WORK, Goal, Section, log, machine_lines, table
 
 BENCHMARKS: dict[str, str] = {
@@ -27,6 +27,7 @@ BENCHMARKS: dict[str, str] = {
     "download": "2 GiB download with download_output vs curl -o",
     "triggers": "1,000 LipsyncRequestTriggers vs 1,000 HttpSensorTriggers in one event loop",
     "clients": "micro-benchmark of async HTTP client choices (data for the trigger figure)",
+    "submit": "a 10,000-item batch's submissions against a POST rate limit, and its re-runs",
     "batch": "catalogue backfill, batch vs per-item, on PostgreSQL + Celery + S3 (results-batch.md)",
 }
 
@@ -120,6 +121,7 @@ def main(argv: list[str] | None = None) -> int:
         "download": download.run,
         "triggers": triggers.run,
         "clients": run_clients,
+        "submit": submit.run,
         "batch": batch_deployment.run,
     }
     try:

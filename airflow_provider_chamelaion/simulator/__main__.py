@@ -124,6 +124,12 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         help="completed requests the account already holds at start (realistic listings)",
     )
     parser.add_argument(
+        "--lost-answer-rate",
+        type=float,
+        default=0.0,
+        help="fraction of POSTs the server acts on and then does not answer (the connection drops)",
+    )
+    parser.add_argument(
         "--seed", type=int, default=None, help="seed of the random failures and faults, for repeatable runs"
     )
     parser.add_argument(
@@ -164,6 +170,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         max_concurrent_jobs=args.max_concurrent_jobs,
         post_rate_limit=args.post_rate_limit,
         history_size=args.history_size,
+        lost_answer_rate=args.lost_answer_rate,
         clock_offset=args.clock_offset,
     )
     simulator = Simulator(config, host=args.host, port=args.port)

@@ -16,7 +16,7 @@ import time
 import uuid
 from collections import deque
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 
 #: Fault kinds. ``status``: answer with ``status`` (and ``retry_after``/``body``); ``drop``: close the
@@ -74,6 +74,8 @@ RANDOM_GET_FAULTS: tuple[Fault, ...] = (
     Fault("slow", delay=0.2),
 )
 RANDOM_POST_FAULTS: tuple[Fault, ...] = (Fault("status", status=429, retry_after="0"),)
+#: A POST the server acts on and then never answers (``lost_answer_rate``).
+LOST_ANSWER = Fault("drop_after")
 
 
 _OFFSET = re.compile(r"^\s*([+-]?)(\d+(?:\.\d+)?)\s*([smhdwy]?)\s*$")
@@ -133,6 +135,8 @@ class SimulatorConfig:
         refused with 429 and a ``Retry-After`` (whole seconds) without acting (``None``: no limit).
     :param history_size: completed requests the account already holds when the simulator starts or
         is reset (``reference_id`` ``history-<n>``, created a day ago), so listings are realistic.
+    :param lost_answer_rate: fraction of POSTs whose answer is lost: the server acts on the call (creates
+        the job), then closes the connection without answering.
     """
 
     api_key: str = "sim-key"
@@ -149,6 +153,7 @@ class SimulatorConfig:
     max_concurrent_jobs: int | None = None
     post_rate_limit: float | None = None
     history_size: int = 0
+    lost_answer_rate: float = 0.0
 
     def __post_init__(self) -> None:
         if self.max_page_size < 1:
@@ -168,6 +173,8 @@ class CallRecord:
     status: int | None
     had_api_key: bool
     fault: str | None = None
+    #: When the call arrived (``time.monotonic()`` of the simulator's process).
+    at: float = field(default_factory=time.monotonic)
 
 
 class SimulatorState:
@@ -252,6 +259,26 @@ class SimulatorState:
                 return self._recent_posts[0] + 1.0 - now
             self._recent_posts.append(now)
             return None
+
+    def bury(self, reference_id: str, position: int) -> Job:
+        """A completed job of a day ago with ``reference_id``, ``position`` places from the listing's
+        oldest end: older history for an item, scattered among the account's other requests."""
+        with self.lock:
+            now = self.clock()
+            job = Job(
+                id=str(uuid.uuid4()),
+                created_wall=datetime.now(timezone.utc) - timedelta(days=1),
+                created_clock=now - 86400.0,
+                reference_id=reference_id,
+                will_fail=False,
+                source="urls",
+                inputs={},
+                started_clock=now - 86400.0,
+            )
+            self.jobs[job.id] = job
+            self._order.insert(min(position, len(self._order)), job)
+            self._by_reference.setdefault(reference_id, []).insert(0, job)
+            return job
 
     def forget(self, job_id: str) -> None:
         """Drop a job from the account (as retention does): later jobs move up one place in the listing."""
@@ -422,6 +449,13 @@ class SimulatorState:
                     if fault.times == 0:
                         self.faults.remove(fault)
                     return fault
+            if (
+                self.config.lost_answer_rate
+                and method == "POST"
+                and path.startswith("/api/")
+                and self._random.random() < self.config.lost_answer_rate
+            ):
+                return LOST_ANSWER
             if (
                 self.config.fault_rate
                 and path.startswith("/api/")
