@@ -53,6 +53,8 @@ RATE_LIMIT_ROUNDS = 10
 PACE_SHARE = 0.95
 #: The window a learned pace is measured over, seconds (rate limits are per second or per minute).
 RATE_WINDOW = 1.0
+#: Seconds without a 429 after which a pace below the best one learned goes back up (by half).
+RECOVER_AFTER = 5.0
 #: Pause after a 429 without ``Retry-After``, seconds; and the cap on one that has it.
 DEFAULT_RATE_LIMIT_PAUSE = 1.0
 MAX_RATE_LIMIT_PAUSE = 60.0
@@ -106,11 +108,14 @@ class SubmitPacer:
         self._accepted: deque[float] = deque()
         self._refused_unlogged = 0
         self.refused = 0
+        self._last_refusal = 0.0
+        self._ceiling: float | None = None
 
     def acquire(self, stop: threading.Event) -> bool:
         """Wait for this submitter's turn; ``False`` if ``stop`` was set meanwhile (send nothing)."""
         with self._lock:
             now = self._clock()
+            self._recover(now)
             turn = max(now, self._next_turn, self._pause_until)
             self._next_turn = turn + (1.0 / self.rate if self.rate else 0.0)
         while True:
@@ -137,14 +142,26 @@ class SubmitPacer:
             now = self._clock()
             self.refused += 1
             self._refused_unlogged += 1
+            self._last_refusal = now
             accepted = sum(1 for moment in self._accepted if moment > now - RATE_WINDOW)
             if accepted:
                 learned = accepted / RATE_WINDOW * PACE_SHARE
                 self.rate = learned if self.rate is None else min(self.rate, learned)
-            elif self.rate:
-                self.rate /= 2  # refused with nothing accepted: the pace is far too high
+                self._ceiling = max(self._ceiling or 0.0, learned)
             pause = DEFAULT_RATE_LIMIT_PAUSE if retry_after is None else retry_after
             self._pause_until = max(self._pause_until, now + min(pause, MAX_RATE_LIMIT_PAUSE))
+
+    def _recover(self, now: float) -> None:
+        """Back towards the best pace learned, once the API has refused nothing for a while: a pace
+        learned while another batch shared the account's limit must not outlast that batch."""
+        if (
+            self.rate is not None
+            and self._ceiling is not None
+            and self.rate < self._ceiling
+            and now - self._last_refusal >= RECOVER_AFTER
+        ):
+            self.rate = min(self._ceiling, self.rate * 1.5)
+            self._last_refusal = now
 
     def flush(self) -> None:
         """Log the 429s not logged yet (at the end of the submissions)."""
@@ -376,7 +393,7 @@ class BatchSubmitter:
     def _post(self, row: ManifestRow) -> str | LipsyncRequest:
         """POST ``row``'s job; or, if another submitter just created one for it, that job."""
         if self._fatal is not None:
-            raise ChamelaionError(f"not submitted: an earlier submission failed for good ({self._fatal})")
+            raise BatchStopped(f"not submitted: an earlier submission failed for good ({self._fatal})")
         hook = self.hooks.get()
 
         def find_lost_job(error: BaseException) -> str | None:
@@ -433,10 +450,14 @@ class BatchSubmitter:
         :param every_row: all rows of the batch, by ``reference_id`` (jobs for them are watched for).
         :param positions: every row's position in the catalogue.
         :param watermark: the newest job of the listing when the batch last read it, and the total then.
-        :param watch_first: jobs of these items are in flight: watch the listing for :data:`YIELD_POLL`
-            seconds before the first POST, to see whether someone is submitting them right now.
+        :param watch_first: jobs of these items are in flight, maybe from a batch still submitting: start
+            from the far end, and watch the listing for :data:`YIELD_POLL` seconds before the first POST.
         """
-        order = SubmissionOrder(rows, positions, self.concurrency)
+        # A batch that found jobs of its items in flight starts from the far end: if the batch that made
+        # them is still submitting (perhaps paused by a Retry-After right now), the two meet once, and
+        # this one keeps its margin from the other's new jobs as soon as it sees them.
+        order = SubmissionOrder(rows, positions, self.concurrency, yielding=watch_first)
+        self.report.yielded = watch_first
         own = {row.request_id for row in every_row.values() if row.request_id and row.source == "submitted"}
         total, step = len(rows), max(1, len(rows) // 10)
         pending: dict[Future[str | LipsyncRequest], ManifestRow] = {}
@@ -497,7 +518,8 @@ class BatchSubmitter:
         failed = [(row, err) for row, err in errors if not isinstance(err, BatchStopped)]
         if failed:
             row, first = failed[0]
-            unsent = f", {order.remaining} not sent after that" if order.remaining else ""
+            left = order.remaining + len(stopped)
+            unsent = f", {left} not sent after that" if left else ""
             raise ChamelaionError(
                 f"{len(failed)} of {total} submissions failed{unsent}; the first, {row.reference_id!r}: "
                 f"{first}. Everything submitted is in the manifest; a retry submits only the rest"
@@ -585,11 +607,11 @@ class BatchSubmitter:
         in a row that find some, the one whose job is the newer gives way (both read the same two
         creation times from the API, so they agree).
         """
-        adopted, duplicates = self._look(order, rows, own)
+        others, duplicates = self._look(order, rows, own)
         self._duplicate_looks = self._duplicate_looks + 1 if duplicates else 0
         if order.yielding:
             return
-        if adopted and (starting or second):
+        if (others or duplicates) and (starting or second):
             reason = "creating jobs for this batch's items right now"
         elif self._duplicate_looks >= 2 and any(
             ours is None or _created(ours) > _created(theirs) for ours, theirs in duplicates
@@ -610,8 +632,9 @@ class BatchSubmitter:
     ) -> tuple[int, list[tuple[LipsyncRequest | None, LipsyncRequest]]]:
         """Read the jobs created since the last look; use, or name, those of this batch's items.
 
-        :return: how many items waiting to be posted got another submitter's job, and the items found
-            paid twice (this batch's job as listed, or ``None`` if not listed yet; the other job).
+        :return: how many jobs another submitter created for items this batch had not paid for yet, and
+            the items found paid twice (this batch's job as listed, or ``None`` if not listed yet; the
+            other job).
         """
         since_id, since_total = self._watermark
         new = read_newest(self._hook, since_id, since_total=since_total, page_size=self.page_size)
@@ -634,6 +657,7 @@ class BatchSubmitter:
             elif row.status == NOT_SUBMITTED and row.request_id is None:
                 with self._lock:  # taken, its POST not answered yet: it may still be skipped
                     self._foreign.setdefault(row.reference_id, request)
+                adopted += 1
             elif (
                 row.source == "submitted"
                 and row.request_id

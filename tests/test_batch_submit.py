@@ -126,3 +126,30 @@ def test_turning_back_midway_reverses_what_is_left() -> None:
     while order.take():
         pass
     assert order.remaining == 15, "items 4-18 lie within 16 positions of item 2: left to the other"
+
+
+def test_a_pace_learned_while_sharing_the_limit_goes_back_up_when_the_api_refuses_nothing() -> None:
+    fake, stop = FakeTime(), threading.Event()
+    pace = pacer(None, fake)
+    for _ in range(100):
+        assert pace.acquire(stop)
+        pace.accepted()
+        fake.now += 0.001
+    pace.rate_limited(retry_after=1.0)  # alone: 0.95 of 100 a second
+    fake.now += 5.0
+    pace.accepted()
+    pace.accepted()
+    pace.rate_limited(retry_after=1.0)  # another batch took the rest of this second
+    assert pace.rate == pytest.approx(1.9)
+
+    rates = []
+    for _ in range(6):
+        fake.now += 5.0
+        assert pace.acquire(stop)
+        rates.append(round(pace.rate or 0, 2))
+
+    assert rates == [2.85, 4.27, 6.41, 9.62, 14.43, 21.64]
+    for _ in range(10):
+        fake.now += 5.0
+        assert pace.acquire(stop)
+    assert pace.rate == pytest.approx(95.0), "never above the best pace learned"
