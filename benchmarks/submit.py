@@ -101,7 +101,8 @@ def _child(scenario: str) -> None:
             calls_before = len(sim.state.calls)
             started = time.monotonic()
             with structlog.testing.capture_logs() as entries:
-                summary = operator.execute({"ti": _TI(run_id, try_number)})  # type: ignore[arg-type]
+                context: Any = {"ti": _TI(run_id, try_number)}
+                summary = operator.execute(context)
             seconds = time.monotonic() - started
             logging.getLogger().removeHandler(counter)
             warnings = counter.lines + [
