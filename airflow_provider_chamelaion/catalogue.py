@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Union
 
 from airflow_provider_chamelaion.exceptions import ChamelaionConfigError
-from airflow_provider_chamelaion.media import _is_object_storage, _object_storage_path, atomic_write
+from airflow_provider_chamelaion.media import atomic_write, is_object_storage, object_storage_path
 from airflow_provider_chamelaion.wire import validate_http_url, validate_reference_id
 
 if TYPE_CHECKING:
@@ -60,8 +60,8 @@ class CatalogueItem:
 
 def as_path(location: CataloguePath) -> Path | ObjectStoragePath:
     """A local ``Path`` or, for a URI (``s3://...``) or an ``ObjectStoragePath``, an ``ObjectStoragePath``."""
-    if _is_object_storage(location):
-        return _object_storage_path(location)
+    if is_object_storage(location):
+        return object_storage_path(location)
     return Path(os.fspath(location)).expanduser()  # type: ignore[arg-type]
 
 
@@ -200,7 +200,7 @@ def load_catalogue(source: CatalogueSource, catalogue_format: str | None = None)
         return validate_items(enumerate(source, start=1))
     if isinstance(source, str) and not source.strip():
         raise ChamelaionConfigError("catalogue is empty: give a list of items or a .jsonl/.csv path")
-    if isinstance(source, (str, os.PathLike)) or _is_object_storage(source):
+    if isinstance(source, (str, os.PathLike)) or is_object_storage(source):
         path = as_path(source)
         return validate_items(read_raw(path, catalogue_format), where=f"catalogue {str(path)!r}")
     raise ChamelaionConfigError(

@@ -24,7 +24,7 @@ import os
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
-from airflow_provider_chamelaion.media import _is_object_storage, _object_storage_path, is_file_object
+from airflow_provider_chamelaion.media import is_file_object, is_object_storage, object_storage_path
 from airflow_provider_chamelaion.wire import request_path
 
 if TYPE_CHECKING:
@@ -47,8 +47,8 @@ def media_dataset(value: Any) -> Dataset | None:
     if isinstance(value, str) and urlsplit(value).scheme in ("http", "https"):
         parts = urlsplit(value)
         return Dataset(namespace=f"{parts.scheme}://{parts.netloc}", name=parts.path or "/")
-    if _is_object_storage(value):
-        path = _object_storage_path(value)
+    if is_object_storage(value):
+        path = object_storage_path(value)
         if path.protocol in ("file", "local"):
             return Dataset(namespace="file", name="/" + path.key.lstrip("/"))
         return Dataset(namespace=path.namespace, name=path.key)

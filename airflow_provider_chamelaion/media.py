@@ -35,14 +35,17 @@ def _is_uri(value: str) -> bool:
     return "://" in value
 
 
-def _object_storage_path(value: Any) -> ObjectStoragePath:
+def object_storage_path(value: Any) -> ObjectStoragePath:
+    """``value`` (a URI string or an ``ObjectStoragePath``) as an ``ObjectStoragePath``."""
     # Imported here: object storage is optional and heavy.
     from airflow_provider_chamelaion.version_compat import ObjectStoragePath
 
     return value if isinstance(value, ObjectStoragePath) else ObjectStoragePath(value)
 
 
-def _is_object_storage(value: Any) -> bool:
+def is_object_storage(value: Any) -> bool:
+    """Whether ``value`` names object storage: a URI string (``s3://...``, ``file://...``) or an
+    ``ObjectStoragePath``, rather than a local path."""
     if isinstance(value, str):
         return _is_uri(value)
     # Avoid importing Airflow's object storage just to find out a Path is not one of them.
@@ -74,9 +77,9 @@ def inspect_source(source: MediaSource, field: str) -> MediaInfo:
         )
     if is_file_object(source):
         return _inspect_file_object(source, field)  # type: ignore[arg-type]
-    if _is_object_storage(source):
+    if is_object_storage(source):
         check_filesystem(source, field)
-        path = _object_storage_path(source)
+        path = object_storage_path(source)
         try:
             is_file = path.is_file()
             size = path.stat().st_size if is_file else 0
@@ -125,8 +128,8 @@ def open_source(source: MediaSource) -> Iterator[IO[bytes]]:
         finally:
             fileobj.seek(start)
         return
-    if _is_object_storage(source):
-        with _object_storage_path(source).open("rb") as remote:
+    if is_object_storage(source):
+        with object_storage_path(source).open("rb") as remote:
             yield remote
         return
     with open(os.fspath(source), "rb") as local:  # type: ignore[arg-type]
@@ -137,7 +140,7 @@ def check_destination(destination: object) -> None:
     """Reject a missing destination, or one this installation cannot write to, before anything is fetched."""
     if destination is None or (isinstance(destination, str) and not destination.strip()):
         raise ChamelaionConfigError("destination is required: give a local or object-storage file path")
-    if not isinstance(destination, (str, os.PathLike)) and not _is_object_storage(destination):
+    if not isinstance(destination, (str, os.PathLike)) and not is_object_storage(destination):
         raise ChamelaionConfigError(
             f"destination must be a path or an object-storage URI, got {type(destination).__name__}"
         )
@@ -170,7 +173,7 @@ def uri_scheme(value: object) -> str | None:
     if isinstance(value, str):
         match = _SCHEME.match(value.strip())
         return match.group(1).lower() if match else None
-    if _is_object_storage(value) and not is_file_object(value):
+    if is_object_storage(value) and not is_file_object(value):
         protocol = getattr(value, "protocol", None)
         return protocol.lower() if isinstance(protocol, str) and protocol else None
     return None
@@ -236,8 +239,8 @@ def resolve_destination(
     directory is there (one call per file on object storage, which a batch of thousands notices).
     """
     check_destination(destination)
-    if _is_object_storage(destination):
-        path = _object_storage_path(destination)
+    if is_object_storage(destination):
+        path = object_storage_path(destination)
         if as_file:
             return path
         if str(destination).endswith("/") or path.is_dir():
@@ -258,7 +261,7 @@ ATOMIC_PUT_SCHEMES = frozenset({"s3", "s3a", "gs", "gcs", "abfs", "abfss", "az"}
 
 def writes_in_one_put(destination: Any) -> bool:
     """Whether :func:`atomic_write` stores ``destination`` with a single upload (S3, GCS, Azure Blob)."""
-    return _is_object_storage(destination) and str(getattr(destination, "protocol", "")) in ATOMIC_PUT_SCHEMES
+    return is_object_storage(destination) and str(getattr(destination, "protocol", "")) in ATOMIC_PUT_SCHEMES
 
 
 @contextlib.contextmanager
@@ -280,7 +283,7 @@ def atomic_write(destination: Path | ObjectStoragePath) -> Iterator[IO[bytes]]:
     temporary = destination.with_name(f".{destination.name}.{uuid.uuid4().hex[:12]}.part")
     # Not isinstance(destination, Path): universal-pathlib 0.2.x's file:// paths are Path subclasses
     # whose str() is the URI, which os.replace cannot use.
-    local = not _is_object_storage(destination)
+    local = not is_object_storage(destination)
     if local:
         destination.parent.mkdir(parents=True, exist_ok=True)
     else:
@@ -309,7 +312,7 @@ def present_files(directory: Path | ObjectStoragePath, names: Iterable[str]) -> 
     On object storage, one recursive listing of ``directory`` (a call per 1,000 objects) instead of a
     call or two per name; locally a ``stat`` per name, which does not walk unrelated files.
     """
-    if not _is_object_storage(directory):
+    if not is_object_storage(directory):
         root = Path(os.fspath(cast("Path", directory)))
         return {name for name in names if _size(root / name)}
     store = cast("ObjectStoragePath", directory)
