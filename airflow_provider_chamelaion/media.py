@@ -230,6 +230,37 @@ def check_filesystem(value: object, field: str) -> None:
         )
 
 
+#: Where a template starts: a value beginning with one is only known once rendered.
+_TEMPLATE_STARTS = ("{{", "{%", "{#")
+
+
+def check_storage_location(value: object, field: str) -> None:
+    """Raise naming ``field`` and the fix if ``value`` cannot serve as a batch's manifest or destination.
+
+    Refused: a store this installation cannot use (see :func:`check_filesystem`), and a relative local
+    path, which each worker and the triggerer would resolve against its own working directory (the
+    worker writes ``backfills/manifest.jsonl`` where the triggerer never looks). Meant for the
+    operators' ``__init__`` (on the unrendered template) and again at task start (on the rendered
+    value): only what is literal is judged, so ``s3://b/{{ ds }}/`` is checked for its scheme,
+    ``dubs/{{ ds }}/`` is refused as relative, and ``{{ var.value.root }}/x`` waits for its rendering.
+    ``None`` and empty values are left to the caller's own "is required" check.
+
+    :param value: a local path (``str`` or ``os.PathLike``), a URI or an ``ObjectStoragePath``.
+    :param field: what to call it in the message, e.g. ``"backfill: manifest_path"``.
+    """
+    check_filesystem(value, field)
+    if not isinstance(value, (str, os.PathLike)) or uri_scheme(value) is not None:
+        return  # object storage (checked above), or not a path at all
+    text = os.fspath(value).strip()
+    if not text or text.startswith(_TEMPLATE_STARTS) or text.startswith(("/", "~")):
+        return
+    raise ChamelaionConfigError(
+        f"{field} {os.fspath(value)!r} is a relative path: workers and the triggerer run in other working "
+        "directories, so each would look for it somewhere else; give an absolute path or a URI such as "
+        "s3://bucket/backfills/"
+    )
+
+
 def resolve_destination(
     destination: MediaDestination, default_name: str, *, as_file: bool = False
 ) -> Path | ObjectStoragePath:
@@ -264,6 +295,15 @@ def writes_in_one_put(destination: Any) -> bool:
     return is_object_storage(destination) and str(getattr(destination, "protocol", "")) in ATOMIC_PUT_SCHEMES
 
 
+#: What every temporary file :func:`atomic_write` creates beside its destination starts and ends with.
+TEMPORARY_PREFIX, TEMPORARY_SUFFIX = ".chamelaion-", ".part"
+
+
+def temporary_name() -> str:
+    """A hidden, unique sibling name of 34 characters, whatever the final name's length."""
+    return f"{TEMPORARY_PREFIX}{uuid.uuid4().hex[:16]}{TEMPORARY_SUFFIX}"
+
+
 @contextlib.contextmanager
 def atomic_write(destination: Path | ObjectStoragePath) -> Iterator[IO[bytes]]:
     """Write so that ``destination`` holds either its old content or the whole new file, never a part.
@@ -280,7 +320,9 @@ def atomic_write(destination: Path | ObjectStoragePath) -> Iterator[IO[bytes]]:
             spool.flush()
             store.fs.put_file(spool.name, store.path)
         return
-    temporary = destination.with_name(f".{destination.name}.{uuid.uuid4().hex[:12]}.part")
+    # A short name of fixed length, not derived from the final one: ".<name>.<hex>.part" passed the
+    # file system's 255-byte limit for a final name that fits (a 240-character reference_id).
+    temporary = destination.with_name(temporary_name())
     # Not isinstance(destination, Path): universal-pathlib 0.2.x's file:// paths are Path subclasses
     # whose str() is the URI, which os.replace cannot use.
     local = not is_object_storage(destination)
