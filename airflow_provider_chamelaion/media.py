@@ -348,31 +348,66 @@ def atomic_write(destination: Path | ObjectStoragePath) -> Iterator[IO[bytes]]:
         raise
 
 
-def present_files(directory: Path | ObjectStoragePath, names: Iterable[str]) -> set[str]:
-    """Which of ``names`` (paths relative to ``directory``) are non-empty files there already.
+def file_sizes(
+    directory: Path | ObjectStoragePath, names: Iterable[str], *, folder: str | None = None
+) -> dict[str, int]:
+    """Sizes of those of ``names`` (paths relative to ``directory``) that are files there, and of every file
+    under ``directory/folder`` (keyed ``folder/...``).
 
     On object storage, one recursive listing of ``directory`` (a call per 1,000 objects) instead of a
-    call or two per name; locally a ``stat`` per name, which does not walk unrelated files.
+    call or two per name; locally a ``stat`` per name and a scan of ``folder``, which do not walk
+    unrelated files.
     """
     if not is_object_storage(directory):
         root = Path(os.fspath(cast("Path", directory)))
-        return {name for name in names if _size(root / name)}
+        sizes = {name: size for name in names if (size := _size(root / name)) is not None}
+        if folder is not None:
+            sizes.update(_local_folder_sizes(root, folder))
+        return sizes
     store = cast("ObjectStoragePath", directory)
     prefix = store.path.rstrip("/") + "/"
     try:
         found = store.fs.find(prefix, detail=True)
     except FileNotFoundError:
-        return set()
-    sizes = {
+        return {}
+    listed = {
         path[len(prefix) :]: int(info.get("size") or 0)
         for path, info in found.items()
         if path.startswith(prefix) and info.get("type", "file") == "file"
     }
-    return {name for name in names if sizes.get(name)}
+    wanted = set(names)
+    under = None if folder is None else folder.rstrip("/") + "/"
+    return {
+        name: size
+        for name, size in listed.items()
+        if name in wanted or (under is not None and name.startswith(under))
+    }
 
 
-def _size(path: Path) -> int:
+def _local_folder_sizes(root: Path, folder: str) -> dict[str, int]:
     try:
-        return path.stat().st_size if path.is_file() else 0
+        entries = list(os.scandir(root / folder))
+    except (FileNotFoundError, NotADirectoryError):
+        return {}
+    sizes: dict[str, int] = {}
+    for entry in entries:
+        with contextlib.suppress(OSError):  # removed meanwhile: as if never there
+            if entry.is_file():
+                sizes[f"{folder}/{entry.name}"] = entry.stat().st_size
+    return sizes
+
+
+def read_bytes(path: Path | ObjectStoragePath) -> bytes:
+    """The whole content of a small file, in one request on object storage (``open`` costs a HEAD too)."""
+    if is_object_storage(path):
+        store = cast("ObjectStoragePath", path)
+        return bytes(store.fs.cat_file(store.path))
+    return Path(os.fspath(cast("Path", path))).read_bytes()
+
+
+def _size(path: Path) -> int | None:
+    """The size of the file at ``path``; ``None`` when there is none (or it is a directory)."""
+    try:
+        return path.stat().st_size if path.is_file() else None
     except OSError:
-        return 0
+        return None
