@@ -72,7 +72,12 @@ class Delivered:
 
 
 def record_name(dag_id: str, task_id: str, map_index: int | None) -> str:
-    """This task's record, relative to the destination: one per task and map index, the same every run."""
+    """This task's record, relative to the destination: one per task and map index, the same every run.
+
+    :param dag_id: the task instance's DAG.
+    :param task_id: the task instance's task.
+    :param map_index: its map index (``-1`` or ``None`` when not mapped).
+    """
     index = -1 if map_index is None else int(map_index)
     key = hashlib.sha256(json.dumps([dag_id, task_id, index]).encode()).hexdigest()[:24]
     return f"{RECORD_FOLDER}/{key}{RECORD_SUFFIX}"
@@ -84,6 +89,10 @@ def is_record(name: str) -> bool:
 
 
 def parse_record(content: bytes) -> list[Delivered]:
+    """The entries of a record file's ``content``; lines that are not entries are left out.
+
+    :param content: the record file's bytes, as read.
+    """
     entries = (Delivered.from_json(line) for line in content.decode("utf-8", errors="replace").split("\n"))
     return [entry for entry in entries if entry is not None]
 
@@ -95,6 +104,10 @@ def read_records(
 
     One read per record (a GET on object storage). A record that cannot be read is skipped with a
     warning: the outputs it names are then downloaded again.
+
+    :param directory: the destination.
+    :param listed: names found under it (:func:`~airflow_provider_chamelaion.media.file_sizes`).
+    :param log: where to warn.
     """
     records: dict[str, list[Delivered]] = {}
     for name in sorted(filter(is_record, listed)):
@@ -108,7 +121,10 @@ def read_records(
 
 
 def newest_entries(records: Iterable[Iterable[Delivered]]) -> dict[str, Delivered]:
-    """Per name, the newest entry of any record: the one written by whoever wrote the file last."""
+    """Per name, the newest entry of any record: the one written by whoever wrote the file last.
+
+    :param records: the entries of each record.
+    """
     newest: dict[str, Delivered] = {}
     for entries in records:
         for entry in entries:
@@ -124,6 +140,8 @@ def holds_output(
 
     :param entries: the newest entry per name (:func:`newest_entries`).
     :param sizes: the current size of each file present (a missing file has none).
+    :param name: the output's name, relative to the destination.
+    :param request_id: the job whose output it must hold.
     """
     entry = entries.get(name)
     return entry is not None and entry.request_id == request_id and sizes.get(name) == entry.size
@@ -157,7 +175,12 @@ class DownloadsRecord:
         self._last_flush = clock()
 
     def add(self, name: str, request_id: str, size: int) -> None:
-        """Record that ``name`` now holds ``request_id``'s complete output; write the record when due."""
+        """Record that ``name`` now holds ``request_id``'s complete output; write the record when due.
+
+        :param name: the output's name, relative to the destination.
+        :param request_id: the job whose output was written there.
+        :param size: its size in bytes.
+        """
         self.entries[name] = Delivered(name, request_id, size, time.time())
         self.pending += 1
         if self.pending >= self.flush_every or self.clock() - self._last_flush >= self.flush_seconds:

@@ -357,6 +357,11 @@ def file_sizes(
     On object storage, one recursive listing of ``directory`` (a call per 1,000 objects) instead of a
     call or two per name; locally a ``stat`` per name and a scan of ``folder``, which do not walk
     unrelated files.
+
+    :param directory: a local or object-storage directory.
+    :param names: file names relative to ``directory`` (``a.mp4``, ``ep42/dubbed.mp4``).
+    :param folder: a subfolder of ``directory`` whose every file is wanted too (the downloads records).
+    :return: size in bytes by name; a name that is not a file there is absent.
     """
     if not is_object_storage(directory):
         root = Path(os.fspath(cast("Path", directory)))
@@ -398,7 +403,10 @@ def _local_folder_sizes(root: Path, folder: str) -> dict[str, int]:
 
 
 def read_bytes(path: Path | ObjectStoragePath) -> bytes:
-    """The whole content of a small file, in one request on object storage (``open`` costs a HEAD too)."""
+    """The whole content of a small file, in one request on object storage (``open`` costs a HEAD too).
+
+    :param path: a local path or an ``ObjectStoragePath``.
+    """
     if is_object_storage(path):
         store = cast("ObjectStoragePath", path)
         return bytes(store.fs.cat_file(store.path))

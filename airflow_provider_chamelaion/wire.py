@@ -52,6 +52,8 @@ def host_and_port(netloc: str) -> str:
 
     A URL's user info (``user:password@``) is a credential: it goes into no log line, error message or
     lineage dataset, only into the request itself.
+
+    :param netloc: a URL's network location (``urlsplit(url).netloc``).
     """
     return netloc.rpartition("@")[2]
 
@@ -62,6 +64,8 @@ def url_for_log(url: str | None) -> str | None:
     ``output_url`` is a signed URL: its query (``sig=...``) lets anyone holding it fetch the output until
     it expires, so logs show where it points and that it is signed, never the signature; user info
     (``user:password@``) is shown as ``***@``. XCom keeps the whole URL (downstream tasks need it).
+
+    :param url: any URL (``None`` and ``""`` are returned as they are).
     """
     if not url:
         return url
@@ -85,6 +89,10 @@ def validate_http_url(value: object, field: str) -> str:
 
     The one URL check of the single operator, the batch catalogue and the hook: every URL that reaches a
     job is checked here before anything is paid for. Messages show the URL as :func:`url_for_log` does.
+
+    :param value: the URL to check.
+    :param field: what to call it in the message, e.g. ``video_url`` or ``row 7: audio_url``.
+    :return: the URL, stripped of surrounding whitespace.
     """
     if not isinstance(value, str) or not value.strip():
         raise ChamelaionConfigError(f"{field} must be a non-empty http(s) URL, got {value!r}")
