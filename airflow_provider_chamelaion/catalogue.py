@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Union
 
 from airflow_provider_chamelaion.exceptions import ChamelaionConfigError
-from airflow_provider_chamelaion.media import _is_object_storage, _object_storage_path, atomic_write
+from airflow_provider_chamelaion.media import atomic_write, is_object_storage, object_storage_path
 from airflow_provider_chamelaion.wire import validate_http_url, validate_reference_id
 
 if TYPE_CHECKING:
@@ -33,8 +33,11 @@ CatalogueSource = Sequence[Mapping[str, Any]] | CataloguePath
 CATALOGUE_FORMATS = ("jsonl", "csv")
 #: How many problems one validation error lists before summarizing the rest.
 MAX_LISTED_PROBLEMS = 20
-_TRUE = frozenset({"true", "1", "yes"})
-_FALSE = frozenset({"false", "0", "no"})
+#: The only texts a CSV cell may hold for a flag (any case; empty means absent). Not 1/0 or yes/no: the
+#: API takes a JSON boolean, and a spreadsheet's "1" is as likely a typo as a choice.
+_CSV_BOOLEANS = {"true": True, "false": False}
+#: The flag of an item: a JSON boolean, or absent.
+_FLAG = "disable_active_speaker_detection"
 
 
 @dataclass(frozen=True)
@@ -60,8 +63,8 @@ class CatalogueItem:
 
 def as_path(location: CataloguePath) -> Path | ObjectStoragePath:
     """A local ``Path`` or, for a URI (``s3://...``) or an ``ObjectStoragePath``, an ``ObjectStoragePath``."""
-    if _is_object_storage(location):
-        return _object_storage_path(location)
+    if is_object_storage(location):
+        return object_storage_path(location)
     return Path(os.fspath(location)).expanduser()  # type: ignore[arg-type]
 
 
@@ -84,43 +87,68 @@ def _format_of(path: Path | ObjectStoragePath, catalogue_format: str | None) -> 
 
 
 def _csv_value(key: str, value: str) -> Any:
-    if key != "disable_active_speaker_detection":
+    """A CSV cell as the item's value: text, except the flag (``true``/``false``, any case, or empty)."""
+    if key != _FLAG:
         return value
     lowered = value.strip().lower()
     if lowered == "":
         return None
-    if lowered in _TRUE:
-        return True
-    if lowered in _FALSE:
-        return False
-    return value  # reported by validation, with its row
+    return _CSV_BOOLEANS.get(lowered, value)  # anything else is reported by validation, with its line
 
 
-def read_raw(path: Path | ObjectStoragePath, catalogue_format: str | None = None) -> list[tuple[int, Any]]:
-    """(row number, raw item) for every item of a catalogue file; blank lines are skipped."""
-    fmt = _format_of(path, catalogue_format)
+def _read_text(path: Path | ObjectStoragePath) -> str:
+    # utf-8-sig: spreadsheet exports start with a byte order mark, which would otherwise become part
+    # of the first column's name (every row then "has no reference_id").
     try:
-        with path.open("r", encoding="utf-8", newline="") as handle:
-            text = handle.read()
+        with path.open("r", encoding="utf-8-sig", newline="") as handle:
+            return str(handle.read())
     except FileNotFoundError:
         raise ChamelaionConfigError(f"catalogue {str(path)!r} does not exist") from None
     except OSError as err:
         raise ChamelaionConfigError(f"catalogue {str(path)!r} cannot be read: {err}") from None
-    if fmt == "csv":
-        reader = csv.DictReader(io.StringIO(text))
-        # Row numbers are line numbers, the header being line 1, as a spreadsheet shows them.
-        return [
-            (index, {key: _csv_value(key, value or "") for key, value in row.items() if key})
-            for index, row in enumerate(reader, start=2)
-        ]
+
+
+def read_raw(path: Path | ObjectStoragePath, catalogue_format: str | None = None) -> list[tuple[int, Any]]:
+    """(line number, raw item) for every item of a catalogue file; blank lines are skipped.
+
+    Line numbers are physical lines, the first being 1 (in a CSV file, the header), as an editor or a
+    spreadsheet shows them.
+    """
+    fmt = _format_of(path, catalogue_format)
+    text = _read_text(path)
+    return _csv_rows(text) if fmt == "csv" else _json_lines(text)
+
+
+def _json_lines(text: str) -> list[tuple[int, Any]]:
     rows: list[tuple[int, Any]] = []
-    for number, line in enumerate(text.splitlines(), start=1):
-        if not line.strip():
+    # Split on "\n" only: str.splitlines() also splits on U+2028, U+2029 and other characters that a
+    # JSON string may hold unescaped. A "\r" before the "\n" is JSON whitespace, which json.loads skips.
+    for number, line in enumerate(text.split("\n"), start=1):
+        if not line.strip(" \t\r"):
             continue
         try:
             rows.append((number, json.loads(line)))
         except ValueError as err:
             rows.append((number, _Unparsable(str(err))))
+    return rows
+
+
+def _csv_rows(text: str) -> list[tuple[int, Any]]:
+    # The reader's line_num counts physical lines read so far, so a record starts on the line after
+    # the previous record ended: a quoted cell spanning lines does not shift later rows' numbers.
+    reader = csv.reader(io.StringIO(text, newline=""))
+    header = next(reader, None)
+    if header is None:
+        return []
+    rows: list[tuple[int, Any]] = []
+    ended = reader.line_num
+    for values in reader:
+        started, ended = ended + 1, reader.line_num
+        if not values:  # a blank line
+            continue
+        # Like csv.DictReader: cells past the header's are ignored, missing ones are absent.
+        cells = zip(header, values[: len(header)], strict=False)
+        rows.append((started, {key: _csv_value(key, value) for key, value in cells if key}))
     return rows
 
 
@@ -150,9 +178,14 @@ def _check_item(row: int, raw: Any) -> tuple[CatalogueItem | None, list[str]]:
             values[field] = check(raw[field], field)
         except ChamelaionConfigError as err:
             problems.append(str(err))
-    speaker = raw.get("disable_active_speaker_detection")
-    if speaker not in (None, True, False):
-        problems.append(f"disable_active_speaker_detection must be true, false or absent, got {speaker!r}")
+    speaker = raw.get(_FLAG)
+    # isinstance, not "in (True, False)": 1 == True and 0 == False in Python, but the API refuses them
+    # (after the batch has paid for every item before).
+    if speaker is not None and not isinstance(speaker, bool):
+        problems.append(
+            f"{_FLAG} must be true or false (a JSON boolean; in a CSV file the text true or false) or "
+            f"absent, got {speaker!r}"
+        )
     if problems:
         return None, problems
     return CatalogueItem(row=row, disable_active_speaker_detection=speaker, **values), []
@@ -200,7 +233,7 @@ def load_catalogue(source: CatalogueSource, catalogue_format: str | None = None)
         return validate_items(enumerate(source, start=1))
     if isinstance(source, str) and not source.strip():
         raise ChamelaionConfigError("catalogue is empty: give a list of items or a .jsonl/.csv path")
-    if isinstance(source, (str, os.PathLike)) or _is_object_storage(source):
+    if isinstance(source, (str, os.PathLike)) or is_object_storage(source):
         path = as_path(source)
         return validate_items(read_raw(path, catalogue_format), where=f"catalogue {str(path)!r}")
     raise ChamelaionConfigError(

@@ -11,7 +11,7 @@ Naming (https://openlineage.io/docs/spec/naming, as ``apache-airflow-providers-c
 * object storage: namespace ``<scheme>://<bucket>``, name the key (``ObjectStoragePath.namespace`` /
   ``.key``, what the common-io file transfer operator reports);
 * an http(s) URL (URL-mode inputs): namespace ``<scheme>://<host[:port]>``, name the path, without the
-  query string (it may hold a signature);
+  query string (it may hold a signature) and without user info (``user:password@`` is a credential);
 * the lip-sync job: namespace the API's origin, name the request's path
   (``/api/v1/lipsync/requests/<id>``), the output of the generate task and the input of the download
   task, so lineage reads media → job → file. The request id is also sent as the standard
@@ -24,8 +24,8 @@ import os
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
-from airflow_provider_chamelaion.media import _is_object_storage, _object_storage_path, is_file_object
-from airflow_provider_chamelaion.wire import request_path
+from airflow_provider_chamelaion.media import is_file_object, is_object_storage, object_storage_path
+from airflow_provider_chamelaion.wire import host_and_port, request_path
 
 if TYPE_CHECKING:
     from airflow.providers.common.compat.openlineage.facet import Dataset
@@ -46,9 +46,9 @@ def media_dataset(value: Any) -> Dataset | None:
         return None  # an anonymous stream has no name to report
     if isinstance(value, str) and urlsplit(value).scheme in ("http", "https"):
         parts = urlsplit(value)
-        return Dataset(namespace=f"{parts.scheme}://{parts.netloc}", name=parts.path or "/")
-    if _is_object_storage(value):
-        path = _object_storage_path(value)
+        return Dataset(namespace=f"{parts.scheme}://{host_and_port(parts.netloc)}", name=parts.path or "/")
+    if is_object_storage(value):
+        path = object_storage_path(value)
         if path.protocol in ("file", "local"):
             return Dataset(namespace="file", name="/" + path.key.lstrip("/"))
         return Dataset(namespace=path.namespace, name=path.key)
@@ -60,7 +60,10 @@ def job_dataset(base_url: str, request_id: str) -> Dataset:
     from airflow.providers.common.compat.openlineage.facet import Dataset
 
     parts = urlsplit(base_url)
-    return Dataset(namespace=f"{parts.scheme}://{parts.netloc}", name=parts.path + request_path(request_id))
+    return Dataset(
+        namespace=f"{parts.scheme}://{host_and_port(parts.netloc)}",
+        name=parts.path + request_path(request_id),
+    )
 
 
 def job_run_facets(request_id: str) -> dict[str, Any]:

@@ -35,14 +35,17 @@ def _is_uri(value: str) -> bool:
     return "://" in value
 
 
-def _object_storage_path(value: Any) -> ObjectStoragePath:
+def object_storage_path(value: Any) -> ObjectStoragePath:
+    """``value`` (a URI string or an ``ObjectStoragePath``) as an ``ObjectStoragePath``."""
     # Imported here: object storage is optional and heavy.
     from airflow_provider_chamelaion.version_compat import ObjectStoragePath
 
     return value if isinstance(value, ObjectStoragePath) else ObjectStoragePath(value)
 
 
-def _is_object_storage(value: Any) -> bool:
+def is_object_storage(value: Any) -> bool:
+    """Whether ``value`` names object storage: a URI string (``s3://...``, ``file://...``) or an
+    ``ObjectStoragePath``, rather than a local path."""
     if isinstance(value, str):
         return _is_uri(value)
     # Avoid importing Airflow's object storage just to find out a Path is not one of them.
@@ -74,9 +77,9 @@ def inspect_source(source: MediaSource, field: str) -> MediaInfo:
         )
     if is_file_object(source):
         return _inspect_file_object(source, field)  # type: ignore[arg-type]
-    if _is_object_storage(source):
+    if is_object_storage(source):
         check_filesystem(source, field)
-        path = _object_storage_path(source)
+        path = object_storage_path(source)
         try:
             is_file = path.is_file()
             size = path.stat().st_size if is_file else 0
@@ -125,8 +128,8 @@ def open_source(source: MediaSource) -> Iterator[IO[bytes]]:
         finally:
             fileobj.seek(start)
         return
-    if _is_object_storage(source):
-        with _object_storage_path(source).open("rb") as remote:
+    if is_object_storage(source):
+        with object_storage_path(source).open("rb") as remote:
             yield remote
         return
     with open(os.fspath(source), "rb") as local:  # type: ignore[arg-type]
@@ -137,7 +140,7 @@ def check_destination(destination: object) -> None:
     """Reject a missing destination, or one this installation cannot write to, before anything is fetched."""
     if destination is None or (isinstance(destination, str) and not destination.strip()):
         raise ChamelaionConfigError("destination is required: give a local or object-storage file path")
-    if not isinstance(destination, (str, os.PathLike)) and not _is_object_storage(destination):
+    if not isinstance(destination, (str, os.PathLike)) and not is_object_storage(destination):
         raise ChamelaionConfigError(
             f"destination must be a path or an object-storage URI, got {type(destination).__name__}"
         )
@@ -170,7 +173,7 @@ def uri_scheme(value: object) -> str | None:
     if isinstance(value, str):
         match = _SCHEME.match(value.strip())
         return match.group(1).lower() if match else None
-    if _is_object_storage(value) and not is_file_object(value):
+    if is_object_storage(value) and not is_file_object(value):
         protocol = getattr(value, "protocol", None)
         return protocol.lower() if isinstance(protocol, str) and protocol else None
     return None
@@ -227,6 +230,37 @@ def check_filesystem(value: object, field: str) -> None:
         )
 
 
+#: Where a template starts: a value beginning with one is only known once rendered.
+_TEMPLATE_STARTS = ("{{", "{%", "{#")
+
+
+def check_storage_location(value: object, field: str) -> None:
+    """Raise naming ``field`` and the fix if ``value`` cannot serve as a batch's manifest or destination.
+
+    Refused: a store this installation cannot use (see :func:`check_filesystem`), and a relative local
+    path, which each worker and the triggerer would resolve against its own working directory (the
+    worker writes ``backfills/manifest.jsonl`` where the triggerer never looks). Meant for the
+    operators' ``__init__`` (on the unrendered template) and again at task start (on the rendered
+    value): only what is literal is judged, so ``s3://b/{{ ds }}/`` is checked for its scheme,
+    ``dubs/{{ ds }}/`` is refused as relative, and ``{{ var.value.root }}/x`` waits for its rendering.
+    ``None`` and empty values are left to the caller's own "is required" check.
+
+    :param value: a local path (``str`` or ``os.PathLike``), a URI or an ``ObjectStoragePath``.
+    :param field: what to call it in the message, e.g. ``"backfill: manifest_path"``.
+    """
+    check_filesystem(value, field)
+    if not isinstance(value, (str, os.PathLike)) or uri_scheme(value) is not None:
+        return  # object storage (checked above), or not a path at all
+    text = os.fspath(value).strip()
+    if not text or text.startswith(_TEMPLATE_STARTS) or text.startswith(("/", "~")):
+        return
+    raise ChamelaionConfigError(
+        f"{field} {os.fspath(value)!r} is a relative path: workers and the triggerer run in other working "
+        "directories, so each would look for it somewhere else; give an absolute path or a URI such as "
+        "s3://bucket/backfills/"
+    )
+
+
 def resolve_destination(
     destination: MediaDestination, default_name: str, *, as_file: bool = False
 ) -> Path | ObjectStoragePath:
@@ -236,8 +270,8 @@ def resolve_destination(
     directory is there (one call per file on object storage, which a batch of thousands notices).
     """
     check_destination(destination)
-    if _is_object_storage(destination):
-        path = _object_storage_path(destination)
+    if is_object_storage(destination):
+        path = object_storage_path(destination)
         if as_file:
             return path
         if str(destination).endswith("/") or path.is_dir():
@@ -258,7 +292,16 @@ ATOMIC_PUT_SCHEMES = frozenset({"s3", "s3a", "gs", "gcs", "abfs", "abfss", "az"}
 
 def writes_in_one_put(destination: Any) -> bool:
     """Whether :func:`atomic_write` stores ``destination`` with a single upload (S3, GCS, Azure Blob)."""
-    return _is_object_storage(destination) and str(getattr(destination, "protocol", "")) in ATOMIC_PUT_SCHEMES
+    return is_object_storage(destination) and str(getattr(destination, "protocol", "")) in ATOMIC_PUT_SCHEMES
+
+
+#: What every temporary file :func:`atomic_write` creates beside its destination starts and ends with.
+TEMPORARY_PREFIX, TEMPORARY_SUFFIX = ".chamelaion-", ".part"
+
+
+def temporary_name() -> str:
+    """A hidden, unique sibling name of 34 characters, whatever the final name's length."""
+    return f"{TEMPORARY_PREFIX}{uuid.uuid4().hex[:16]}{TEMPORARY_SUFFIX}"
 
 
 @contextlib.contextmanager
@@ -277,10 +320,12 @@ def atomic_write(destination: Path | ObjectStoragePath) -> Iterator[IO[bytes]]:
             spool.flush()
             store.fs.put_file(spool.name, store.path)
         return
-    temporary = destination.with_name(f".{destination.name}.{uuid.uuid4().hex[:12]}.part")
+    # A short name of fixed length, not derived from the final one: ".<name>.<hex>.part" passed the
+    # file system's 255-byte limit for a final name that fits (a 240-character reference_id).
+    temporary = destination.with_name(temporary_name())
     # Not isinstance(destination, Path): universal-pathlib 0.2.x's file:// paths are Path subclasses
     # whose str() is the URI, which os.replace cannot use.
-    local = not _is_object_storage(destination)
+    local = not is_object_storage(destination)
     if local:
         destination.parent.mkdir(parents=True, exist_ok=True)
     else:
@@ -303,31 +348,74 @@ def atomic_write(destination: Path | ObjectStoragePath) -> Iterator[IO[bytes]]:
         raise
 
 
-def present_files(directory: Path | ObjectStoragePath, names: Iterable[str]) -> set[str]:
-    """Which of ``names`` (paths relative to ``directory``) are non-empty files there already.
+def file_sizes(
+    directory: Path | ObjectStoragePath, names: Iterable[str], *, folder: str | None = None
+) -> dict[str, int]:
+    """Sizes of those of ``names`` (paths relative to ``directory``) that are files there, and of every file
+    under ``directory/folder`` (keyed ``folder/...``).
 
     On object storage, one recursive listing of ``directory`` (a call per 1,000 objects) instead of a
-    call or two per name; locally a ``stat`` per name, which does not walk unrelated files.
+    call or two per name; locally a ``stat`` per name and a scan of ``folder``, which do not walk
+    unrelated files.
+
+    :param directory: a local or object-storage directory.
+    :param names: file names relative to ``directory`` (``a.mp4``, ``ep42/dubbed.mp4``).
+    :param folder: a subfolder of ``directory`` whose every file is wanted too (the downloads records).
+    :return: size in bytes by name; a name that is not a file there is absent.
     """
-    if not _is_object_storage(directory):
+    if not is_object_storage(directory):
         root = Path(os.fspath(cast("Path", directory)))
-        return {name for name in names if _size(root / name)}
+        sizes = {name: size for name in names if (size := _size(root / name)) is not None}
+        if folder is not None:
+            sizes.update(_local_folder_sizes(root, folder))
+        return sizes
     store = cast("ObjectStoragePath", directory)
     prefix = store.path.rstrip("/") + "/"
     try:
         found = store.fs.find(prefix, detail=True)
     except FileNotFoundError:
-        return set()
-    sizes = {
+        return {}
+    listed = {
         path[len(prefix) :]: int(info.get("size") or 0)
         for path, info in found.items()
         if path.startswith(prefix) and info.get("type", "file") == "file"
     }
-    return {name for name in names if sizes.get(name)}
+    wanted = set(names)
+    under = None if folder is None else folder.rstrip("/") + "/"
+    return {
+        name: size
+        for name, size in listed.items()
+        if name in wanted or (under is not None and name.startswith(under))
+    }
 
 
-def _size(path: Path) -> int:
+def _local_folder_sizes(root: Path, folder: str) -> dict[str, int]:
     try:
-        return path.stat().st_size if path.is_file() else 0
+        entries = list(os.scandir(root / folder))
+    except (FileNotFoundError, NotADirectoryError):
+        return {}
+    sizes: dict[str, int] = {}
+    for entry in entries:
+        with contextlib.suppress(OSError):  # removed meanwhile: as if never there
+            if entry.is_file():
+                sizes[f"{folder}/{entry.name}"] = entry.stat().st_size
+    return sizes
+
+
+def read_bytes(path: Path | ObjectStoragePath) -> bytes:
+    """The whole content of a small file, in one request on object storage (``open`` costs a HEAD too).
+
+    :param path: a local path or an ``ObjectStoragePath``.
+    """
+    if is_object_storage(path):
+        store = cast("ObjectStoragePath", path)
+        return bytes(store.fs.cat_file(store.path))
+    return Path(os.fspath(cast("Path", path))).read_bytes()
+
+
+def _size(path: Path) -> int | None:
+    """The size of the file at ``path``; ``None`` when there is none (or it is a directory)."""
+    try:
+        return path.stat().st_size if path.is_file() else None
     except OSError:
-        return 0
+        return None

@@ -47,32 +47,92 @@ def missing_prefix_hint(base_url: str, path: str) -> str:
     )
 
 
+def host_and_port(netloc: str) -> str:
+    """``netloc`` without its user info: ``cdn.example.com:8443`` of ``editor:pw@cdn.example.com:8443``.
+
+    A URL's user info (``user:password@``) is a credential: it goes into no log line, error message or
+    lineage dataset, only into the request itself.
+
+    :param netloc: a URL's network location (``urlsplit(url).netloc``).
+    """
+    return netloc.rpartition("@")[2]
+
+
 def url_for_log(url: str | None) -> str | None:
-    """``url`` without its query string and fragment, for log lines.
+    """``url`` without its user info, query string and fragment, for log lines and error messages.
 
     ``output_url`` is a signed URL: its query (``sig=...``) lets anyone holding it fetch the output until
-    it expires, so logs show where it points and that it is signed, never the signature. XCom keeps the
-    whole URL (downstream tasks need it).
+    it expires, so logs show where it points and that it is signed, never the signature; user info
+    (``user:password@``) is shown as ``***@``. XCom keeps the whole URL (downstream tasks need it).
+
+    :param url: any URL (``None`` and ``""`` are returned as they are).
     """
     if not url:
         return url
-    parts = urlsplit(url)
+    try:
+        parts = urlsplit(url)
+    except ValueError:  # e.g. an unclosed "[" in the host: show no more than the scheme
+        return (
+            url.split("://", 1)[0] + "://<unparsable URL hidden>"
+            if "://" in url
+            else "<unparsable URL hidden>"
+        )
+    if "@" in parts.netloc:
+        parts = parts._replace(netloc="***@" + host_and_port(parts.netloc))
     if not parts.query and not parts.fragment:
-        return url
+        return parts.geturl()
     return parts._replace(query="", fragment="").geturl() + "?<signed query hidden>"
 
 
 def validate_http_url(value: object, field: str) -> str:
-    """Return ``value`` if it is an absolute http(s) URL, else raise naming ``field``."""
+    """Return ``value`` if it is an absolute http(s) URL with a host and a valid port, else raise naming ``field``.
+
+    The one URL check of the single operator, the batch catalogue and the hook: every URL that reaches a
+    job is checked here before anything is paid for. Messages show the URL as :func:`url_for_log` does.
+
+    :param value: the URL to check.
+    :param field: what to call it in the message, e.g. ``video_url`` or ``row 7: audio_url``.
+    :return: the URL, stripped of surrounding whitespace.
+    """
     if not isinstance(value, str) or not value.strip():
         raise ChamelaionConfigError(f"{field} must be a non-empty http(s) URL, got {value!r}")
-    parts = urlsplit(value.strip())
+    text = value.strip()
+    shown = repr(url_for_log(text))
+    try:
+        parts = urlsplit(text)
+    except ValueError as err:  # an unbalanced "[" or "]" in the host
+        raise ChamelaionConfigError(f"{field} {shown} is not a valid URL ({err})") from None
     if parts.scheme not in ("http", "https") or not parts.netloc:
         raise ChamelaionConfigError(
             f"{field} must be an absolute http:// or https:// URL the Chamelaion API can fetch, got "
-            f"{value!r}; to send a local or object-storage file, use upload mode instead"
+            f"{shown}; to send a local or object-storage file, use upload mode instead"
         )
-    return value.strip()
+    if not parts.hostname:
+        raise ChamelaionConfigError(
+            f"{field} {shown} has no host; give one, e.g. https://cdn.example.com/v.mp4"
+        )
+    _check_port(parts.netloc, field, shown)
+    return text
+
+
+def _port_text(netloc: str) -> str:
+    """The port as written in ``netloc`` (``""`` when none): after the last ``:`` outside an IPv6 ``[...]``."""
+    tail = host_and_port(netloc).rpartition("]")[2]
+    return tail.rpartition(":")[2] if ":" in tail else ""
+
+
+def _check_port(netloc: str, field: str, shown: str) -> None:
+    """Raise naming ``field`` unless the port of ``netloc``, if any, is a number from 1 to 65535."""
+    # Read from the text, not SplitResult.port: that raises a bare ValueError out of range, and which
+    # digits it accepts differs between Python versions.
+    port = _port_text(netloc)
+    if port == "" or (port.isascii() and port.isdigit() and 1 <= int(port) <= 65535):
+        return  # no port (or an empty one, "host:"): the scheme's default
+    named = port if port.isascii() and port.isdigit() else repr(port)
+    raise ChamelaionConfigError(
+        f"{field} {shown} has port {named}, which is not a port number: use 1 to 65535, or none for the "
+        "scheme's default"
+    )
 
 
 def validate_reference_id(value: object, field: str = "reference_id") -> str:

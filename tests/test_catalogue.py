@@ -106,3 +106,142 @@ def test_any_sequence_of_items_is_a_catalogue() -> None:
     assert [loaded.row for loaded in load_catalogue(LazySequence([item(1), item(2)]))] == [1, 2]
     with pytest.raises(ChamelaionConfigError, match="got int"):
         load_catalogue(42)  # type: ignore[arg-type]
+
+
+# -- disable_active_speaker_detection is a real boolean ---------------------------------------------
+
+
+@pytest.mark.parametrize("flag", [1, 0, 1.0, "true", "false", "yes"], ids=repr)
+def test_a_flag_that_is_not_a_json_boolean_is_refused_naming_the_row(flag: Any) -> None:
+    catalogue = [item(1), item(2, disable_active_speaker_detection=flag)]
+    with pytest.raises(ChamelaionConfigError) as raised:
+        load_catalogue(catalogue)
+    assert "row 2: disable_active_speaker_detection must be true or false" in str(raised.value)
+    assert "row 1" not in str(raised.value)
+
+
+def test_a_flag_of_1_in_a_json_lines_file_is_refused_naming_its_line(tmp_path: Path) -> None:
+    path = tmp_path / "catalogue.jsonl"
+    path.write_text(
+        json.dumps(item(1, disable_active_speaker_detection=True))
+        + "\n"
+        + json.dumps(item(2, disable_active_speaker_detection=1))
+        + "\n"
+    )
+    with pytest.raises(ChamelaionConfigError, match=r"row 2: disable_active_speaker_detection .*got 1\b"):
+        load_catalogue(str(path))
+
+
+@pytest.mark.parametrize(
+    ("cell", "expected"),
+    [("true", True), ("TRUE", True), ("False", False), ("false", False), ("", None), (" true ", True)],
+)
+def test_csv_flags_true_false_or_empty_are_read(tmp_path: Path, cell: str, expected: bool | None) -> None:
+    path = tmp_path / "catalogue.csv"
+    path.write_text(
+        "reference_id,video_url,audio_url,disable_active_speaker_detection\n"
+        f"t-1,https://cdn.example.com/1.mp4,https://cdn.example.com/1.wav,{cell}\n"
+    )
+    assert load_catalogue(str(path))[0].disable_active_speaker_detection is expected
+
+
+@pytest.mark.parametrize("cell", ["1", "0", "yes", "no", "maybe"])
+def test_csv_flags_other_than_true_or_false_are_refused_naming_the_line(tmp_path: Path, cell: str) -> None:
+    path = tmp_path / "catalogue.csv"
+    path.write_text(
+        "reference_id,video_url,audio_url,disable_active_speaker_detection\n"
+        "t-1,https://cdn.example.com/1.mp4,https://cdn.example.com/1.wav,true\n"
+        f"t-2,https://cdn.example.com/2.mp4,https://cdn.example.com/2.wav,{cell}\n"
+    )
+    with pytest.raises(ChamelaionConfigError) as raised:
+        load_catalogue(str(path))
+    assert "row 3: disable_active_speaker_detection must be true or false" in str(raised.value)
+    assert f"{cell!r}" in str(raised.value)
+
+
+# -- URLs: ports and user info ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("url", "problem"),
+    [
+        ("https://cdn.example.com:99999/1.mp4", "port 99999"),
+        ("https://cdn.example.com:0/1.mp4", "port 0"),
+        ("https://cdn.example.com:http/1.mp4", "port 'http'"),
+        ("https://:443/1.mp4", "has no host"),
+        ("https://[::1/1.mp4", "is not a valid URL"),
+    ],
+)
+def test_a_url_with_a_bad_port_or_host_is_refused_naming_the_row_and_field(url: str, problem: str) -> None:
+    with pytest.raises(ChamelaionConfigError) as raised:
+        load_catalogue([item(1), item(2, video_url=url)])
+    message = str(raised.value)
+    assert "row 2: video_url" in message
+    assert problem in message
+
+
+def test_bad_urls_are_shown_without_user_info_or_query(tmp_path: Path) -> None:
+    url = "ftp://editor:hunter2@cdn.example.com/1.mp4?X-Amz-Signature=s3cr3t"
+    with pytest.raises(ChamelaionConfigError) as raised:
+        load_catalogue([item(1, audio_url=url)])
+    message = str(raised.value)
+    assert "row 1: audio_url" in message
+    assert "cdn.example.com/1.mp4" in message
+    assert "hunter2" not in message
+    assert "editor" not in message
+    assert "s3cr3t" not in message
+
+
+# -- reading files: JSON Lines split on \n only, CSV with a BOM and physical line numbers ------------------
+
+
+def test_json_lines_with_unicode_line_separators_inside_strings_are_one_item_each(tmp_path: Path) -> None:
+    path = tmp_path / "catalogue.jsonl"
+    titled = [item(n, title=f"Part\u2028{n}\u2029end") for n in (1, 2)]
+    path.write_text("".join(json.dumps(row, ensure_ascii=False) + "\n" for row in titled), encoding="utf-8")
+
+    assert [loaded.reference_id for loaded in load_catalogue(str(path))] == ["t-1", "t-2"]
+
+
+def test_json_lines_with_crlf_line_ends_and_blank_lines_keep_line_numbers(tmp_path: Path) -> None:
+    path = tmp_path / "catalogue.jsonl"
+    lines = [json.dumps(item(1)), "", json.dumps(item(3)), json.dumps(item(4, video_url="nope"))]
+    path.write_bytes("\r\n".join(lines).encode() + b"\r\n")
+
+    with pytest.raises(ChamelaionConfigError) as raised:
+        load_catalogue(str(path))
+    assert "row 4: video_url" in str(raised.value)
+    assert "has 1 problem(s)" in str(raised.value)
+
+
+def test_a_csv_with_a_utf8_bom_is_read(tmp_path: Path) -> None:
+    path = tmp_path / "catalogue.csv"
+    path.write_bytes(
+        b"\xef\xbb\xbfreference_id,video_url,audio_url\r\n"
+        b"t-1,https://cdn.example.com/1.mp4,https://cdn.example.com/1.wav\r\n"
+        b"t-2,https://cdn.example.com/2.mp4,https://cdn.example.com/2.wav\r\n"
+    )
+    assert [loaded.reference_id for loaded in load_catalogue(str(path))] == ["t-1", "t-2"]
+
+
+def test_csv_errors_give_physical_line_numbers_after_a_quoted_multiline_field(tmp_path: Path) -> None:
+    path = tmp_path / "catalogue.csv"
+    path.write_text(
+        "reference_id,title,video_url,audio_url\n"  # line 1
+        't-1,"Episode 1\nPart two\nPart three",https://cdn.example.com/1.mp4,https://cdn.example.com/1.wav\n'  # 2-4
+        "\n"  # line 5, blank
+        "t-2,Episode 2,ftp://cdn.example.com/2.mp4,https://cdn.example.com/2.wav\n"  # line 6
+        "t-1,Episode 3,https://cdn.example.com/3.mp4,https://cdn.example.com/3.wav\n"  # line 7
+    )
+    with pytest.raises(ChamelaionConfigError) as raised:
+        load_catalogue(str(path))
+    message = str(raised.value)
+    assert "row 6: video_url must be an absolute http" in message
+    assert "row 7: reference_id 't-1' is also on row 2" in message
+    assert "has 2 problem(s)" in message
+
+
+@pytest.mark.parametrize("flag", [True, False])
+def test_json_booleans_and_an_absent_flag_are_accepted(flag: bool) -> None:
+    loaded = load_catalogue([item(1, disable_active_speaker_detection=flag), item(2)])
+    assert [entry.disable_active_speaker_detection for entry in loaded] == [flag, None]

@@ -55,3 +55,22 @@ def test_download_by_reference_id_reports_the_job_by_its_id(simulator: Simulator
     assert names(lineage.inputs) == [(simulator.origin, f"/api/v1/lipsync/requests/{request_id}")]
     assert names(lineage.outputs) == [("file", written)]
     assert Path(written).parent == tmp_path
+
+
+def test_url_inputs_are_named_by_host_and_port_without_user_info(simulator: Simulator) -> None:
+    operator = LipsyncGenerateOperator(
+        task_id="submit",
+        video_url="https://editor:hunter2@CDN.example.com:8443/ep42.mp4?X-Amz-Signature=s3cr3t",
+        audio_url="http://uploader@cdn.example.com/ep42-ja.wav",
+        reference_id="ep42-ja",
+    )
+    request_id = operator.execute(make_context(task_id="submit"))
+
+    lineage = DefaultExtractor(operator).extract_on_complete(None)
+
+    assert lineage is not None
+    assert names(lineage.inputs) == [
+        ("https://CDN.example.com:8443", "/ep42.mp4"),
+        ("http://cdn.example.com", "/ep42-ja.wav"),
+    ]
+    assert names(lineage.outputs) == [(simulator.origin, f"/api/v1/lipsync/requests/{request_id}")]

@@ -15,7 +15,12 @@ from requests_mock import Mocker
 
 from airflow_provider_chamelaion import media
 from airflow_provider_chamelaion.exceptions import ChamelaionConfigError
-from airflow_provider_chamelaion.media import check_filesystem, uri_scheme
+from airflow_provider_chamelaion.media import (
+    atomic_write,
+    check_filesystem,
+    check_storage_location,
+    uri_scheme,
+)
 from airflow_provider_chamelaion.operators.lipsync import LipsyncDownloadOperator, LipsyncGenerateOperator
 from airflow_provider_chamelaion.version_compat import ObjectStoragePath
 from tests.helpers.context import make_context
@@ -128,3 +133,81 @@ def test_quickstart_object_storage_variant_is_an_import_error_so_nothing_runs(tm
     assert "dub_episode" not in bag.dag_ids  # no DAG, so no run, so no job paid for
     (error,) = bag.import_errors.values()
     assert "pip install 'apache-airflow-providers-amazon[s3fs]'" in error
+
+
+# -- check_storage_location: what the batch operators check before anything is paid for ----------------
+
+
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [
+        ("gs://bucket/backfills/{{ run_id }}/manifest.jsonl", r"apache-airflow-providers-google"),
+        ("s3://bucket/dubs/", r"apache-airflow-providers-amazon\[s3fs\]"),
+        ("backfills/run1/manifest.jsonl", r"'backfills/run1/manifest.jsonl' is a relative path"),
+        ("backfills/{{ run_id }}/manifest.jsonl", r"is a relative path"),
+        ("./dubs/", r"is a relative path"),
+        (Path("dubs"), r"'dubs' is a relative path"),
+    ],
+)
+def test_a_store_this_install_cannot_use_or_a_relative_path_is_refused_naming_the_field(
+    value: object, message: str
+) -> None:
+    with pytest.raises(ChamelaionConfigError, match=message) as raised:
+        check_storage_location(value, "backfill: manifest_path")
+    assert str(raised.value).startswith("backfill: manifest_path ")
+
+
+def test_a_relative_path_error_says_why_and_what_to_give_instead() -> None:
+    with pytest.raises(ChamelaionConfigError) as raised:
+        check_storage_location("dubs/", "download: destination")
+    message = str(raised.value)
+    assert "workers and the triggerer" in message
+    assert "give an absolute path or a URI such as s3://" in message
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        "/data/backfills/{{ run_id }}/manifest.jsonl",
+        "~/backfills/manifest.jsonl",
+        "file:///data/dubs/",
+        "{{ var.value.backfill_root }}/manifest.jsonl",  # only known once rendered: checked at task start
+        "{% if params.s3 %}s3://b/m.jsonl{% else %}/data/m.jsonl{% endif %}",
+        Path("/data/dubs"),
+        ObjectStoragePath("file:///data/dubs/"),
+    ],
+)
+def test_absolute_paths_usable_stores_and_templated_beginnings_pass(value: object) -> None:
+    check_storage_location(value, "destination")
+
+
+# -- atomic_write: the temporary name fits wherever the final name fits ---------------------------------
+
+#: The longest file name common file systems (ext4, XFS, APFS, NTFS) allow, in bytes.
+NAME_MAX = 255
+
+
+@pytest.mark.parametrize("as_uri", [False, True], ids=["local", "file-uri"])
+def test_a_final_name_of_255_bytes_is_written_and_leaves_no_temporary(tmp_path: Path, as_uri: bool) -> None:
+    name = "r" * (NAME_MAX - len(".mp4")) + ".mp4"  # e.g. a 240-character reference_id and more
+    target = tmp_path / name
+    destination = ObjectStoragePath(target.as_uri()) if as_uri else target
+
+    with atomic_write(destination) as handle:
+        handle.write(b"whole output")
+
+    assert target.read_bytes() == b"whole output"
+    assert [path.name for path in tmp_path.iterdir()] == [name]
+
+
+def test_a_failed_write_of_a_long_name_leaves_nothing(tmp_path: Path) -> None:
+    target = tmp_path / ("r" * 251 + ".mp4")
+
+    def interrupted_write() -> None:
+        with atomic_write(target) as handle:
+            handle.write(b"part of it")
+            raise RuntimeError("cut")
+
+    with pytest.raises(RuntimeError, match="cut"):
+        interrupted_write()
+    assert list(tmp_path.iterdir()) == []

@@ -15,7 +15,7 @@ import dataclasses
 import functools
 import re
 from collections.abc import Callable, Iterator, Mapping
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 from urllib.parse import unquote, urlsplit
 
 import aiohttp
@@ -80,6 +80,13 @@ if TYPE_CHECKING:
 USER_AGENT = f"airflow-provider-chamelaion/{__version__}"
 _QUERY = re.compile(r"\?[^\s)'\"]*")
 DOWNLOAD_CHUNK_SIZE = 1 << 20
+
+
+class SavedOutput(NamedTuple):
+    """An output written by :meth:`ChamelaionHook.save_output`: where, and how many bytes."""
+
+    path: Path | ObjectStoragePath
+    size: int
 
 
 class _KeySafeSession(requests.Session):
@@ -421,7 +428,8 @@ class ChamelaionHook(BaseHook):
         nothing is left at ``destination``. A dropped connection is retried like any GET. If the
         storage host refuses the output URL (403/404: a signed URL that expired), the request is
         fetched again for a fresh URL, once. The API key is sent only when the output URL is on the
-        API's own origin.
+        API's own origin. An empty (0-byte) output is an error naming the request: it is never
+        written.
 
         :param request: a request id, ``reference_id`` or :class:`LipsyncRequest`.
         :param destination: a file path; an existing directory (or a path ending in ``/``) gets the
@@ -429,6 +437,18 @@ class ChamelaionHook(BaseHook):
         :param as_file: ``destination`` is the file to write: no check for a directory there (one
             storage call saved per output on object storage; the batch download uses it).
         :return: the path written.
+        """
+        return self.save_output(request, destination, as_file=as_file).path
+
+    def save_output(
+        self, request: str | LipsyncRequest, destination: MediaDestination, *, as_file: bool = False
+    ) -> SavedOutput:
+        """:meth:`download_output`, also returning the bytes written (the batch download records them).
+
+        :param request: a request id, ``reference_id`` or :class:`LipsyncRequest`.
+        :param destination: as for :meth:`download_output`.
+        :param as_file: as for :meth:`download_output`.
+        :return: the path written and its size in bytes.
         """
         check_destination(destination)  # before the request is fetched
         lipsync = request if isinstance(request, LipsyncRequest) else self.get_request(request)
@@ -441,10 +461,8 @@ class ChamelaionHook(BaseHook):
                     f"{lipsync.status!r}); wait for it to complete before downloading"
                 )
             try:
-                self.retry_policy.call(
-                    functools.partial(
-                        self._download_once, lipsync.output_url, target, f"output of {lipsync.id} to {target}"
-                    ),
+                size = self.retry_policy.call(
+                    functools.partial(self._download_once, lipsync.output_url, target, lipsync.id),
                     idempotent=True,
                     what=f"download of {lipsync.id}",
                 )
@@ -452,7 +470,7 @@ class ChamelaionHook(BaseHook):
                     # A put that returned has stored the whole object (these stores are strongly
                     # consistent); a rename or a move is checked, which costs a HEAD on object storage.
                     _check_written(target, lipsync.id)
-                return target
+                return SavedOutput(target, size)
             except (ChamelaionAuthError, ChamelaionNotFoundError) as err:
                 if refreshed:
                     raise
@@ -464,7 +482,8 @@ class ChamelaionHook(BaseHook):
                 )
                 lipsync = self.get_request(lipsync.id)
 
-    def _download_once(self, url: str, target: Path | ObjectStoragePath, what: str = "output") -> None:
+    def _download_once(self, url: str, target: Path | ObjectStoragePath, request_id: str) -> int:
+        """One attempt: stream ``url`` into ``target`` atomically; return the bytes written."""
         settings = self.get_settings()
         path = urlsplit(url).path  # no query string: signed URLs carry their signature there
         headers = {"Accept-Encoding": "identity", **self._auth_headers(url, settings)}
@@ -478,7 +497,10 @@ class ChamelaionHook(BaseHook):
                     )
                 expected = response.headers.get("Content-Length")
                 progress = TransferProgress(
-                    "Downloading", what, int(expected) if expected and expected.isdigit() else None, self.log
+                    "Downloading",
+                    f"output of {request_id} to {target}",
+                    int(expected) if expected and expected.isdigit() else None,
+                    self.log,
                 )
                 written = 0
                 with atomic_write(target) as handle:
@@ -491,7 +513,15 @@ class ChamelaionHook(BaseHook):
                         raise ChamelaionTransportError(
                             f"download ended after {written} of {expected} bytes", method="GET", path=path
                         )
+                    if written == 0:
+                        # Raised inside the atomic write: the empty file never takes the name. Not
+                        # retried: the API answered in full, and asking again gives the same nothing.
+                        raise ChamelaionError(
+                            f"Chamelaion lip-sync request {request_id} is completed but the API returned an "
+                            f"empty output (0 bytes); nothing was written at {target}"
+                        )
                 progress.finish()
+                return written
         except requests.RequestException as err:
             raise _transport_error(err, "GET", path) from None
 

@@ -8,10 +8,9 @@ with a few listing pages, submits what is missing concurrently, and waits in one
 
 from __future__ import annotations
 
-import os
 import time
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor, as_completed
+from concurrent.futures import Future, ThreadPoolExecutor, as_completed
 from datetime import timedelta
 from fractions import Fraction
 from functools import cached_property
@@ -24,6 +23,15 @@ from airflow_provider_chamelaion.catalogue import (
     CatalogueSource,
     as_path,
     load_catalogue,
+)
+from airflow_provider_chamelaion.downloads_record import (
+    FLUSH_EVERY_AT_LEAST,
+    RECORD_FOLDER,
+    DownloadsRecord,
+    holds_output,
+    newest_entries,
+    read_records,
+    record_name,
 )
 from airflow_provider_chamelaion.events import LipsyncWaitTimeout
 from airflow_provider_chamelaion.exceptions import (
@@ -43,14 +51,16 @@ from airflow_provider_chamelaion.manifest import (
     read_manifest,
     save_manifest,
 )
-from airflow_provider_chamelaion.media import check_filesystem, present_files, uri_scheme
+from airflow_provider_chamelaion.media import check_destination, check_storage_location, file_sizes
 from airflow_provider_chamelaion.models import LipsyncRequest
 from airflow_provider_chamelaion.operators.lipsync import XCOM_RETURN_KEY
 from airflow_provider_chamelaion.version_compat import BaseOperator
 
 if TYPE_CHECKING:
+    from pathlib import Path
+
     from airflow_provider_chamelaion.hooks.chamelaion import ChamelaionHook
-    from airflow_provider_chamelaion.version_compat import Context
+    from airflow_provider_chamelaion.version_compat import Context, ObjectStoragePath
 
 #: How many failed items a batch failure names.
 NAMED_FAILURES = 5
@@ -71,24 +81,6 @@ def with_map_index(location: str, map_index: int) -> str:
     stem, dot, suffix = name.rpartition(".")
     named = f"{stem}.map-{map_index}.{suffix}" if dot and stem else f"{name}.map-{map_index}"
     return f"{head}/{named}" if head or location.startswith("/") else named
-
-
-def check_manifest_location(value: object, field: str) -> None:
-    """Refuse a manifest path the worker or the triggerer could not use, before anything is paid for.
-
-    Works on an unrendered template too (at parse time): only what is literal is checked.
-    """
-    check_filesystem(value, field)
-    if uri_scheme(value) is not None or not isinstance(value, (str, os.PathLike)):
-        return
-    text = os.fspath(value).strip()
-    if text.startswith(("{{", "{%")) or os.path.isabs(os.path.expanduser(text)):
-        return
-    raise ChamelaionConfigError(
-        f"{field} {text!r} is a relative path: the worker and the triggerer each read it from their own "
-        "working directory. Give an absolute path on storage both reach, or an object-storage URI such "
-        "as s3://bucket/backfills/{{ run_id }}/manifest.jsonl"
-    )
 
 
 class LipsyncBatchGenerateOperator(BaseOperator):
@@ -220,7 +212,7 @@ class LipsyncBatchGenerateOperator(BaseOperator):
             raise ChamelaionConfigError(f"{self.task_id}: poll_interval and timeout must be positive")
         # At parse time: a store this installation cannot use, or a relative path, must not get as far
         # as a run that pays for jobs and then cannot record them.
-        check_manifest_location(self.manifest_path, f"{self.task_id}: manifest_path")
+        check_storage_location(self.manifest_path, f"{self.task_id}: manifest_path")
 
     @cached_property
     def hook(self) -> ChamelaionHook:
@@ -240,7 +232,7 @@ class LipsyncBatchGenerateOperator(BaseOperator):
             raise ChamelaionConfigError(
                 f"{self.task_id}: manifest_path is required: a local or object-storage file path"
             )
-        check_manifest_location(self.manifest_path, f"{self.task_id}: manifest_path")
+        check_storage_location(self.manifest_path, f"{self.task_id}: manifest_path")
         location = str(as_path(self.manifest_path))
         if owner.map_index >= 0 and not self.manifest_path_per_map_index:
             location = with_map_index(location, owner.map_index)
@@ -548,14 +540,19 @@ class LipsyncBatchDownloadOperator(BaseOperator):
     """Downloads every completed output of a batch manifest, concurrently, streamed and atomically.
 
     Files are named from ``filename_template`` (``str.format`` over the manifest row, default
-    ``{reference_id}.mp4``) inside ``destination``. A file already there is skipped: outputs are written
-    atomically (whole or not at all), so a present, non-empty file is a complete one and a re-run
-    downloads nothing twice. On object storage, what is present is learned from one listing of
-    ``destination``, not a look-up per output. An expired output URL is refreshed by the hook.
+    ``{reference_id}.mp4``) inside ``destination``. A file already at an output's name is skipped only
+    when it is known to hold that row's job's complete output: the downloads record in
+    ``destination/.chamelaion-downloads/`` (see :mod:`~airflow_provider_chamelaion.downloads_record`)
+    says the name holds this ``request_id``'s output, and the file still has the size recorded. Anything
+    else there (another job's output, a hand copy, an interrupted copy) is downloaded over, so a re-run
+    downloads nothing twice and delivers exactly the manifest's jobs. On object storage, what is present
+    is learned from one listing of ``destination``, not a look-up per output. An expired output URL is
+    refreshed by the hook; an empty (0-byte) output fails its item, and nothing takes its name.
 
     :param manifest_path: the batch manifest (templated), e.g. the batch task's
         ``output["manifest_path"]``.
-    :param destination: local or object-storage directory (templated).
+    :param destination: local (absolute) or object-storage directory (templated); a store this
+        installation cannot use, or a relative path, fails the DAG when it is parsed.
     :param filename_template: file name per row (templated), e.g. ``{reference_id}/dubbed.mp4``.
     :param concurrency: downloads at once (default 4).
     :param chamelaion_conn_id: the Airflow connection (default ``chamelaion_default``).
@@ -583,6 +580,10 @@ class LipsyncBatchDownloadOperator(BaseOperator):
         self.chamelaion_conn_id = chamelaion_conn_id
         if isinstance(concurrency, bool) or not isinstance(concurrency, int) or concurrency < 1:
             raise ChamelaionConfigError(f"{self.task_id}: concurrency must be a whole number of at least 1")
+        # At parse time, on the unrendered value: a store this installation cannot write, or a relative
+        # path, fails the DAG import, before the batch upstream pays for jobs whose outputs could not be
+        # saved. The rendered value is checked again when the task starts.
+        check_storage_location(destination, f"{self.task_id}: destination")
 
     @cached_property
     def hook(self) -> ChamelaionHook:
@@ -604,18 +605,16 @@ class LipsyncBatchDownloadOperator(BaseOperator):
                 f"{self.task_id}: filename_template gives {name!r} for {row.reference_id}: it must be a relative "
                 "path inside destination"
             )
+        if parts[0] == RECORD_FOLDER:
+            raise ChamelaionConfigError(
+                f"{self.task_id}: filename_template gives {name!r} for {row.reference_id}, inside {RECORD_FOLDER}/, "
+                "where the downloads records are kept; use another folder"
+            )
         return name
 
-    def execute(self, context: Context) -> dict[str, Any]:
-        location = self.manifest_path
-        if isinstance(location, dict):  # the batch task's summary, e.g. ``batch.output``
-            location = location.get("manifest_path")
-        if not location:
-            raise ChamelaionConfigError(
-                f"{self.task_id}: manifest_path is required: the manifest's path, or the batch task's summary"
-            )
+    def _targets(self, location: Any) -> dict[str, ManifestRow]:
+        """The manifest's completed rows, by the file name each is written to."""
         rows = [row for row in read_manifest(location) if row.stage == "completed" and row.request_id]
-        directory = as_path(self.destination)
         targets: dict[str, ManifestRow] = {}
         for row in rows:
             name = self._file_name(row)
@@ -625,42 +624,49 @@ class LipsyncBatchDownloadOperator(BaseOperator):
                     f"{row.reference_id}; include {{reference_id}} in it"
                 )
             targets[name] = row
-        present = present_files(directory, targets)
-        todo = [(name, row) for name, row in targets.items() if name not in present]
+        return targets
+
+    def _manifest_location(self) -> Any:
+        location = self.manifest_path
+        if isinstance(location, dict):  # the batch task's summary, e.g. ``batch.output``
+            location = location.get("manifest_path")
+        if not location:
+            raise ChamelaionConfigError(
+                f"{self.task_id}: manifest_path is required: the manifest's path, or the batch task's summary"
+            )
+        return location
+
+    def execute(self, context: Context) -> dict[str, Any]:
+        check_destination(self.destination)  # rendered now: before the manifest is read or anything fetched
+        check_storage_location(self.destination, f"{self.task_id}: destination")
+        targets = self._targets(self._manifest_location())
+        directory = as_path(self.destination)
+        # One listing (object storage) or a stat per name (local) tells what is there, records included.
+        sizes = file_sizes(directory, targets, folder=RECORD_FOLDER)
+        records = read_records(directory, sizes, self.log)
+        known = newest_entries(records.values())
+        todo = [
+            (name, row)
+            for name, row in targets.items()
+            if not holds_output(known, sizes, name, str(row.request_id))
+        ]
         self.log.info(
-            "%d completed outputs in the manifest: %d already in %s, %d to download",
+            "%d completed outputs in the manifest: %d already in %s, %d to download (%d of them over a file "
+            "not known to hold that job's complete output)",
             len(targets),
             len(targets) - len(todo),
             directory,
             len(todo),
+            sum(name in sizes for name, _ in todo),
         )
-        hooks = ThreadHooks(self.hook)
-        errors: list[tuple[ManifestRow, BaseException]] = []
-        step = max(1, len(todo) // 10)
-
-        def download(name: str, row: ManifestRow) -> None:
-            request = LipsyncRequest(
-                id=str(row.request_id),
-                status=row.status,
-                output_url=row.output_url,
-                reference_id=row.reference_id,
-            )
-            hooks.get().download_output(request, directory / name, as_file=True)
-
-        try:
-            with ThreadPoolExecutor(self.concurrency, thread_name_prefix="chamelaion-download") as pool:
-                futures = {pool.submit(download, name, row): row for name, row in todo}
-                for done, future in enumerate(as_completed(futures), start=1):
-                    try:
-                        future.result()
-                    except Exception as err:
-                        errors.append((futures[future], err))
-                    if done % step == 0 or done == len(todo):
-                        self.log.info(
-                            "Downloaded %d of %d (%d failed)", done - len(errors), len(todo), len(errors)
-                        )
-        finally:
-            hooks.close()
+        ti = context["ti"]
+        own = record_name(ti.dag_id, ti.task_id, getattr(ti, "map_index", -1))
+        record = DownloadsRecord(
+            directory / own,
+            records.get(own, ()),
+            flush_every=max(FLUSH_EVERY_AT_LEAST, len(todo) // 10),
+        )
+        errors = self._download_all(directory, todo, record)
         if errors:
             named = "; ".join(f"{row.reference_id}: {err}" for row, err in errors[:NAMED_FAILURES])
             raise ChamelaionError(
@@ -672,3 +678,70 @@ class LipsyncBatchDownloadOperator(BaseOperator):
             "downloaded": len(todo),
             "skipped": len(targets) - len(todo),
         }
+
+    def _download_all(
+        self,
+        directory: Path | ObjectStoragePath,
+        todo: list[tuple[str, ManifestRow]],
+        record: DownloadsRecord,
+    ) -> list[tuple[ManifestRow, BaseException]]:
+        """Download ``todo`` concurrently, recording each output delivered; return the failures."""
+        hooks = ThreadHooks(self.hook)
+        errors: list[tuple[ManifestRow, BaseException]] = []
+        step = max(1, len(todo) // 10)
+
+        def download(name: str, row: ManifestRow) -> int:
+            request = LipsyncRequest(
+                id=str(row.request_id),
+                status=row.status,
+                output_url=row.output_url,
+                reference_id=row.reference_id,
+            )
+            return hooks.get().save_output(request, directory / name, as_file=True).size
+
+        pool = ThreadPoolExecutor(self.concurrency, thread_name_prefix="chamelaion-download")
+        futures = {pool.submit(download, name, row): (name, row) for name, row in todo}
+        noted: set[Future[int]] = set()
+        try:
+            for done, future in enumerate(as_completed(futures), start=1):
+                noted.add(future)
+                name, row = futures[future]
+                try:
+                    size = future.result()
+                except Exception as err:
+                    errors.append((row, err))
+                else:
+                    self._note_delivered(record, name, row, size)
+                if done % step == 0 or done == len(todo):
+                    self.log.info(
+                        "Downloaded %d of %d (%d failed)", done - len(errors), len(todo), len(errors)
+                    )
+        finally:
+            # Stopped (a timeout, a kill, an error of ours): start no queued download, and record the
+            # ones that finished meanwhile before the record is written.
+            pool.shutdown(wait=False, cancel_futures=True)
+            for future in set(futures) - noted:
+                if future.done() and not future.cancelled() and future.exception() is None:
+                    self._note_delivered(record, *futures[future], future.result())
+            hooks.close()
+            self._write_record(record)
+        return errors
+
+    def _note_delivered(self, record: DownloadsRecord, name: str, row: ManifestRow, size: int) -> None:
+        try:
+            record.add(name, str(row.request_id), size)
+        except Exception as err:  # the output is delivered; only writing down that it is failed
+            self.log.warning(
+                "Could not write the downloads record %s (%s); trying again later", record.path, err
+            )
+
+    def _write_record(self, record: DownloadsRecord) -> None:
+        # Also when the task fails or is stopped: what was delivered stays known, so a retry skips it.
+        try:
+            record.flush()
+        except Exception as err:
+            self.log.warning(
+                "Could not write the downloads record %s (%s); a re-run downloads the outputs it lacks again",
+                record.path,
+                err,
+            )

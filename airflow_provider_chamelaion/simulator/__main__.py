@@ -118,6 +118,12 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         help="POSTs accepted per second; above it 429 with Retry-After (default: no limit)",
     )
     parser.add_argument(
+        "--empty-output-rate",
+        type=float,
+        default=defaults.empty_output_rate,
+        help="fraction of jobs that complete with an empty (0-byte) output (default 0)",
+    )
+    parser.add_argument(
         "--history-size",
         type=int,
         default=0,
@@ -171,6 +177,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         post_rate_limit=args.post_rate_limit,
         history_size=args.history_size,
         lost_answer_rate=args.lost_answer_rate,
+        empty_output_rate=args.empty_output_rate,
         clock_offset=args.clock_offset,
     )
     simulator = Simulator(config, host=args.host, port=args.port)

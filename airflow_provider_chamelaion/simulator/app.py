@@ -223,7 +223,7 @@ def create_app(state: SimulatorState) -> FastAPI:
         )
         if refusal is not None:
             return _error(403, refusal)
-        size = state.config.output_size
+        size = state.output_size_of(job)
         block = (f"chamelaion-simulated-output:{job_id}:".encode() * (OUTPUT_BLOCK // 40 + 1))[:OUTPUT_BLOCK]
 
         async def body() -> AsyncIterator[bytes]:

@@ -113,6 +113,8 @@ class Job:
     #: When the job left ``queued`` (simulator clock); set by the account's concurrency limit or
     #: for pre-loaded history. ``None``: the job starts after its first phase, as without a limit.
     started_clock: float | None = None
+    #: Bytes of this job's output when not the configured ``output_size`` (0: an empty output).
+    output_size: int | None = None
 
 
 @dataclass
@@ -137,6 +139,8 @@ class SimulatorConfig:
         is reset (``reference_id`` ``history-<n>``, created a day ago), so listings are realistic.
     :param lost_answer_rate: fraction of POSTs whose answer is lost: the server acts on the call (creates
         the job), then closes the connection without answering.
+    :param empty_output_rate: fraction of jobs that complete with an empty (0-byte) output, as a
+        broken render would; the output URL still answers 200, with ``Content-Length: 0``.
     """
 
     api_key: str = "sim-key"
@@ -154,6 +158,7 @@ class SimulatorConfig:
     post_rate_limit: float | None = None
     history_size: int = 0
     lost_answer_rate: float = 0.0
+    empty_output_rate: float = 0.0
 
     def __post_init__(self) -> None:
         if self.max_page_size < 1:
@@ -164,6 +169,8 @@ class SimulatorConfig:
             raise ValueError("post_rate_limit must be positive (or None for no limit)")
         if self.history_size < 0:
             raise ValueError("history_size must not be negative")
+        if not 0 <= self.empty_output_rate <= 1:
+            raise ValueError("empty_output_rate must be between 0 and 1")
 
 
 @dataclass
@@ -189,6 +196,7 @@ class SimulatorState:
         self.calls: list[CallRecord] = []
         self.uploads: list[dict[str, int]] = []
         self._fail_next = 0
+        self._empty_next = 0
         self._random = random.Random(config.seed)
         self.signing_key = uuid.uuid4().hex
         self.in_flight = 0
@@ -206,6 +214,11 @@ class SimulatorState:
             will_fail = self._fail_next > 0 or self._random.random() < self.config.failure_rate
             if self._fail_next:
                 self._fail_next -= 1
+            empty = self._empty_next > 0 or (
+                self.config.empty_output_rate > 0 and self._random.random() < self.config.empty_output_rate
+            )
+            if self._empty_next:
+                self._empty_next -= 1
             job = Job(
                 id=str(uuid.uuid4()),
                 created_wall=datetime.now(timezone.utc),
@@ -214,6 +227,7 @@ class SimulatorState:
                 will_fail=will_fail,
                 source=source,
                 inputs=inputs,
+                output_size=0 if empty else None,
             )
             self._add(job)
             if self.config.max_concurrent_jobs is not None:
@@ -292,6 +306,15 @@ class SimulatorState:
         """Make the next ``count`` jobs fail."""
         with self.lock:
             self._fail_next += count
+
+    def empty_output_next(self, count: int = 1) -> None:
+        """Make the next ``count`` jobs complete with an empty (0-byte) output."""
+        with self.lock:
+            self._empty_next += count
+
+    def output_size_of(self, job: Job) -> int:
+        """Bytes of ``job``'s output."""
+        return self.config.output_size if job.output_size is None else job.output_size
 
     def force_status(self, job_id: str, status: str, error_message: str | None = None) -> None:
         """Pin a job to a status (any string), e.g. to test statuses a client does not know."""
@@ -506,6 +529,7 @@ class SimulatorState:
             self.calls.clear()
             self.uploads.clear()
             self._fail_next = 0
+            self._empty_next = 0
             self._by_reference.clear()
             self._order.clear()
             self._waiting.clear()

@@ -24,6 +24,10 @@ from airflow_provider_chamelaion.exceptions import (
     ChamelaionValidationError,
 )
 from airflow_provider_chamelaion.hooks.chamelaion import ChamelaionHook
+from airflow_provider_chamelaion.operators.batch import (
+    LipsyncBatchDownloadOperator,
+    LipsyncBatchGenerateOperator,
+)
 from airflow_provider_chamelaion.operators.lipsync import LipsyncDownloadOperator, LipsyncGenerateOperator
 from airflow_provider_chamelaion.retry import RetryPolicy
 from airflow_provider_chamelaion.sensors.lipsync import LipsyncRequestSensor
@@ -297,7 +301,86 @@ ROWS = [
         r"request_id '\.' cannot be used",
         0,
     ),
+    Row(
+        "B31",
+        lambda t: generate_op(**URLS, disable_active_speaker_detection=1),
+        ChamelaionConfigError,
+        "disable_active_speaker_detection must be True, False or None, got 1",
+        0,
+    ),
+    Row(
+        "B32",
+        execute_generate(video_url="https://cdn.example.com:99999/v.mp4", audio_url=URLS["audio_url"]),
+        ChamelaionConfigError,
+        r"video_url 'https://cdn.example.com:99999/v.mp4' has port 99999",
+        0,
+    ),
+    # LipsyncBatchGenerateOperator: the catalogue is checked whole before any HTTP call
+    Row(
+        "B33",
+        lambda t: batch_op(
+            t,
+            [
+                URLS | {"reference_id": "t-1"},
+                URLS | {"reference_id": "t-2", "disable_active_speaker_detection": 1},
+            ],
+        ).execute(context()),
+        ChamelaionConfigError,
+        r"(?s)nothing was submitted.*row 2: disable_active_speaker_detection must be true or false",
+        0,
+    ),
+    Row(
+        "B34",
+        lambda t: batch_op(
+            t, [URLS | {"reference_id": "t-1", "audio_url": "https://cdn.example.com:70000/a.wav"}]
+        ).execute(context()),
+        ChamelaionConfigError,
+        r"(?s)nothing was submitted.*row 1: audio_url .* has port 70000",
+        0,
+    ),
+    Row(
+        "B35",
+        lambda t: batch_catalogue_file(
+            t,
+            "catalogue.csv",
+            "reference_id,video_url,audio_url,disable_active_speaker_detection\n"
+            f"t-1,{URLS['video_url']},{URLS['audio_url']},1\n",
+        ),
+        ChamelaionConfigError,
+        r"row 2: disable_active_speaker_detection must be true or false .*'1'",
+        0,
+    ),
+    # LipsyncBatchDownloadOperator, when the DAG file is parsed
+    Row(
+        "B36",
+        lambda t: LipsyncBatchDownloadOperator(
+            task_id="dl", manifest_path="/m.jsonl", destination="gs://dubs/{{ ds }}/"
+        ),
+        ChamelaionConfigError,
+        r"destination 'gs://dubs/\{\{ ds \}\}/' is on 'gs://' object storage.*apache-airflow-providers-google",
+        0,
+    ),
+    Row(
+        "B37",
+        lambda t: LipsyncBatchDownloadOperator(
+            task_id="dl", manifest_path="/m.jsonl", destination="dubs/{{ ds }}/"
+        ),
+        ChamelaionConfigError,
+        r"destination 'dubs/\{\{ ds \}\}/' is a relative path.*give an absolute path or a URI such as s3://",
+        0,
+    ),
 ]
+
+
+def batch_op(tmp: Path, catalogue: Any) -> LipsyncBatchGenerateOperator:
+    return LipsyncBatchGenerateOperator(
+        task_id="batch", catalogue=catalogue, manifest_path=str(tmp / "manifest.jsonl")
+    )
+
+
+def batch_catalogue_file(tmp: Path, name: str, text: str) -> Any:
+    (tmp / name).write_text(text)
+    return batch_op(tmp, str(tmp / name)).execute(context())
 
 
 def with_wrong_key(tmp: Path) -> Any:

@@ -135,7 +135,9 @@ def test_catalogue_backfill_on_postgres_celery_and_s3(tmp_path: Path) -> None:
         finally:
             deployment.stop()
         s3 = services.s3()
-        outputs = s3.ls(f"{bucket}/outputs/catalogue", detail=True)
+        listed = s3.ls(f"{bucket}/outputs/catalogue", detail=True)
+        outputs = [entry for entry in listed if entry["type"] == "file"]
+        records = s3.ls(f"{bucket}/outputs/catalogue/.chamelaion-downloads")
         manifests = sorted(s3.glob(f"{bucket}/work/**/manifest-*.jsonl"))
         parsed: list[dict[str, Any]] = [
             json.loads(line) for path in manifests for line in s3.cat(path).decode().splitlines()
@@ -154,6 +156,10 @@ def test_catalogue_backfill_on_postgres_celery_and_s3(tmp_path: Path) -> None:
     assert (second["jobs_created"], second["posts"], second["downloads"]) == (0, 0, 0)
     assert len(outputs) == ITEMS
     assert {entry["size"] for entry in outputs} == {OUTPUT_SIZE}
+    assert [entry["name"] for entry in listed if entry["type"] != "file"] == [
+        f"{bucket}/outputs/catalogue/.chamelaion-downloads"
+    ]
+    assert len(records) == 2, "one downloads record per mapped download task, the same on the re-run"
     assert len(manifests) == 4, "two chunks' manifests per run, on S3"
     assert len(rows) == 2 * ITEMS
     assert {row["status"] for row in rows} == {"completed"}

@@ -185,6 +185,24 @@ def test_failed_download_keeps_an_existing_file(
     assert leftovers(tmp_path) == ["out.mp4"]
 
 
+def test_an_empty_output_fails_naming_the_request_and_leaves_nothing(
+    simulator: Simulator, sim_hook: ChamelaionHook, retry_policy: RetryPolicy, tmp_path: Path
+) -> None:
+    simulator.state.empty_output_next(1)
+    request_id = sim_hook.generate(
+        "https://media.test/v.mp4", "https://media.test/a.wav", reference_id="ep43"
+    )
+    simulator.state.force_status(request_id, "completed")
+
+    with pytest.raises(ChamelaionError) as raised:
+        make_operator(request_id, tmp_path / "out.mp4", retry_policy).execute(make_context())
+
+    assert request_id in str(raised.value)
+    assert "the API returned an empty output" in str(raised.value)
+    assert leftovers(tmp_path) == []
+    assert len(output_calls(simulator)) == 1  # not retried: asking again gives the same empty output
+
+
 def test_expired_output_url_is_refreshed_once(
     simulator: Simulator, done: str, retry_policy: RetryPolicy, tmp_path: Path
 ) -> None:

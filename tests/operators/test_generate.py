@@ -11,6 +11,7 @@ from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import pytest
 import structlog
@@ -29,6 +30,7 @@ from airflow_provider_chamelaion.retry import RetryPolicy
 from airflow_provider_chamelaion.simulator import Simulator
 from airflow_provider_chamelaion.triggers.lipsync import LipsyncRequestTrigger
 from airflow_provider_chamelaion.version_compat import TaskDeferred
+from airflow_provider_chamelaion.wire import url_for_log
 from tests.conftest import idle
 from tests.helpers.context import TASK_ID, FakeTaskStateStore, FakeTI, make_context
 from tests.helpers.logs import logged_text
@@ -495,6 +497,44 @@ def test_signed_output_url_is_logged_without_its_query_and_kept_whole_in_xcom(
     assert signature not in text
     assert "sig=" not in text
     assert f"{simulator.origin}/outputs/{request_id}.mp4?<signed query hidden>" in text
+
+
+@pytest.mark.parametrize(
+    ("url", "logged"),
+    [
+        ("https://viewer:s3cr3t@cdn.test/o.mp4", "https://***@cdn.test/o.mp4"),
+        (
+            "https://viewer@cdn.test:8443/o.mp4?sig=abc",
+            "https://***@cdn.test:8443/o.mp4?<signed query hidden>",
+        ),
+        ("https://cdn.test/o.mp4?sig=abc", "https://cdn.test/o.mp4?<signed query hidden>"),
+        ("https://cdn.test/o.mp4", "https://cdn.test/o.mp4"),
+    ],
+)
+def test_urls_in_log_lines_carry_neither_user_info_nor_signature(url: str, logged: str) -> None:
+    assert url_for_log(url) == logged
+
+
+def test_the_completion_log_line_shows_no_user_info_of_the_output_url(
+    simulator: Simulator, caplog: pytest.LogCaptureFixture
+) -> None:
+    origin = urlsplit(simulator.origin)
+    simulator.state.config.output_base_url = f"http://viewer:s3cr3t@{origin.netloc}"
+    operator = LipsyncGenerateOperator(
+        task_id="submit",
+        video_url="https://cdn.test/v.mp4",
+        audio_url="https://cdn.test/a.wav",
+        wait_for_completion=True,
+        deferrable=False,
+        poll_interval=0.05,
+    )
+    with logged_text(caplog) as lines:
+        operator.execute(make_context(task_id="submit"))
+
+    completed = [line for line in lines if "completed:" in line]
+    assert completed, lines
+    assert all("s3cr3t" not in line and "viewer" not in line for line in lines)
+    assert f"http://***@{origin.netloc}/outputs/" in completed[0]
 
 
 def test_wait_raises_job_failed_with_message_and_id(simulator: Simulator, retry_policy: RetryPolicy) -> None:

@@ -535,6 +535,33 @@ def test_output_is_served_with_the_configured_size(make_simulator: Callable[...,
     assert response.content.startswith(f"chamelaion-simulated-output:{payload['id']}:".encode())
 
 
+def test_empty_output_next_makes_exactly_the_next_outputs_empty(
+    simulator: Simulator, clock: FakeClock
+) -> None:
+    simulator.state.empty_output_next(1)
+    empty, full = completed_job(simulator, clock), completed_job(simulator, clock)
+
+    answers = [requests.get(payload["output_url"], timeout=TIMEOUT) for payload in (empty, full)]
+
+    assert [payload["status"] for payload in (empty, full)] == ["completed", "completed"]
+    assert [answer.status_code for answer in answers] == [200, 200]
+    assert [answer.headers["Content-Length"] for answer in answers] == ["0", str(64 * 1024)]
+    assert [len(answer.content) for answer in answers] == [0, 64 * 1024]
+
+
+def test_empty_output_rate_one_empties_every_output(make_simulator: Callable[..., Simulator]) -> None:
+    sim = make_simulator(empty_output_rate=1.0)
+    clock = fake_clock(sim)
+    payloads = [completed_job(sim, clock) for _ in range(3)]
+
+    assert [requests.get(p["output_url"], timeout=TIMEOUT).content for p in payloads] == [b"", b"", b""]
+
+
+def test_cli_empty_output_rate_reaches_the_config() -> None:
+    assert parse_args(["--empty-output-rate", "0.25"]).empty_output_rate == 0.25
+    assert parse_args([]).empty_output_rate == 0.0
+
+
 def test_output_needs_no_api_key_but_a_valid_signature(simulator: Simulator, clock: FakeClock) -> None:
     payload = completed_job(simulator, clock)
     url = payload["output_url"]
