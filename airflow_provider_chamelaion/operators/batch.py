@@ -48,7 +48,6 @@ from airflow_provider_chamelaion.manifest import (
     count_stages,
     format_counts,
     load_manifest,
-    read_manifest,
     save_manifest,
 )
 from airflow_provider_chamelaion.media import check_destination, check_storage_location, file_sizes
@@ -614,7 +613,13 @@ class LipsyncBatchDownloadOperator(BaseOperator):
 
     def _targets(self, location: Any) -> dict[str, ManifestRow]:
         """The manifest's completed rows, by the file name each is written to."""
-        rows = [row for row in read_manifest(location) if row.stage == "completed" and row.request_id]
+        manifest = load_manifest(location)
+        assert manifest is not None
+        owner = self.manifest_path.get("owner") if isinstance(self.manifest_path, dict) else None
+        if owner:
+            # Handed the batch task's summary: the manifest at its path must still be that task's.
+            manifest.check_owner(ManifestOwner.from_dict(owner), str(location))
+        rows = [row for row in manifest.rows if row.stage == "completed" and row.request_id]
         targets: dict[str, ManifestRow] = {}
         for row in rows:
             name = self._file_name(row)

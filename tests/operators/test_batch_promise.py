@@ -21,7 +21,11 @@ import pytest
 from airflow_provider_chamelaion.batch_submit import BatchStopped
 from airflow_provider_chamelaion.exceptions import ChamelaionConfigError
 from airflow_provider_chamelaion.manifest import read_manifest
-from airflow_provider_chamelaion.operators.batch import LipsyncBatchFailedError, LipsyncBatchGenerateOperator
+from airflow_provider_chamelaion.operators.batch import (
+    LipsyncBatchDownloadOperator,
+    LipsyncBatchFailedError,
+    LipsyncBatchGenerateOperator,
+)
 from airflow_provider_chamelaion.simulator import Simulator, SimulatorConfig
 from airflow_provider_chamelaion.triggers.batch import LipsyncBatchTrigger
 from airflow_provider_chamelaion.version_compat import TaskDeferred
@@ -448,3 +452,19 @@ def test_429s_are_logged_once_per_back_off_period_with_their_count(
     assert sum(counts) == len(refused), "every 429 is counted, in a line per back-off period"
     assert len(lines) < len(refused)
     assert jobs_per_reference(rate_limited) == {f"title-{n}-fr": 1 for n in range(150)}
+
+
+def test_the_batch_download_refuses_a_manifest_that_is_no_longer_the_batch_tasks(
+    simulator: Simulator, tmp_path: Path
+) -> None:
+    first = run_batch(make_batch(tmp_path, items(3)), make_context())
+    assert first.summary is not None
+    summary = {**first.summary, "owner": {**first.summary["owner"], "map_index": 1}}  # another's summary
+    downloads_before = len(idle(simulator).state.calls_to("GET", "^/outputs/"))
+    download = LipsyncBatchDownloadOperator(
+        task_id="download", manifest_path=summary, destination=str(tmp_path / "out")
+    )
+
+    with pytest.raises(ChamelaionConfigError, match=r"already holds the manifest of task dubbing\.generate"):
+        download.execute(make_context())
+    assert len(idle(simulator).state.calls_to("GET", "^/outputs/")) == downloads_before
