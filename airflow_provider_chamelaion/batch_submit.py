@@ -378,6 +378,10 @@ class BatchSubmitter:
         self._fatal: BaseException | None = None
         #: Live jobs other submitters created for rows this batch has taken but not recorded yet.
         self._foreign: dict[str, LipsyncRequest] = {}
+        #: Rows whose POST has been sent and not answered yet, and jobs listed for them meanwhile: the job
+        #: may be this batch's own (created, its answer on the way) or another submitter's.
+        self._sent: set[str] = set()
+        self._listed_while_sent: dict[str, LipsyncRequest] = {}
         #: Every listed job of this batch's items, by id (for which of two jobs is newer).
         self._listed: dict[str, LipsyncRequest] = {}
         self._watermark: tuple[str | None, int] = (None, 0)
@@ -411,6 +415,8 @@ class BatchSubmitter:
                 raise BatchStopped("the batch was stopped before this POST was sent")
             with self._lock:
                 other = self._foreign.get(row.reference_id)
+                if other is None:
+                    self._sent.add(row.reference_id)
             if other is not None:
                 return other  # created by another submitter while this row waited for its turn
             try:
@@ -566,6 +572,9 @@ class BatchSubmitter:
         self._recorded += 1
         with self._lock:
             other = self._foreign.pop(row.reference_id, None)
+            seen = self._listed_while_sent.pop(row.reference_id, None)
+            self._sent.discard(row.reference_id)
+        other = other or seen
         if future.cancelled():
             errors.append((row, BatchStopped("not sent: the batch was stopped")))
             return
@@ -649,14 +658,19 @@ class BatchSubmitter:
             self._listed[request.id] = request
             if request.id in own or request.outcome is Outcome.FAILED:
                 continue
-            order.foreign_job(row.reference_id)
             if order.adopt(row.reference_id):
                 row.use(request, "reused")
+                order.foreign_job(row.reference_id)
                 self.report.adopted += 1
                 adopted += 1
             elif row.status == NOT_SUBMITTED and row.request_id is None:
-                with self._lock:  # taken, its POST not answered yet: it may still be skipped
-                    self._foreign.setdefault(row.reference_id, request)
+                with self._lock:
+                    if row.reference_id in self._sent:
+                        # Likely this batch's own job, its answer on the way: decided when it comes.
+                        self._listed_while_sent.setdefault(row.reference_id, request)
+                        continue
+                    self._foreign.setdefault(row.reference_id, request)  # its POST will not be sent
+                order.foreign_job(row.reference_id)
                 adopted += 1
             elif (
                 row.source == "submitted"
@@ -664,6 +678,7 @@ class BatchSubmitter:
                 and request.id != row.request_id
                 and self._duplicate(row, request)
             ):
+                order.foreign_job(row.reference_id)
                 duplicates.append((self._listed.get(row.request_id), request))
         return adopted, duplicates
 
