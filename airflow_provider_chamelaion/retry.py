@@ -27,7 +27,7 @@ import random
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from airflow_provider_chamelaion.exceptions import (
     ChamelaionRateLimitError,
@@ -171,17 +171,22 @@ class RetryPolicy:
 
     async def acall(
         self,
-        attempt: Callable[[], Awaitable[T]],
-        *,
+        attempt: Callable[..., Awaitable[T]],
+        *args: Any,
         idempotent: bool,
         what: str = "Chamelaion API call",
         reconcile: Callable[[BaseException], Awaitable[T | None]] | None = None,
     ) -> T:
-        """:meth:`call` for the async path: the same decisions, waits with ``asyncio.sleep``."""
+        """:meth:`call` for the async path: the same decisions, waits with ``asyncio.sleep``.
+
+        :param args: passed to every ``attempt(*args)``. A trigger polls through here once per poll:
+            a bound method and its arguments cost one tuple, where a closure built per call costs a
+            function and a cell per captured name, all of which the garbage collector then tracks.
+        """
         number = 1
         while True:
             try:
-                return await attempt()
+                return await attempt(*args)
             except Exception as error:
                 delay = self._retry_delay(error, number, idempotent=idempotent, what=what)
                 if delay is None:
