@@ -258,7 +258,7 @@ def run() -> Section:
     rows += [_row(LABELS["ours-herd"], herd), _row(LABELS["ours-frozen"], frozen)]
     full_gc_ms = rounds[-1]["ours"]["full_collection_ms"]
     section.lines += [
-        f"`python -m benchmarks triggers`. {TRIGGERS:,} triggers of each kind in one default asyncio loop, "
+        f"{TRIGGERS:,} triggers of each kind in one default asyncio loop, "
         "run as Airflow's triggerer runs them (`TriggerRunner.run_trigger`, the trigger runner's logging "
         "set-up writing JSON lines to a file, its module's start-up objects on the heap); one simulator for "
         f"every run; starts spread over the first {POLL_INTERVAL:g} s (the same delays for every side); "
