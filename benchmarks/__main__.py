@@ -62,6 +62,9 @@ def merge_sections(existing: str, sections: list[Section]) -> str:
 #: Benchmarks whose figures live in a file of their own; results.md only points there, so that each
 #: figure is written in one place.
 ELSEWHERE = {"batch": "results-batch.md"}
+TITLES = {"batch": batch_deployment.SCALE_TITLE}
+#: The machine's load average when the run began (the Machine table's "at start").
+LOAD_AT_START: list[float] = []
 
 
 def pointer(section: Section, name: str) -> Section:
@@ -98,7 +101,7 @@ def write_results(
         "",
         "## Machine",
         "",
-        *machine_lines(),
+        *machine_lines(LOAD_AT_START),
         "",
         "## Goals",
         "",
@@ -112,12 +115,8 @@ def write_results(
         lines += section.markdown()
     for name, file in ELSEWHERE.items():
         if names and name not in names:
-            lines += [
-                f"## {name}",
-                "",
-                f"`python -m benchmarks {name}` writes its figures to [`{file}`]({file}).",
-                "",
-            ]
+            note = f"`python -m benchmarks {name}` writes its figures to [`{file}`]({file}); not run here."
+            lines += [f"## {TITLES[name]}", "", note, ""]
     RESULTS.write_text("\n".join(lines).rstrip() + "\n")
 
 
@@ -136,6 +135,7 @@ def main(argv: list[str] | None = None) -> int:
     names: list[str] = args.names or list(BENCHMARKS)
     signal.signal(signal.SIGTERM, _terminate)
     began = datetime.datetime.now(datetime.timezone.utc)
+    LOAD_AT_START[:] = os.getloadavg()
     started = time.monotonic()
     WORK.mkdir(parents=True, exist_ok=True)
     sections: list[Section] = []
