@@ -36,12 +36,24 @@ FAILURE_STATUSES = frozenset(
 
 def outcome_of(status: str | None) -> Outcome:
     """Map an API status to an :class:`Outcome` (case-insensitive; unknown means running)."""
+    exact = _EXACT_OUTCOMES.get(status)
+    if exact is not None:
+        return exact
     normalized = (status or "").strip().lower()
     if normalized in SUCCESS_STATUSES:
         return Outcome.SUCCEEDED
     if normalized in FAILURE_STATUSES:
         return Outcome.FAILED
     return Outcome.RUNNING
+
+
+#: The statuses as the API spells them, looked up as they come: every poll of every waiting trigger
+#: maps one, nearly always ``running`` or ``queued``. Anything else takes the normalising path above.
+_EXACT_OUTCOMES: dict[str | None, Outcome] = {
+    **dict.fromkeys(SUCCESS_STATUSES, Outcome.SUCCEEDED),
+    **dict.fromkeys(FAILURE_STATUSES, Outcome.FAILED),
+    **dict.fromkeys(("queued", "pending", "running", "processing", "in_progress"), Outcome.RUNNING),
+}
 
 
 _FRACTION = re.compile(r"(\.\d+)")
@@ -111,20 +123,23 @@ class LipsyncRequest:
         :raises ValueError: when ``id`` or ``status`` is missing (the reference says they always
             are present).
         """
-        if not isinstance(payload, Mapping):
+        # A trigger parses one answer per poll: the exact-dict test spares the ABC check for JSON.
+        if type(payload) is not dict and not isinstance(payload, Mapping):
             raise ValueError(f"expected a JSON object for a lip-sync request, got {type(payload).__name__}")
-        missing = [name for name in ("id", "status") if payload.get(name) in (None, "")]
-        if missing:
+        get = payload.get
+        request_id, status = get("id"), get("status")
+        if request_id is None or request_id == "" or status is None or status == "":
+            missing = [name for name in ("id", "status") if get(name) in (None, "")]
             raise ValueError(f"lip-sync request is missing {', '.join(missing)}")
         return cls(
-            id=str(payload["id"]),
-            status=str(payload["status"]),
-            created_at=_optional_str(payload.get("created_at")),
-            started_at=_optional_str(payload.get("started_at")),
-            finished_at=_optional_str(payload.get("finished_at")),
-            output_url=_optional_str(payload.get("output_url")),
-            reference_id=_optional_str(payload.get("reference_id")),
-            error_message=_optional_str(payload.get("error_message")),
+            str(request_id),
+            str(status),
+            _optional_str(get("created_at")),
+            _optional_str(get("started_at")),
+            _optional_str(get("finished_at")),
+            _optional_str(get("output_url")),
+            _optional_str(get("reference_id")),
+            _optional_str(get("error_message")),
         )
 
     @property

@@ -60,10 +60,35 @@ def merge_sections(existing: str, sections: list[Section]) -> str:
     return "\n".join(out).rstrip() + "\n"
 
 
+#: Benchmarks whose figures live in a file of their own; results.md only points there, so that each
+#: figure is written in one place.
+ELSEWHERE = {"batch": "results-batch.md"}
+TITLES = {"batch": batch_deployment.SCALE_TITLE}
+#: The machine's load average when the run began (the Machine table's "at start").
+LOAD_AT_START: list[float] = []
+
+
+def pointer(section: Section, name: str) -> Section:
+    """What results.md says of a benchmark whose figures live in another file."""
+    verdicts = [goal.verdict.strip("*") for goal in section.goals]
+    summary = f" ({verdicts.count('met')} of {len(verdicts)} goals met)" if verdicts else ""
+    return Section(
+        section.title,
+        lines=[
+            f"`python -m benchmarks {name}` writes its figures, goals and method to "
+            f"[`{ELSEWHERE[name]}`]({ELSEWHERE[name]}){summary}."
+        ],
+        seconds=section.seconds,
+    )
+
+
 def write_results(
     sections: list[Section], names: list[str], started: float, began: datetime.datetime
 ) -> None:
-    if names and set(names) != set(BENCHMARKS) and RESULTS.exists():
+    """Rewrite results.md from this run's sections: the whole file when every benchmark it holds ran
+    (the Goals table then lists this run's goals only), else only the sections that ran."""
+    here = set(BENCHMARKS) - set(ELSEWHERE)
+    if names and not here <= set(names) and RESULTS.exists():
         RESULTS.write_text(merge_sections(RESULTS.read_text(), sections))
         return
     goals = [goal for section in sections for goal in section.goals]
@@ -77,7 +102,7 @@ def write_results(
         "",
         "## Machine",
         "",
-        *machine_lines(),
+        *machine_lines(LOAD_AT_START),
         "",
         "## Goals",
         "",
@@ -89,6 +114,10 @@ def write_results(
     ]
     for section in sections:
         lines += section.markdown()
+    for name, file in ELSEWHERE.items():
+        if names and name not in names:
+            note = f"`python -m benchmarks {name}` writes its figures to [`{file}`]({file}); not run here."
+            lines += [f"## {TITLES[name]}", "", note, ""]
     RESULTS.write_text("\n".join(lines).rstrip() + "\n")
 
 
@@ -107,6 +136,7 @@ def main(argv: list[str] | None = None) -> int:
     names: list[str] = args.names or list(BENCHMARKS)
     signal.signal(signal.SIGTERM, _terminate)
     began = datetime.datetime.now(datetime.timezone.utc)
+    LOAD_AT_START[:] = os.getloadavg()
     started = time.monotonic()
     WORK.mkdir(parents=True, exist_ok=True)
     sections: list[Section] = []
@@ -135,7 +165,13 @@ def main(argv: list[str] | None = None) -> int:
             except Exception:
                 log(f"{name} FAILED:\n{traceback.format_exc()}")
                 section = _failed(name, time.monotonic() - begun)
-            sections.append(section)
+            if name not in ELSEWHERE:
+                section.lines[:0] = [
+                    f"Command: `python -m benchmarks {name}` (also part of `make bench`).",
+                    "",
+                ]
+            moved = name in ELSEWHERE and not section.title.endswith("FAILED")
+            sections.append(pointer(section, name) if moved else section)
             if name == "triggers" and section.goals:
                 anchor_ms = triggers.LAST_ANCHOR_MS_PER_POLL
             log(f"== {name} done in {time.monotonic() - begun:.0f} s")

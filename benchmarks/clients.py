@@ -15,7 +15,7 @@ JSON body. Same window and lag measurement as the trigger benchmark.
 * ``hook-standalone``: ``ChamelaionHook.aget_request`` without ``client=``: what a caller that holds no
   client pays (a session opened per call unless another call on the loop holds one);
 * ``asyncio-streams``: a minimal keep-alive HTTP/1.1 client on ``asyncio.open_connection``: the floor
-  of what the event loop and the sockets cost.
+  of what the event loop and the sockets cost, below any HTTP library.
 """
 
 from __future__ import annotations
@@ -68,7 +68,7 @@ DESCRIPTIONS = {
     "one aiohttp session shared by all pollers (the trigger's path)",
     "hook-standalone": "`ChamelaionHook.aget_request` without `client=`: each call joins the loop's session "
     "while another call holds it, else opens one and closes it after",
-    "asyncio-streams": "minimal keep-alive HTTP/1.1 on `asyncio.open_connection` (the floor)",
+    "asyncio-streams": "minimal keep-alive HTTP/1.1 on `asyncio.open_connection`, no HTTP library",
 }
 
 

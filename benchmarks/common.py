@@ -453,8 +453,9 @@ def curl_version() -> str:
     return out.split("\n", 1)[0].split(" (", 1)[0]
 
 
-def machine_lines() -> list[str]:
-    load = os.getloadavg()
+def machine_lines(load: Sequence[float] = ()) -> list[str]:
+    """The Machine table; ``load``: the load average when the run began (now, if not given)."""
+    load = load or os.getloadavg()
     rows = [
         ["CPU", f"{cpu_model()} ({os.cpu_count()} cores)"],
         ["memory", f"{memory_total_gib():.1f} GiB"],

@@ -32,8 +32,9 @@ def percentile(values: list[float], fraction: float) -> float:
 
 
 class GcPauses:
-    """Records every garbage collection's duration (``gc.callbacks``) while installed, and how many
-    objects the collections of generation 1 promote to the oldest generation.
+    """Records every garbage collection's duration (``gc.callbacks``) while installed, in wall time (what
+    the event loop waits) and in CPU time (what the collector costs, whatever else runs on the
+    machine), and how many objects the collections of generation 1 promote to the oldest generation.
 
     Promotions are what schedule full collections: CPython runs one when the objects promoted since
     the last full collection exceed a quarter of those that survived it (the whole heap, Airflow's
@@ -42,8 +43,10 @@ class GcPauses:
 
     def __init__(self) -> None:
         self.pauses: list[tuple[int, float]] = []
+        self.cpu = 0.0
         self.promoted = 0
         self._started = 0.0
+        self._cpu_started = 0.0
         self._young = 0
 
     def __call__(self, phase: str, info: dict[str, Any]) -> None:
@@ -51,9 +54,11 @@ class GcPauses:
         if phase == "start":
             # Counted before the clock starts: the lists built here are not part of the pause.
             self._young = len(gc.get_objects(0)) + len(gc.get_objects(1)) if generation == 1 else 0
+            self._cpu_started = time.process_time()
             self._started = time.perf_counter()
         else:
             self.pauses.append((generation, time.perf_counter() - self._started))
+            self.cpu += time.process_time() - self._cpu_started
             if generation == 1:
                 self.promoted += max(0, self._young - int(info["collected"]))
 
@@ -70,6 +75,7 @@ class GcPauses:
             "gc_gen2_collections": sum(1 for generation, _ in self.pauses if generation == 2),
             "gc_worst_pause_ms": max((pause for _, pause in self.pauses), default=0.0) * 1000,
             "gc_total_ms": sum(pause for _, pause in self.pauses) * 1000,
+            "gc_cpu_seconds": self.cpu,
             "gc_promoted": self.promoted,
         }
 

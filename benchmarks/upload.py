@@ -43,7 +43,7 @@ AUDIO_SIZE = 8 * MIB
 PATH = "/api/v1/lipsync/generate-with-media"
 ORDERS = (("curl", "hook"), ("hook", "curl"), ("curl", "hook"), ("hook", "curl"), ("curl", "hook"))
 RSS_GOAL_MIB = 64
-RATIO_GOAL = 0.8
+RATIO_GOAL = 0.9
 
 
 def make_media(folder: Path) -> tuple[Path, Path]:

@@ -1,18 +1,18 @@
 """The hook's async transport: one aiohttp session per event loop, shared by every waiting trigger.
 
 aiohttp is the provider's only async HTTP library (``requests`` serves the sync path). Why one
-*shared* session: the triggerer runs every trigger in one event loop. With 1,000 triggers polling once
-a second, one ``httpx.AsyncClient`` per trigger cost about 0.8-1.2 ms of CPU per poll and left 41
-objects in reference cycles per poll, so full garbage collections ran about once a second and stalled
-the loop for up to ~0.5 s; a shared httpx client was worse still (its pool slows down with many
-connections: 3-8 ms per poll). The hook on one shared aiohttp session costs 0.25-0.34 ms per poll,
-leaves no cyclic garbage, and leaves 18 objects alive per poll across the poll interval against
-``HttpSensorTrigger``'s 127 (``benchmarks/results.md``).
+*shared* session: the triggerer runs every trigger in one event loop, and what each poll costs there is
+CPU and garbage. One ``httpx.AsyncClient`` per trigger cost several times the CPU of aiohttp and left
+objects in reference cycles on every poll, so full garbage collections, which stop the loop for as long
+as they walk the triggerer's whole heap, ran every second or so; a shared httpx client was slower still
+(its pool slows down with many connections). On one shared aiohttp session a poll costs about what a
+bare aiohttp GET costs, leaves no cyclic garbage and keeps few objects alive across the poll interval
+(the figures, against ``HttpSensorTrigger`` and the bare GET: ``benchmarks/results.md``).
 
 A standalone ``aget_request()`` (no ``client=``) opens a session for the call and closes it after,
-unless a trigger on the loop holds one, which it then joins. With 1,000 such callers it measured 0.41 ms
-of CPU per call against 0.25 ms on a held client, and closing a connection per call leaves 7 objects in
-reference cycles: fine for a one-off call; to poll, hold a client from ``shared_async_client()``.
+unless a trigger on the loop holds one, which it then joins. That costs more CPU per call than a held
+client, and closing a connection per call leaves reference cycles: fine for a one-off call; to poll,
+hold a client from ``shared_async_client()``.
 
 :class:`SharedSessionClient` sends a request and reads the whole (small, JSON) answer; it does not
 interpret failures. aiohttp's exceptions reach the hook as they are, and
@@ -69,10 +69,15 @@ class SharedSessionClient:
 
         :raises aiohttp.ClientError: or ``asyncio.TimeoutError``, unclassified (the hook classifies).
         """
-        async with self._session.request(
+        # Awaited and released rather than used with ``async with``: the context manager's enter and
+        # exit are four more coroutines per poll, with nothing to do once the body is read.
+        response = await self._session.request(
             method, url, params=params, headers=headers, timeout=self._timeout, allow_redirects=False
-        ) as response:
+        )
+        try:
             return Answer(response.status, response.headers, await response.read())
+        finally:
+            response.release()
 
 
 class _Shared:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import random
 import time
 from collections.abc import AsyncIterator
 from typing import Any
@@ -68,12 +69,24 @@ class LipsyncRequestTrigger(BaseTrigger):
 
         return ChamelaionHook(self.chamelaion_conn_id)
 
+    def _first_poll_delay(self) -> float:
+        """A random part of one poll interval (never past the deadline) to wait before the first poll.
+
+        A triggerer hands over many triggers at once (when it starts, or a batch of deferrals): started
+        together, they would poll together for ever, and the event loop would serve them in bursts
+        that delay every other trigger. The request was looked at just before deferring, so the first
+        poll has no reason to come sooner than any later one.
+        """
+        delay = random.uniform(0, self.poll_interval)
+        return delay if self.end_time is None else max(0.0, min(delay, self.end_time - time.time()))
+
     async def run(self) -> AsyncIterator[TriggerEvent]:
         hook = self._hook()
         last: LipsyncRequest | None = None
         reporter = WaitReporter(self.request_id, self.log)  # status changes, and "still waiting" lines
         failures = 0
         try:
+            await asyncio.sleep(self._first_poll_delay())
             # One client for the whole wait, on a session shared by every trigger on this event loop.
             async with hook.shared_async_client() as client:
                 while True:
