@@ -1,7 +1,8 @@
 """Progress lines of long work, driven by a fake clock (no real time, no timing thresholds).
 
 Transfers: at most one line per 10 s (bytes done, total if known, rate, time left) and one summary.
-Waits: a line per status change, and at most one "still waiting" line per 10 minutes of the same status.
+Waits: a line per status change; while a status lasts, a "still waiting" line 30 s into it, then one per
+``still_waiting_interval`` (5 minutes by default).
 """
 
 from __future__ import annotations
@@ -80,17 +81,53 @@ def test_a_short_transfer_logs_only_its_summary() -> None:
     assert lines == ["Uploaded v.mp4 and a.wav: 3.0 MiB in 4.0 s (768.0 KiB/s)"]
 
 
-def test_wait_logs_changes_and_still_waiting_at_most_every_10_minutes() -> None:
+def report_at(reporter_times: list[float], statuses: list[str], **kwargs: Any) -> Lines:
+    """The lines a reporter created at ``reporter_times[0]`` logs for each (time, status) poll after it."""
     lines = Lines()
-    times = iter([0, 0, 300, 599, 600, 900, 1000, 1599, 1600])
-    reporter = WaitReporter("r-1", lines, clock=lambda: next(times))
-    for status in ["queued"] * 5 + ["running"] * 3:
+    times = iter(reporter_times)
+    reporter = WaitReporter("r-1", lines, clock=lambda: next(times), **kwargs)
+    for status in statuses:
         reporter.report(status)
+    return lines
+
+
+def test_wait_says_it_is_alive_in_its_first_minute_then_every_5_minutes() -> None:
+    # Polls every 30 s: the reporter is made at 0, then one reading per poll.
+    polls = [0.0, *range(0, 691, 30)]
+    statuses = ["queued"] * 13 + ["running"] * 11  # queued from 0 s, running from 390 s
+    lines = report_at(polls, statuses)
+    assert lines == [
+        "Chamelaion lip-sync request r-1 is queued",  # 0 s
+        "Still waiting on Chamelaion lip-sync request r-1: queued for 30.0 s (waiting 30.0 s in all)",
+        "Still waiting on Chamelaion lip-sync request r-1: queued for 5 min 30 s (waiting 5 min 30 s in all)",
+        "Chamelaion lip-sync request r-1 is running",  # 390 s
+        "Still waiting on Chamelaion lip-sync request r-1: running for 30.0 s (waiting 7 min 0 s in all)",
+    ]
+
+
+@pytest.mark.parametrize(
+    ("every", "still_waiting_at"),
+    [
+        (120.0, [30, 150, 270]),  # the first line 30 s in, then every 2 minutes
+        (60.0, [30, 90, 150, 210, 270]),
+        (20.0, list(range(20, 301, 20))),  # an interval under 30 s: the first line after the interval
+        (600.0, [30]),
+    ],
+)
+def test_the_interval_is_configurable(every: float, still_waiting_at: list[int]) -> None:
+    polls = [0.0, *range(0, 301, 10)]
+    lines = report_at(polls, ["running"] * (len(polls) - 1), every=every)
+    assert lines[0] == "Chamelaion lip-sync request r-1 is running"
+    assert [line.split(": running for ")[1].split(" (")[0] for line in lines[1:]] == [
+        progress.format_duration(seconds) for seconds in still_waiting_at
+    ]
+
+
+def test_polls_further_apart_than_30_s_say_it_at_the_first_poll_after() -> None:
+    lines = report_at([0.0, 0, 45, 90, 135], ["queued"] * 4)
     assert lines == [
         "Chamelaion lip-sync request r-1 is queued",
-        "Still waiting on Chamelaion lip-sync request r-1: queued for 10 min 0 s (waiting 10 min 0 s in all)",
-        "Chamelaion lip-sync request r-1 is running",
-        "Still waiting on Chamelaion lip-sync request r-1: running for 10 min 0 s (waiting 26 min 40 s in all)",
+        "Still waiting on Chamelaion lip-sync request r-1: queued for 45.0 s (waiting 45.0 s in all)",
     ]
 
 
@@ -149,16 +186,20 @@ async def test_trigger_says_it_is_still_waiting(
     monkeypatch.setattr(progress, "time", SimpleNamespace(monotonic=FakeClock(250.0)))  # one poll = 250 s
     request_id = sim_hook.generate("https://media.test/v.mp4", "https://media.test/a.wav")
     simulator.state.force_status(request_id, "queued")
-    trigger = LipsyncRequestTrigger(request_id, poll_interval=0.01)
+    # As the triggerer builds it from the trigger row: the interval is one of the serialized kwargs.
+    _, kwargs = LipsyncRequestTrigger(request_id, poll_interval=0.01, still_waiting_interval=600).serialize()
+    trigger = LipsyncRequestTrigger(**kwargs)
     with structlog.testing.capture_logs() as logs:
         run = asyncio.ensure_future(collect(trigger))
-        await wait_until(lambda: len(polls(simulator, request_id)) >= 5)
+        await wait_until(lambda: len(polls(simulator, request_id)) >= 6)
         simulator.state.force_status(request_id, "completed")
         await run
     lines = events_of(logs)
-    assert lines[:2] == [
+    assert lines[:3] == [
         f"Chamelaion lip-sync request {request_id} is queued",  # 250 s
-        f"Still waiting on Chamelaion lip-sync request {request_id}: queued for 12 min 30 s "
-        "(waiting 16 min 40 s in all)",  # 1000 s
+        f"Still waiting on Chamelaion lip-sync request {request_id}: queued for 4 min 10 s "
+        "(waiting 8 min 20 s in all)",  # 500 s: the first poll 30 s or more into the status
+        f"Still waiting on Chamelaion lip-sync request {request_id}: queued for 16 min 40 s "
+        "(waiting 20 min 50 s in all)",  # 1250 s: 10 minutes after the last line
     ]
-    assert all(line.startswith("Still waiting") for line in lines[2:])
+    assert all(line.startswith("Still waiting") for line in lines[3:])
