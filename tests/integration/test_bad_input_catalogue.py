@@ -273,7 +273,7 @@ ROWS = [
         ),
         ChamelaionConfigError,
         r"destination 's3://dubs/\{\{ ds \}\}/42.mp4' is on 's3://' object storage.*"
-        r"pip install 'apache-airflow-providers-amazon\[s3fs\]'",
+        r"pip install apache-airflow-providers-amazon s3fs",
         0,
     ),
     Row(
