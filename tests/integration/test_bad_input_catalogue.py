@@ -21,6 +21,7 @@ from airflow_provider_chamelaion.exceptions import (
     ChamelaionConfigError,
     ChamelaionError,
     ChamelaionNotFoundError,
+    ChamelaionTLSError,
     ChamelaionValidationError,
 )
 from airflow_provider_chamelaion.hooks.chamelaion import ChamelaionHook
@@ -256,7 +257,8 @@ ROWS = [
         "B25",
         lambda t: with_wrong_key(t),
         ChamelaionAuthError,
-        "HTTP 401.*Invalid or missing API key",
+        "HTTP 401.*Invalid or missing API key.*The API did not accept the API key of Airflow connection "
+        "'chamelaion_default': put the right key in the connection's password",
         1,
     ),
     Row(
@@ -297,7 +299,37 @@ ROWS = [
         r"request_id '\.' cannot be used",
         0,
     ),
+    Row(
+        "B31",
+        lambda t: generate_op(**URLS, still_waiting_interval=0),
+        ChamelaionConfigError,
+        r"generate: still_waiting_interval must be positive \(seconds between 'still waiting' lines\), got 0",
+        0,
+    ),
+    Row(
+        "B32",
+        lambda t: LipsyncRequestSensor(task_id="wait", request_id="r", still_waiting_interval=-5),
+        ChamelaionConfigError,
+        r"wait: still_waiting_interval must be positive .*got -5",
+        0,
+    ),
+    Row(
+        "B33",
+        lambda t: with_connection(
+            {"AIRFLOW_CONN_CHAMELAION_DEFAULT": https_uri_to(ACTIVE["simulator"])},
+            lambda t: hook().get_request("x"),
+        )(t),
+        ChamelaionTLSError,
+        r"WRONG_VERSION_NUMBER.*set the connection's extra scheme=http",
+        0,  # the TLS handshake fails: no HTTP request reaches the server, and none is retried
+    ),
 ]
+
+
+def https_uri_to(simulator: Simulator) -> str:
+    """A URI-form connection to the plain-HTTP simulator without ``scheme=http``: https is assumed."""
+    host_port = simulator.origin.removeprefix("http://")
+    return f"chamelaion://:sk-chmln-local-3f9a2c7e51@{host_port}/api"
 
 
 def with_wrong_key(tmp: Path) -> Any:

@@ -173,6 +173,10 @@ async def test_wrong_api_key_ends_with_error_after_one_call(
     assert "401" in event["message"]
     assert request_id in event["message"]
     assert "wrong-key" not in event["message"]
+    # What to fix, and where: the connection, its API key field, the environment variable.
+    assert "connection 'chamelaion_default'" in event["message"]
+    assert "'API key' field" in event["message"]
+    assert "AIRFLOW_CONN_CHAMELAION_DEFAULT" in event["message"]
     calls = polls(idle(simulator), request_id)
     assert [call.status for call in calls] == [401]  # permanent: neither retried nor polled again
 
