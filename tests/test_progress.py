@@ -8,13 +8,11 @@ Waits: a line per status change; while a status lasts, a "still waiting" line 30
 from __future__ import annotations
 
 import asyncio
-from collections.abc import MutableMapping
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
 import pytest
-import structlog
 from requests_mock import Mocker
 
 from airflow_provider_chamelaion import progress
@@ -22,6 +20,7 @@ from airflow_provider_chamelaion.hooks.chamelaion import ChamelaionHook
 from airflow_provider_chamelaion.progress import TransferProgress, WaitReporter
 from airflow_provider_chamelaion.simulator import Simulator
 from airflow_provider_chamelaion.triggers.lipsync import LipsyncRequestTrigger
+from tests.helpers.logs import logged_messages
 from tests.helpers.triggers import collect, polls, wait_until
 from tests.hooks.mock_api import STORAGE_URL, UPLOAD_URL, _completed, _UploadCapture
 
@@ -134,11 +133,6 @@ def test_polls_further_apart_than_30_s_say_it_at_the_first_poll_after() -> None:
 # -- the helpers in the hook and the trigger -------------------------------------------------------------
 
 
-def events_of(logs: list[MutableMapping[str, Any]]) -> list[str]:
-    """Info lines as the task log shows them (Airflow's loggers format %-style arguments)."""
-    return [entry["event"] for entry in logs if entry["log_level"] == "info"]
-
-
 @pytest.fixture
 def fake_clock(monkeypatch: pytest.MonkeyPatch) -> FakeClock:
     clock = FakeClock(4.0)
@@ -147,13 +141,17 @@ def fake_clock(monkeypatch: pytest.MonkeyPatch) -> FakeClock:
 
 
 def test_download_reports_progress(
-    mock_hook: ChamelaionHook, requests_mock: Mocker, tmp_path: Path, fake_clock: FakeClock
+    mock_hook: ChamelaionHook,
+    requests_mock: Mocker,
+    tmp_path: Path,
+    fake_clock: FakeClock,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     body = b"x" * (8 * MIB)  # read in 1 MiB chunks, 4 s apart on the fake clock
     requests_mock.get(STORAGE_URL, content=body, headers={"Content-Length": str(len(body))})
-    with structlog.testing.capture_logs() as logs:
+    with logged_messages(caplog) as logs:
         mock_hook.download_output(_completed(), tmp_path / "ep42.mp4")
-    lines = [line for line in events_of(logs) if "ep42.mp4" in line]
+    lines = [line for line in logs if "ep42.mp4" in line]
     assert lines == [
         f"Downloading output of {_completed().id} to {tmp_path}/ep42.mp4: 3.0 MiB of 8.0 MiB (37%), "
         "256.0 KiB/s, about 20.0 s left",
@@ -164,15 +162,19 @@ def test_download_reports_progress(
 
 
 def test_upload_reports_progress(
-    mock_hook: ChamelaionHook, requests_mock: Mocker, tmp_path: Path, fake_clock: FakeClock
+    mock_hook: ChamelaionHook,
+    requests_mock: Mocker,
+    tmp_path: Path,
+    fake_clock: FakeClock,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     video, audio = tmp_path / "ep42.mp4", tmp_path / "ep42-ja.wav"
     video.write_bytes(b"v" * (5 * MIB))
     audio.write_bytes(b"a" * MIB)
     requests_mock.post(UPLOAD_URL, json=_UploadCapture())
-    with structlog.testing.capture_logs() as logs:
+    with logged_messages(caplog) as logs:
         mock_hook.generate_with_media(video, audio)
-    lines = [line for line in events_of(logs) if "ep42.mp4 and ep42-ja.wav" in line]
+    lines = [line for line in logs if "ep42.mp4 and ep42-ja.wav" in line]
     assert lines[-1] == "Uploaded ep42.mp4 and ep42-ja.wav: 6.0 MiB in 28.0 s (219.4 KiB/s)"
     assert lines[:-1] == [
         "Uploading ep42.mp4 and ep42-ja.wav: 3.0 MiB of 6.0 MiB (50%), 256.0 KiB/s, about 12.0 s left",
@@ -181,7 +183,10 @@ def test_upload_reports_progress(
 
 
 async def test_trigger_says_it_is_still_waiting(
-    simulator: Simulator, sim_hook: ChamelaionHook, monkeypatch: pytest.MonkeyPatch
+    simulator: Simulator,
+    sim_hook: ChamelaionHook,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     monkeypatch.setattr(progress, "time", SimpleNamespace(monotonic=FakeClock(250.0)))  # one poll = 250 s
     request_id = sim_hook.generate("https://media.test/v.mp4", "https://media.test/a.wav")
@@ -189,12 +194,12 @@ async def test_trigger_says_it_is_still_waiting(
     # As the triggerer builds it from the trigger row: the interval is one of the serialized kwargs.
     _, kwargs = LipsyncRequestTrigger(request_id, poll_interval=0.01, still_waiting_interval=600).serialize()
     trigger = LipsyncRequestTrigger(**kwargs)
-    with structlog.testing.capture_logs() as logs:
+    with logged_messages(caplog) as logs:
         run = asyncio.ensure_future(collect(trigger))
         await wait_until(lambda: len(polls(simulator, request_id)) >= 6)
         simulator.state.force_status(request_id, "completed")
         await run
-    lines = events_of(logs)
+    lines = [line for line in logs if request_id in line]
     assert lines[:3] == [
         f"Chamelaion lip-sync request {request_id} is queued",  # 250 s
         f"Still waiting on Chamelaion lip-sync request {request_id}: queued for 4 min 10 s "

@@ -32,7 +32,7 @@ from airflow_provider_chamelaion.version_compat import (
 )
 from tests.conftest import API_KEY, connection_json, idle
 from tests.helpers.context import make_context as fake_context
-from tests.helpers.logs import logged_text
+from tests.helpers.logs import logged_messages, logged_text
 
 if TYPE_CHECKING:
     from airflow_provider_chamelaion.version_compat import Context
@@ -228,20 +228,22 @@ def test_the_trigger_says_still_waiting_at_the_sensors_interval(
 
 
 def test_poke_mode_says_still_waiting_at_the_sensors_interval(
-    simulator: Simulator, job: str, retry_policy: RetryPolicy, monkeypatch: pytest.MonkeyPatch
+    simulator: Simulator,
+    job: str,
+    retry_policy: RetryPolicy,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
-    import structlog
-
     from airflow_provider_chamelaion import progress
 
     clock = iter(range(0, 10_000, 20))  # each reading of the wait's clock: 20 s later
     monkeypatch.setattr(progress, "time", SimpleNamespace(monotonic=lambda: float(next(clock))))
     simulator.state.force_status(job, "running")
     sensor = make_sensor(job, retry_policy=retry_policy, mode="poke", still_waiting_interval=60)
-    with structlog.testing.capture_logs() as logs:
+    with logged_messages(caplog) as logs:
         for _ in range(6):  # pokes at 20, 40, ... 120 s (the reporter was made at 0 s)
             assert sensor.poke(make_context()) is False
-    lines = [entry["event"] for entry in logs if job in entry["event"]]
+    lines = [line for line in logs if job in line]
     assert lines == [
         f"Chamelaion lip-sync request {job} is running",
         f"Still waiting on Chamelaion lip-sync request {job}: running for 40.0 s (waiting 1 min 0 s in all)",
