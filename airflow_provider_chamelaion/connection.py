@@ -128,8 +128,13 @@ def settings_from_connection(conn: Any, conn_id: str) -> ApiSettings:
     return ApiSettings(base_url=base_url, api_key=api_key, reference_namespace=namespace.strip())
 
 
+def connection_env_var(conn_id: str) -> str:
+    """The environment variable Airflow reads connection ``conn_id`` from (``AIRFLOW_CONN_<ID>``)."""
+    return f"AIRFLOW_CONN_{conn_id.upper()}"
+
+
 def missing_connection_error(conn_id: str) -> ChamelaionConfigError:
-    env_name = f"AIRFLOW_CONN_{conn_id.upper()}"
+    env_name = connection_env_var(conn_id)
     return ChamelaionConfigError(
         f"Chamelaion connection {conn_id!r} is not defined: create it in the UI, or set {env_name}="
         '\'{"conn_type": "chamelaion", "host": "https://api.chamelaion.com/api", "password": "<key>"}\''

@@ -1,8 +1,16 @@
 """What "waiting on a lip-sync request" can end in, and how each ending becomes a task outcome.
 
-The trigger (deferrable mode) and the sensor's and operator's poll loops (poke/reschedule mode,
-``deferrable=False``) all produce the same :class:`WaitEvent` dicts here and resolve them with
-:func:`resolve_wait_event`, so the three ways of waiting cannot disagree about what a status means.
+The trigger (deferrable mode) ends a wait with a :class:`WaitEvent`; the sensor's and operator's poll
+loops (poke/reschedule mode, ``deferrable=False``) look with :func:`poll_once`. Both decide what a
+status means through the same :class:`~airflow_provider_chamelaion.models.Outcome` map and raise the
+same errors, so the ways of waiting cannot disagree.
+
+**What an event may carry.** Airflow logs every trigger event whole (the triggerer's ``Trigger fired
+event … result=TriggerEvent<{…}>`` line, in the task's ``*.log.trigger.*`` file) and stores it in the
+task instance's ``next_kwargs`` row until the task resumes. So an event carries only what the worker
+needs to finish: the request id, the job's status and the API's error message. Never the signed
+``output_url`` (its query string is a key to the output until it expires): the worker that resumes
+fetches the request once (:func:`completed_request`) and gets a fresh URL.
 """
 
 from __future__ import annotations
@@ -28,11 +36,20 @@ WAIT_STATUSES: frozenset[str] = frozenset({"completed", "failed", "timeout", "er
 
 
 class WaitEvent(TypedDict):
-    """The payload of every event the trigger yields (JSON primitives only)."""
+    """The payload of every event the trigger yields: JSON primitives, and nothing a log must not show.
+
+    :param status: how the wait ended: ``completed``, ``failed``, ``timeout`` or ``error``.
+    :param request_id: the job's id (the API's id once the trigger has read the job, else the id or
+        ``reference_id`` it was waiting on).
+    :param job_status: the job's last status as the API reported it (``None`` if never read).
+    :param error_message: the API's ``error_message`` of a failed job.
+    :param message: a sentence for the task log.
+    """
 
     status: WaitStatus
     request_id: str
-    request: dict[str, str | None] | None
+    job_status: str | None
+    error_message: str | None
     message: str
 
 
@@ -42,18 +59,9 @@ def event_for_request(request: LipsyncRequest, request_id: str) -> WaitEvent | N
     if outcome is Outcome.RUNNING:
         return None
     if outcome is Outcome.SUCCEEDED:
-        return WaitEvent(
-            status="completed",
-            request_id=request_id,
-            request=request.to_dict(),
-            message=f"Chamelaion lip-sync request {request.id} completed",
-        )
-    return WaitEvent(
-        status="failed",
-        request_id=request_id,
-        request=request.to_dict(),
-        message=str(LipsyncJobFailedError(request.id, request.error_message, request.status)),
-    )
+        return _event("completed", request, request_id, f"Chamelaion lip-sync request {request.id} completed")
+    failure = LipsyncJobFailedError(request.id, request.error_message, request.status)
+    return _event("failed", request, request_id, str(failure))
 
 
 def timeout_event(request_id: str, last: LipsyncRequest | None, deadline: float | None) -> WaitEvent:
@@ -63,20 +71,24 @@ def timeout_event(request_id: str, last: LipsyncRequest | None, deadline: float 
         if deadline is None
         else f" by its deadline {datetime.fromtimestamp(deadline, timezone.utc):%Y-%m-%d %H:%M:%S} UTC"
     )
-    return WaitEvent(
-        status="timeout",
-        request_id=request_id,
-        request=last.to_dict() if last else None,
-        message=f"Chamelaion lip-sync request {request_id} did not finish{when}{status}",
+    return _event(
+        "timeout", last, request_id, f"Chamelaion lip-sync request {request_id} did not finish{when}{status}"
     )
 
 
 def error_event(request_id: str, error: BaseException, last: LipsyncRequest | None = None) -> WaitEvent:
+    return _event(
+        "error", last, request_id, f"Stopped waiting on Chamelaion lip-sync request {request_id}: {error}"
+    )
+
+
+def _event(status: WaitStatus, last: LipsyncRequest | None, request_id: str, message: str) -> WaitEvent:
     return WaitEvent(
-        status="error",
-        request_id=request_id,
-        request=last.to_dict() if last else None,
-        message=f"Stopped waiting on Chamelaion lip-sync request {request_id}: {error}",
+        status=status,
+        request_id=last.id if last is not None else request_id,
+        job_status=last.status if last is not None else None,
+        error_message=last.error_message if last is not None else None,
+        message=message,
     )
 
 
@@ -84,12 +96,8 @@ class LipsyncWaitTimeout(ChamelaionError):
     """A lip-sync request did not finish within the task's wait limit."""
 
 
-def resolve_wait_event(
-    event: Any,
-    *,
-    timeout_error: type[Exception] = LipsyncWaitTimeout,
-) -> dict[str, str | None]:
-    """Turn a :class:`WaitEvent` into the finished request's dict, or raise.
+def resolve_wait_event(event: Any, *, timeout_error: type[Exception] = LipsyncWaitTimeout) -> str:
+    """The id of the completed job a :class:`WaitEvent` reports, or raise for any other ending.
 
     :param timeout_error: raised for a ``timeout`` event (a sensor passes ``AirflowSensorTimeout`` so
         ``soft_fail`` applies).
@@ -97,23 +105,45 @@ def resolve_wait_event(
     :raises ChamelaionError: the event is malformed or reports an error.
     """
     if not isinstance(event, Mapping) or event.get("status") not in WAIT_STATUSES:
-        raise ChamelaionError(f"Malformed event from LipsyncRequestTrigger: {event!r}")
+        raise ChamelaionError(f"Malformed event from LipsyncRequestTrigger: {_described(event)}")
+    request_id = event.get("request_id")
     status = event["status"]
-    request = event.get("request")
     if status == "completed":
-        if not isinstance(request, Mapping):
-            raise ChamelaionError(f"Malformed 'completed' event without the request: {event!r}")
-        return dict(request)
+        if not isinstance(request_id, str) or not request_id:
+            raise ChamelaionError(f"Malformed 'completed' event without a request id: {_described(event)}")
+        return request_id
     if status == "failed":
-        request = request if isinstance(request, Mapping) else {}
         raise LipsyncJobFailedError(
-            str(request.get("id") or event.get("request_id")),
-            request.get("error_message"),
-            str(request.get("status") or "failed"),
+            str(request_id), event.get("error_message"), str(event.get("job_status") or "failed")
         )
     if status == "timeout":
         raise timeout_error(str(event.get("message") or "timed out"))
     raise ChamelaionError(str(event.get("message") or "the trigger reported an error"))
+
+
+def _described(event: Any) -> str:
+    """An event for an error message: its keys and status, never its values (they might hold a URL)."""
+    if isinstance(event, Mapping):
+        return f"an event with keys {sorted(map(str, event))} and status {event.get('status')!r}"
+    return f"a {type(event).__name__}, not an event dict"
+
+
+def completed_request(hook: ChamelaionHook, event: Any, **resolve: Any) -> dict[str, str | None]:
+    """Resume from a :class:`WaitEvent`: the completed job's request dict (one GET), or raise.
+
+    The event names the job; the request (with its signed ``output_url``) is fetched here, on the
+    worker, so it never passes through the triggerer's log or the metadata database.
+
+    :param resolve: passed to :func:`resolve_wait_event` (``timeout_error``).
+    :raises ChamelaionError: the API no longer reports the job as completed.
+    """
+    request = hook.get_request(resolve_wait_event(event, **resolve))
+    if request.outcome is not Outcome.SUCCEEDED:
+        raise ChamelaionError(
+            f"Chamelaion lip-sync request {request.id} was reported completed, but the API now says "
+            f"{request.status!r}"
+        )
+    return request.to_dict()
 
 
 def poll_once(
@@ -130,8 +160,8 @@ def poll_once(
     non-deferrable wait. A transient error (after the hook's own retries) counts as "not finished
     yet", so an API hiccup never fails the task; the wait's timeout bounds an outage.
 
-    :param reporter: what a polling loop logs statuses through (one line per change, and a "still
-        waiting" line at most every 10 minutes); without it, the status is logged on every call.
+    :param reporter: what a polling loop logs statuses through (one line per change, and "still
+        waiting" lines); without it, the status is logged on every call.
     :param report_status: ``False`` logs nothing for a request still running: the look before
         deferring passes it, as the trigger that takes over reports the status, once.
 
@@ -145,11 +175,13 @@ def poll_once(
             raise
         log.warning("Could not read request %s this time, will try again: %s", request_id, err)
         return None
-    event = event_for_request(request, request_id)
-    if event is None:
-        if reporter is not None:  # a loop that polls again: status changes and "still waiting" lines
-            reporter.report(request.status)
-        elif report_status:
-            log.info("Chamelaion lip-sync request %s is %s", request_id, request.status)
-        return None
-    return resolve_wait_event(event)
+    outcome = request.outcome
+    if outcome is Outcome.SUCCEEDED:
+        return request.to_dict()
+    if outcome is Outcome.FAILED:
+        raise LipsyncJobFailedError(request.id, request.error_message, request.status)
+    if reporter is not None:  # a loop that polls again: status changes and "still waiting" lines
+        reporter.report(request.status)
+    elif report_status:
+        log.info("Chamelaion lip-sync request %s is %s", request_id, request.status)
+    return None

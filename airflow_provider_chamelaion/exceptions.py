@@ -8,6 +8,8 @@ it in a URL, and request headers are not part of any message).
 
 from __future__ import annotations
 
+from typing import Any
+
 from airflow_provider_chamelaion.version_compat import AirflowException
 
 
@@ -27,6 +29,9 @@ class ChamelaionAPIError(ChamelaionError):
     :param method: HTTP method of the failed call.
     :param path: path of the failed call, relative to the base URL (no query string, no host).
     :param retry_after: seconds the server asked the client to wait, when it said so.
+
+    ``hint`` is what to do about it, when the provider knows (added by the hook: which connection to fix
+    and where); it follows the message in ``str(error)``.
     """
 
     def __init__(
@@ -45,13 +50,20 @@ class ChamelaionAPIError(ChamelaionError):
         self.method = method
         self.path = path
         self.retry_after = retry_after
+        self.hint = ""
         super().__init__(self._describe())
+
+    def add_hint(self, hint: str) -> None:
+        """Say what to do about this error after its message (the hook adds which connection to fix)."""
+        self.hint = f"{self.hint} {hint}".strip()
+        self.args = (self._describe(),)
 
     def _describe(self) -> str:
         where = f"{self.method} {self.path}".strip()
         code = f"HTTP {self.status_code}" if self.status_code is not None else "no response"
         prefix = f"Chamelaion API {where} failed ({code})" if where else f"Chamelaion API failed ({code})"
-        return f"{prefix}: {self.message}"
+        hint = f"{'' if self.message.endswith('.') else '.'} {self.hint}" if self.hint else ""
+        return f"{prefix}: {self.message}{hint}"
 
     def __reduce__(self):  # type: ignore[no-untyped-def]
         # Keyword-only constructor arguments: keep the error picklable (Airflow ships exceptions
@@ -59,7 +71,12 @@ class ChamelaionAPIError(ChamelaionError):
         return (
             _rebuild_api_error,
             (type(self), self.message, self.status_code, self.method, self.path, self.retry_after),
+            {"hint": self.hint},
         )
+
+    def __setstate__(self, state: dict[str, Any] | None) -> None:
+        if state and state.get("hint"):
+            self.add_hint(state["hint"])
 
 
 def _rebuild_api_error(
@@ -105,11 +122,31 @@ class ChamelaionTransportError(ChamelaionAPIError):
         super().__init__(message, method=method, path=path)
 
     def __reduce__(self):  # type: ignore[no-untyped-def]
-        return (_rebuild_transport_error, (self.message, self.method, self.path, self.sent))
+        return (
+            _rebuild_transport_error,
+            (self.message, self.method, self.path, self.sent),
+            {"hint": self.hint},
+        )
 
 
 def _rebuild_transport_error(message: str, method: str, path: str, sent: bool) -> ChamelaionTransportError:
     return ChamelaionTransportError(message, method=method, path=path, sent=sent)
+
+
+class ChamelaionTLSError(ChamelaionTransportError):
+    """The TLS handshake failed in a way that asking again cannot fix: the server answered in plain HTTP
+    (``WRONG_VERSION_NUMBER``: an http server behind an https Base URL), or its certificate is not
+    trusted. Never retried; nothing was sent."""
+
+    def __init__(self, message: str, *, method: str = "", path: str = "") -> None:
+        super().__init__(message, method=method, path=path, sent=False)
+
+    def __reduce__(self):  # type: ignore[no-untyped-def]
+        return (_rebuild_tls_error, (self.message, self.method, self.path), {"hint": self.hint})
+
+
+def _rebuild_tls_error(message: str, method: str, path: str) -> ChamelaionTLSError:
+    return ChamelaionTLSError(message, method=method, path=path)
 
 
 class ChamelaionResponseError(ChamelaionAPIError):
@@ -131,10 +168,17 @@ class LipsyncJobFailedError(ChamelaionError):
 
 
 def is_permanent(error: BaseException) -> bool:
-    """Whether asking again cannot help: a wrong key, an unknown id, rejected input, a bad connection."""
+    """Whether asking again cannot help: a wrong key, an unknown id, rejected input, a bad connection
+    (malformed, or https to a plain-HTTP server)."""
     return isinstance(
         error,
-        (ChamelaionAuthError, ChamelaionNotFoundError, ChamelaionValidationError, ChamelaionConfigError),
+        (
+            ChamelaionAuthError,
+            ChamelaionNotFoundError,
+            ChamelaionValidationError,
+            ChamelaionConfigError,
+            ChamelaionTLSError,
+        ),
     )
 
 

@@ -1,9 +1,14 @@
 """The "Lip-sync output" extra link: the finished job's output, on the tasks that know it.
 
-Airflow 3 computes extra links on the worker right after the task succeeds and stores them (XCom
-``_link_LipsyncOutputLink``); the UI shows the stored link. It is the job's signed ``output_url``, so it
-works until that URL expires: an already expired URL gives no link, and for a later download use the
-download operator or ``ChamelaionHook.download_output``, which fetch a fresh URL.
+Airflow 3 computes extra links on the worker each time a try ends (succeeded, and also deferred) and
+stores them (XCom ``_link_LipsyncOutputLink``); the UI shows the stored link. It is the job's signed
+``output_url``, so it works until that URL expires: an already expired URL gives no link, and for a
+later download use the download operator or ``ChamelaionHook.download_output``, which fetch a fresh URL.
+
+The link and XCom are the two places that keep the whole signed URL (logs show it without its query).
+The link reads the request from the operator that just ran when it can: a task that deferred, or a
+mapped generate task that did not wait, has none, and reading its missing XCom would make Airflow 3's
+task SDK log ``XCom not found`` at ERROR level in a successful run.
 """
 
 from __future__ import annotations
@@ -59,17 +64,29 @@ def output_link(request: Any, now: float | None = None) -> str:
     return url
 
 
+#: The attribute a live operator of this provider holds the finished request dict in (``None`` until it
+#: has one); a serialized operator (Airflow 2's webserver) has no such attribute.
+OUTPUT_REQUEST_ATTRIBUTE = "output_request"
+_NOT_LIVE = object()
+
+
 class LipsyncOutputLink(BaseOperatorLink):
     """Opens the finished lip-sync job's output (its signed ``output_url``, while valid).
 
-    Reads the request dict the task pushed: XCom ``request`` from ``LipsyncGenerateOperator`` (with
+    On Airflow 3 (links computed on the worker, with the operator that ran) it reads the operator's
+    ``output_request``: nothing yet (a deferral, a generate task that does not wait) means no link,
+    without an XCom look-up. On Airflow 2 (the webserver, with the serialized operator) it reads the
+    request dict the task pushed: XCom ``request`` from ``LipsyncGenerateOperator`` (with
     ``wait_for_completion``), ``return_value`` from ``LipsyncRequestSensor`` (the operator's
-    ``request_xcom_key``).
+    ``request_xcom_key``); Airflow 2 returns ``None`` for a missing XCom without logging.
     """
 
     name = "Lip-sync output"
 
     def get_link(self, operator: BaseOperator, *, ti_key: TaskInstanceKey) -> str:
+        held = getattr(operator, OUTPUT_REQUEST_ATTRIBUTE, _NOT_LIVE)
+        if held is not _NOT_LIVE:
+            return output_link(held)
         # Airflow 2's webserver passes the serialized operator, which keeps the class name, not the
         # attribute: the sensor pushes the request as its return value.
         key = getattr(operator, "request_xcom_key", None) or (

@@ -150,9 +150,12 @@ def check_destination(destination: object) -> None:
 # -- can this installation use the path's filesystem? ---------------------------------------------
 
 #: What to install for the object stores users ask about most (Airflow reaches them through a provider).
+#: Written without the extras' square brackets (``apache-airflow-providers-amazon[s3fs]``): Airflow's CLI
+#: tables (``airflow dags list-import-errors``) render text as rich markup, where ``[s3fs]`` is a tag and
+#: disappears. Naming the extra's package does the same install.
 SCHEME_PACKAGES: dict[str, str] = {
-    "s3": "apache-airflow-providers-amazon[s3fs]",
-    "s3a": "apache-airflow-providers-amazon[s3fs]",
+    "s3": "apache-airflow-providers-amazon s3fs",
+    "s3a": "apache-airflow-providers-amazon s3fs",
     "gs": "apache-airflow-providers-google",
     "gcs": "apache-airflow-providers-google",
     "abfs": "apache-airflow-providers-microsoft-azure",
@@ -215,7 +218,7 @@ def check_filesystem(value: object, field: str) -> None:
     package = SCHEME_PACKAGES.get(scheme)
     if not _airflow_has_filesystem(scheme):
         fix = (
-            f"pip install '{package}'"
+            f"pip install {package}"
             if package
             else f"install the Airflow provider that registers the '{scheme}' filesystem"
         )
@@ -226,7 +229,7 @@ def check_filesystem(value: object, field: str) -> None:
     if (missing := _missing_fsspec_module(scheme)) is not None:
         raise ChamelaionConfigError(
             f"{field} {shown!r} is on '{scheme}://' object storage, whose filesystem is not installed: "
-            f"{missing}" + (f" (pip install '{package}')" if package else "")
+            f"{missing}" + (f" (pip install {package})" if package else "")
         )
 
 

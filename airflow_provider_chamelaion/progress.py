@@ -13,8 +13,12 @@ from typing import Any
 
 #: At most one progress line per this many seconds of transfer.
 TRANSFER_EVERY = 10.0
-#: At most one "still waiting" line per this many seconds of unchanged status.
-STILL_WAITING_EVERY = 600.0
+#: The default interval of "still waiting" lines while a status stays the same (seconds): the operator's,
+#: the sensor's and the trigger's ``still_waiting_interval``.
+STILL_WAITING_EVERY = 300.0
+#: The first "still waiting" line of a status comes this many seconds into it (or after the interval, if
+#: shorter): a wait says it is alive within its first minute, not only after the interval.
+STILL_WAITING_FIRST = 30.0
 
 Clock = Callable[[], float]
 
@@ -120,10 +124,17 @@ class TransferProgress:
 
 
 class WaitReporter:
-    """Logs a wait's status changes, and while the status stays the same, a "still waiting" line at most
-    every ``every`` seconds saying for how long.
+    """Logs a wait's status changes and, while the status stays the same, "still waiting" lines: the
+    first one ``STILL_WAITING_FIRST`` seconds into the status (or ``every``, if shorter), then one per
+    ``every`` seconds, each with the status, how long it has lasted and how long the wait has lasted.
+
+    Lines are written when :meth:`report` is called (each poll), so they come at the first poll at or
+    after the time due.
 
     Used by the trigger and by the poll loops (sensor ``poke`` mode, the operator's non-deferrable wait).
+
+    :param every: seconds between "still waiting" lines of one status (the tasks' ``still_waiting_interval``).
+    :param clock: a monotonic clock; tests pass a fake one.
     """
 
     def __init__(
@@ -132,18 +143,19 @@ class WaitReporter:
         self.request_id = request_id
         self._log = log
         self._every = every
+        self._first = min(STILL_WAITING_FIRST, every)
         self._clock = clock or time.monotonic
         self._start = self._clock()
         self._status: str | None = None
         self._since = self._start
-        self._last_line = self._start
+        self._next_line = self._start
 
     def report(self, status: str) -> None:
         now = self._clock()
         if status != self._status:
             self._log.info("Chamelaion lip-sync request %s is %s", self.request_id, status)
-            self._status, self._since, self._last_line = status, now, now
-        elif now - self._last_line >= self._every:
+            self._status, self._since, self._next_line = status, now, now + self._first
+        elif now >= self._next_line:
             self._log.info(
                 "Still waiting on Chamelaion lip-sync request %s: %s for %s (waiting %s in all)",
                 self.request_id,
@@ -151,4 +163,4 @@ class WaitReporter:
                 format_duration(now - self._since),
                 format_duration(now - self._start),
             )
-            self._last_line = now
+            self._next_line = now + self._every

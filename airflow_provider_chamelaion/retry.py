@@ -6,7 +6,7 @@ hand it to the same :class:`RetryPolicy` (``call`` for sync code, ``acall`` for 
 retried and how long to wait" is decided here and only here:
 
 * idempotent calls (GETs) are retried on transport errors (connection refused or reset, timeouts,
-  truncated bodies), on 429 and on 500/502/503/504;
+  truncated bodies; not a TLS handshake that cannot succeed), on 429 and on 500/502/503/504;
 * non-idempotent calls (POSTs, which create a paid job) are retried only when the server certainly did
   not act on them: a 429, or a connection that was never established. A POST that may have reached the
   server is never sent again by the hook;
@@ -33,6 +33,7 @@ from airflow_provider_chamelaion.exceptions import (
     ChamelaionRateLimitError,
     ChamelaionResponseError,
     ChamelaionServerError,
+    ChamelaionTLSError,
     ChamelaionTransportError,
 )
 
@@ -83,6 +84,8 @@ class RetryPolicy:
         if isinstance(error, ChamelaionRateLimitError):
             # 429 means the server refused the call without acting on it: safe even for a POST.
             return self.retry_rate_limited
+        if isinstance(error, ChamelaionTLSError):
+            return False  # a plain-HTTP server or an untrusted certificate: the same on every attempt
         if isinstance(error, ChamelaionTransportError):
             return idempotent or not error.sent
         if isinstance(error, ChamelaionServerError):

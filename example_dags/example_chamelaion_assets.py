@@ -25,6 +25,10 @@ from airflow_provider_chamelaion.version_compat import DAG, Asset, task
 
 POLL_INTERVAL = float(os.environ.get("CHAMELAION_POLL_INTERVAL", "30"))
 OUTPUT_DIR = os.environ.get("CHAMELAION_OUTPUT_DIR", "/tmp/chamelaion-outputs")
+#: The run's day: its logical date, or the day it was triggered for a run that has none (on Airflow 3,
+#: the UI's Trigger button and ``airflow dags trigger`` start runs without a logical date by default,
+#: and ``{{ ds }}`` alone is then undefined).
+DAY = "{{ ds if ds is defined else dag_run.run_after | ds }}"
 
 # [START howto_asset_lipsync_download]
 # One asset for the stream of episodes: the destination is templated (a new file every run), so the
@@ -42,7 +46,7 @@ with DAG(
         task_id="submit",
         video_url="https://cdn.example.com/episodes/42.mp4",
         audio_url="https://cdn.example.com/dubs/42-ja.wav",
-        reference_id="ep42-ja-{{ ds }}",
+        reference_id=f"ep42-ja-{DAY}",
         wait_for_completion=True,
         deferrable=True,
         poll_interval=POLL_INTERVAL,
@@ -50,7 +54,7 @@ with DAG(
     LipsyncDownloadOperator(
         task_id="download",
         request_id=submit.output,
-        destination=f"{OUTPUT_DIR}/dubbed/ep42-ja-{{{{ ds }}}}.mp4",
+        destination=f"{OUTPUT_DIR}/dubbed/ep42-ja-{DAY}.mp4",
         asset=DUBBED_EPISODES,
     )
 # [END howto_asset_lipsync_download]

@@ -2,8 +2,9 @@
 
 Three mapped tasks, one item per (episode, language):
 
-* ``submit`` starts a lip-sync job with a deterministic ``reference_id`` (``ep42-ja-<ds>``), so a re-run
-  of the night reuses its jobs instead of paying again;
+* ``submit`` starts a lip-sync job with a deterministic ``reference_id`` (``ep42-ja-<day>``, the run's
+  logical date, or the day it was triggered for a run without one); a retry or clear of a task reuses
+  its job instead of paying again;
 * ``wait`` defers to the triggerer until the job has finished: a thousand waits cost no worker slot;
 * ``download`` streams each output to ``$CHAMELAION_OUTPUT_DIR`` (atomically: no partial files).
 
@@ -23,6 +24,10 @@ from airflow_provider_chamelaion.version_compat import DAG
 
 POLL_INTERVAL = float(os.environ.get("CHAMELAION_POLL_INTERVAL", "30"))
 OUTPUT_DIR = os.environ.get("CHAMELAION_OUTPUT_DIR", "/tmp/chamelaion-outputs")
+#: The run's day: its logical date, or the day it was triggered for a run that has none (on Airflow 3,
+#: the UI's Trigger button and ``airflow dags trigger`` start runs without a logical date by default,
+#: and ``{{ ds }}`` alone is then undefined).
+DAY = "{{ ds if ds is defined else dag_run.run_after | ds }}"
 
 # A small inline catalogue; in production this would come from a CMS or a table.
 EPISODES = {
@@ -33,12 +38,12 @@ LANGUAGES = ["ja", "es"]
 
 
 def localization_jobs() -> list[dict[str, str]]:
-    """One submission per (episode, language); ``{{ ds }}`` is rendered by Airflow for each."""
+    """One submission per (episode, language); ``DAY`` is rendered by Airflow for each."""
     return [
         {
             "video_url": video_url,
             "audio_url": f"https://cdn.example.com/dubs/{episode}-{language}.wav",
-            "reference_id": f"{episode}-{language}-{{{{ ds }}}}",
+            "reference_id": f"{episode}-{language}-{DAY}",
         }
         for episode, video_url in EPISODES.items()
         for language in LANGUAGES

@@ -19,6 +19,10 @@ from airflow_provider_chamelaion.version_compat import DAG, task
 POLL_INTERVAL = float(os.environ.get("CHAMELAION_POLL_INTERVAL", "30"))
 OUTPUT_DIR = os.environ.get("CHAMELAION_OUTPUT_DIR", "/tmp/chamelaion-outputs")
 MEDIA_DIR = os.environ.get("CHAMELAION_MEDIA_DIR", "/tmp/chamelaion-media")
+#: The run's day: its logical date, or the day it was triggered for a run that has none (on Airflow 3,
+#: the UI's Trigger button and ``airflow dags trigger`` start runs without a logical date by default,
+#: and ``{{ ds }}`` alone is then undefined).
+DAY = "{{ ds if ds is defined else dag_run.run_after | ds }}"
 
 with DAG(
     dag_id="chamelaion_upload",
@@ -53,7 +57,7 @@ with DAG(
     download = LipsyncDownloadOperator(
         task_id="download",
         request_id=upload.output,
-        destination=f"{OUTPUT_DIR}/upload/{{{{ ds }}}}-promo-ja.mp4",
+        destination=f"{OUTPUT_DIR}/upload/{DAY}-promo-ja.mp4",
     )
 
     media >> upload >> download

@@ -3,7 +3,8 @@
 1. starts the Chamelaion simulator on a free loopback port (a subprocess, as a real API would be);
 2. prepares a throwaway Airflow home in ``.demo/`` and points ``chamelaion_default`` at the simulator;
 3. runs ``airflow dags test chamelaion_nightly_localization`` (submit -> deferred wait -> download);
-4. prints what each job did and where the outputs landed, then stops the simulator.
+4. prints what each job did and where the outputs landed, then stops the simulator;
+5. scans every file under ``.demo/`` for the API key, and the logs for a signed URL's query string.
 """
 
 from __future__ import annotations
@@ -28,6 +29,8 @@ INTERESTING = re.compile(
     r"Submitted Chamelaion|Reusing|Chamelaion lip-sync request \S+ (completed|failed)|Downloaded output|"
     r"[Rr]equest \S+ is |Still waiting|Pausing task as DEFERRED|DagRun Finished"
 )
+#: A signed URL's query string (the simulator signs output URLs with ``expires=`` and ``sig=``).
+SIGNED_QUERY = re.compile(rb"[?&](sig|expires)=")
 
 
 def free_port() -> int:
@@ -120,6 +123,12 @@ def main() -> int:
         code = code or 3
     else:
         print("==> Secret scan: the API key appears in no log, database row or output under .demo/")
+    signed = logs_with_signed_urls()
+    if signed:
+        print(f"==> SIGNED URL LEAK: an output URL's signature appears in {', '.join(signed)}")
+        code = code or 4
+    else:
+        print("==> No log under .demo/ holds a signed output URL's query (XCom keeps the whole URL)")
     verdict = "succeeded" if code == 0 else f"FAILED (exit {code})"
     print(f"==> Demo {verdict} in {time.monotonic() - started:.0f} s; simulator stopped.")
     return code
@@ -153,7 +162,11 @@ def summarize(line: str) -> str:
         )
     elif text.startswith("Request "):
         text = f"  triggerer: {text}"
-    return text[:140]
+    elif text.startswith("DagRun Finished"):  # Airflow's line: every date of the run, twice over
+        fields = dict(re.findall(r"(\w+)=([^,]+)", text))
+        text = f"DAG run {fields.get('run_id')} finished: {fields.get('state')} in {fields.get('run_duration')} s"
+    # Whole ids and figures: shorten paths, never cut the line.
+    return text.replace(f"{ROOT}/", "")
 
 
 def scan_for_secret(secret: str) -> list[str]:
@@ -164,6 +177,17 @@ def scan_for_secret(secret: str) -> list[str]:
         str(path.relative_to(ROOT))
         for path in DEMO.rglob("*")
         if path.is_file() and needle in path.read_bytes()
+    ]
+
+
+def logs_with_signed_urls() -> list[str]:
+    """Every log under .demo/ (the DAG run's output and Airflow's log files; not the metadata DB, whose
+    XComs keep the whole URL for downstream tasks) holding a signed URL's query string."""
+    logs = [*DEMO.glob("*.log"), *(DEMO / "airflow" / "logs").rglob("*")]
+    return [
+        str(path.relative_to(ROOT))
+        for path in logs
+        if path.is_file() and SIGNED_QUERY.search(path.read_bytes())
     ]
 
 

@@ -145,7 +145,7 @@ _CHILD = textwrap.dedent(
 
     async def poll():
         trigger = LipsyncRequestTrigger("r-1", poll_interval=0.01, end_time=0)
-        return [[e.payload["status"], e.payload["request"]["status"]] async for e in trigger.run()]
+        return [[e.payload["status"], e.payload["job_status"]] async for e in trigger.run()]
 
     events = asyncio.run(poll())
     try:

@@ -25,14 +25,17 @@ import requests
 from airflow_provider_chamelaion import __version__
 from airflow_provider_chamelaion.connection import (
     ApiSettings,
+    connection_env_var,
     missing_connection_error,
     origin_of,
     settings_from_connection,
 )
 from airflow_provider_chamelaion.exceptions import (
+    ChamelaionAPIError,
     ChamelaionAuthError,
     ChamelaionError,
     ChamelaionNotFoundError,
+    ChamelaionTLSError,
     ChamelaionTransportError,
 )
 from airflow_provider_chamelaion.media import (
@@ -125,15 +128,48 @@ def _never_sent(err: BaseException) -> bool:
     return False
 
 
+#: What OpenSSL says when the server answers a TLS handshake in plain HTTP (an http server, https URL).
+_PLAIN_HTTP_ANSWER = re.compile(r"WRONG_VERSION_NUMBER|record layer failure|packet length too long", re.I)
+_UNTRUSTED_CERTIFICATE = re.compile(r"CERTIFICATE_VERIFY_FAILED", re.I)
+#: What to fix after a TLS handshake no retry can make succeed (the hook then names the connection).
+PLAIN_HTTP_HINT = (
+    "The server answered in plain HTTP, not TLS: for a plain-HTTP server (such as the local simulator) "
+    "set the connection's extra scheme=http (URI form: chamelaion://:KEY@host:port/api?scheme=http), "
+    "or give its Base URL (host) with http://."
+)
+UNTRUSTED_CERTIFICATE_HINT = (
+    "The server's TLS certificate is not trusted here: give the server a valid certificate, or add "
+    "its certificate authority to the trust store of the workers and the triggerer."
+)
+
+
+def _tls_hint(err: BaseException, detail: str) -> str | None:
+    """What to fix when ``err`` is a TLS handshake that no retry can make succeed, else ``None``."""
+    if not isinstance(err, (requests.exceptions.SSLError, aiohttp.ClientSSLError)):
+        return None
+    if _PLAIN_HTTP_ANSWER.search(detail):
+        return PLAIN_HTTP_HINT
+    if isinstance(err, aiohttp.ClientConnectorCertificateError) or _UNTRUSTED_CERTIFICATE.search(detail):
+        return UNTRUSTED_CERTIFICATE_HINT
+    return None  # e.g. a handshake cut short: may work next time
+
+
 def _transport_error(err: BaseException, method: str, path: str) -> ChamelaionTransportError:
     """Map a requests or aiohttp failure to a typed error that says whether the server may have seen it.
 
     Everything not proven unsent (a read timeout, a reset or cut connection, a truncated body) counts as
-    sent: a POST that may have reached the server is never sent again by the hook.
+    sent: a POST that may have reached the server is never sent again by the hook. A TLS handshake
+    that cannot succeed (a plain-HTTP server, an untrusted certificate) is a
+    :class:`~airflow_provider_chamelaion.exceptions.ChamelaionTLSError`, which is not retried.
     """
     # The cause's text names host and path; query strings are cut (a signed output URL carries its
     # signature there) and it never holds the key, which travels only in a header.
-    detail = _QUERY.sub("", str(err) or "no detail")[:300]
+    text = _QUERY.sub("", str(err) or "no detail")
+    detail = text[:300]
+    if (hint := _tls_hint(err, text)) is not None:
+        error = ChamelaionTLSError(f"{type(err).__name__}: {detail}", method=method, path=path)
+        error.add_hint(hint)
+        return error
     return ChamelaionTransportError(
         f"{type(err).__name__}: {detail}", method=method, path=path, sent=not _never_sent(err)
     )
@@ -233,6 +269,18 @@ class ChamelaionHook(BaseHook):
             self._session.close()
             self._session = None
 
+    def _explain(self, err: ChamelaionAPIError) -> None:
+        """Add which connection to fix, and where, to an error only the connection can fix."""
+        conn_id = self.chamelaion_conn_id
+        where = f"or in {connection_env_var(conn_id)} if the connection comes from the environment"
+        if isinstance(err, ChamelaionAuthError):
+            err.add_hint(
+                f"The API did not accept the API key of Airflow connection {conn_id!r}: put the right key "
+                f"in the connection's password (the 'API key' field of its form in the UI), {where}"
+            )
+        elif isinstance(err, ChamelaionTLSError):
+            err.add_hint(f"Fix Airflow connection {conn_id!r} in the UI, {where}")
+
     def _auth_headers(self, url: str, settings: ApiSettings) -> Mapping[str, str]:
         """The API key header, only for URLs on the API's own origin (callers copy, never change it)."""
         # The prefix test is the common case (an API path), without parsing a URL on every poll.
@@ -280,15 +328,21 @@ class ChamelaionHook(BaseHook):
             )
             content = response.content
         except requests.RequestException as err:
-            raise _transport_error(err, method, path) from None
-        return decode_response(
-            response.status_code,
-            response.headers,
-            content,
-            method=method,
-            path=path,
-            base_url=settings.base_url,
-        )
+            error = _transport_error(err, method, path)
+            self._explain(error)
+            raise error from None
+        try:
+            return decode_response(
+                response.status_code,
+                response.headers,
+                content,
+                method=method,
+                path=path,
+                base_url=settings.base_url,
+            )
+        except ChamelaionAuthError as err:
+            self._explain(err)
+            raise
 
     def _call(self, method: str, path: str, *, idempotent: bool, **kwargs: Any) -> Any:
         return self.retry_policy.call(
@@ -628,7 +682,11 @@ class ChamelaionHook(BaseHook):
             after the call, when nothing else on the loop holds one).
         """
         path = self._request_path(request_id)
-        payload = await self._acall("GET", path, client=client)
+        try:
+            payload = await self._acall("GET", path, client=client)
+        except (ChamelaionAuthError, ChamelaionTLSError) as err:  # neither is retried: one call
+            self._explain(err)
+            raise
         return parse_model(LipsyncRequest.from_api, payload, method="GET", path=path)
 
     async def alist_requests(
@@ -641,7 +699,11 @@ class ChamelaionHook(BaseHook):
     ) -> RequestPage:
         """Async :meth:`list_requests` (same retry policy); ``client`` as for :meth:`aget_request`."""
         params = list_params(limit=limit, offset=offset, reference_id=reference_id)
-        payload = await self._acall("GET", REQUESTS_PATH, client=client, params=params)
+        try:
+            payload = await self._acall("GET", REQUESTS_PATH, client=client, params=params)
+        except (ChamelaionAuthError, ChamelaionTLSError) as err:
+            self._explain(err)
+            raise
         return parse_model(RequestPage.from_api, payload, method="GET", path=REQUESTS_PATH)
 
 

@@ -8,7 +8,7 @@ from datetime import timedelta
 from functools import cached_property
 from typing import TYPE_CHECKING, Any, NamedTuple
 
-from airflow_provider_chamelaion.events import LipsyncWaitTimeout, poll_once, resolve_wait_event
+from airflow_provider_chamelaion.events import LipsyncWaitTimeout, completed_request, poll_once
 from airflow_provider_chamelaion.exceptions import ChamelaionConfigError, ChamelaionNotFoundError
 from airflow_provider_chamelaion.job_identity import (
     Submission,
@@ -21,7 +21,7 @@ from airflow_provider_chamelaion.job_identity import (
 from airflow_provider_chamelaion.links import LipsyncOutputLink
 from airflow_provider_chamelaion.media import check_destination, check_filesystem, inspect_source
 from airflow_provider_chamelaion.models import LipsyncRequest, Outcome
-from airflow_provider_chamelaion.progress import WaitReporter
+from airflow_provider_chamelaion.progress import STILL_WAITING_EVERY, WaitReporter
 from airflow_provider_chamelaion.version_compat import BaseOperator, conf
 from airflow_provider_chamelaion.wire import (
     url_for_log,
@@ -63,7 +63,8 @@ class LipsyncGenerateOperator(BaseOperator):
     :class:`~airflow_provider_chamelaion.triggers.lipsync.LipsyncRequestTrigger`, exactly as
     :class:`~airflow_provider_chamelaion.sensors.lipsync.LipsyncRequestSensor` does), fails with the API's
     message and the request id if the job fails, and on success pushes the final request dict to XCom
-    key ``request``.
+    key ``request`` (with the signed ``output_url``; the trigger's event carries only the id, and the
+    resumed task fetches the request). Only a task that waits shows the "Lip-sync output" extra link.
 
     **Never paying twice.** In URL mode every job carries a ``reference_id``: yours, or one derived from
     the task instance and its inputs (``airflow-<dag_id>.<task_id>-<digest>``, see
@@ -93,12 +94,17 @@ class LipsyncGenerateOperator(BaseOperator):
         is looked at once first, so one that has already finished costs no trigger.
     :param poll_interval: seconds between status checks while waiting (default 30).
     :param timeout: how long to wait in all, in seconds or a ``timedelta`` (default 24 hours).
+    :param still_waiting_interval: while waiting, how often to log a "still waiting" line when the
+        status has not changed, in seconds or a ``timedelta`` (default 5 minutes; the first comes 30
+        seconds into a status).
     :param chamelaion_conn_id: the Airflow connection (default ``chamelaion_default``).
     """
 
     template_fields: Sequence[str] = ("video_url", "audio_url", "video_file", "audio_file", "reference_id")
     ui_color = "#d5e8f5"
-    operator_extra_links = (LipsyncOutputLink(),)
+    #: Offered by every task of a mapped operator (Airflow reads a mapped task's links from the class);
+    #: a task that does not wait has no output to link to, so ``__init__`` offers it only to those that do.
+    operator_extra_links: tuple[LipsyncOutputLink, ...] = (LipsyncOutputLink(),)
     #: Where the finished request dict is (read by the extra link).
     request_xcom_key = XCOM_REQUEST_KEY
 
@@ -116,6 +122,7 @@ class LipsyncGenerateOperator(BaseOperator):
         deferrable: bool = conf.getboolean("operators", "default_deferrable", fallback=False),
         poll_interval: float = 30,
         timeout: float | timedelta = timedelta(hours=24),
+        still_waiting_interval: float | timedelta = STILL_WAITING_EVERY,
         chamelaion_conn_id: str = "chamelaion_default",
         **kwargs: Any,
     ) -> None:
@@ -131,7 +138,12 @@ class LipsyncGenerateOperator(BaseOperator):
         self.deferrable = deferrable
         self.poll_interval = float(poll_interval)
         self.timeout = _seconds(timeout)
+        self.still_waiting_interval = _seconds(still_waiting_interval)
         self.chamelaion_conn_id = chamelaion_conn_id
+        if not wait_for_completion:  # no output to link to: no (empty) "Extra Links" in the UI
+            self.operator_extra_links = ()
+        #: The finished request once this try has it: what the extra link shows (see links.py).
+        self.output_request: dict[str, str | None] | None = None
         self._check_arguments()
 
     def _check_arguments(self) -> None:
@@ -180,6 +192,11 @@ class LipsyncGenerateOperator(BaseOperator):
             raise ChamelaionConfigError(f"{self.task_id}: {err}") from None
         if self.poll_interval <= 0 or self.timeout <= 0:
             raise ChamelaionConfigError(f"{self.task_id}: poll_interval and timeout must be positive")
+        if self.still_waiting_interval <= 0:
+            raise ChamelaionConfigError(
+                f"{self.task_id}: still_waiting_interval must be positive (seconds between 'still waiting' "
+                f"lines), got {self.still_waiting_interval:g}"
+            )
         for name, value in files.items():
             # At parse time, templated or not: an object store this installation cannot read must not
             # get as far as a run (the scheme is literal even in 's3://dubs/{{ ds }}/42.mp4').
@@ -335,6 +352,7 @@ class LipsyncGenerateOperator(BaseOperator):
     # -- execution --------------------------------------------------------------------------------
 
     def execute(self, context: Context) -> str:
+        self.output_request = None
         request_id, reused = self._submit_or_reuse(context)
         self._lineage_request_id = request_id
         context["ti"].xcom_push(key=XCOM_RETURN_KEY, value=request_id)
@@ -353,6 +371,7 @@ class LipsyncGenerateOperator(BaseOperator):
                     chamelaion_conn_id=self.chamelaion_conn_id,
                     poll_interval=self.poll_interval,
                     end_time=time.time() + self.timeout,
+                    still_waiting_interval=self.still_waiting_interval,
                 ),
                 method_name="execute_complete",
             )
@@ -360,7 +379,7 @@ class LipsyncGenerateOperator(BaseOperator):
 
     def _wait(self, request_id: str) -> dict[str, str | None]:
         deadline = time.monotonic() + self.timeout
-        reporter = WaitReporter(request_id, self.log)
+        reporter = WaitReporter(request_id, self.log, every=self.still_waiting_interval)
         while (request := poll_once(self.hook, request_id, self.log, reporter)) is None:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
@@ -371,12 +390,16 @@ class LipsyncGenerateOperator(BaseOperator):
         return request
 
     def execute_complete(self, context: Context, event: dict[str, Any] | None = None) -> str:
-        """Resume after the trigger fired; needs nothing but ``event`` (``dag.test()`` passes only that)."""
-        return self._finish(context, resolve_wait_event(event))
+        """Resume after the trigger fired; needs nothing but ``event`` (``dag.test()`` passes only that).
+
+        The event names the job; its request (with the signed ``output_url``) is fetched here: one GET.
+        """
+        return self._finish(context, completed_request(self.hook, event))
 
     def _finish(self, context: Context, request: dict[str, str | None]) -> str:
         self._lineage_request_id = str(request["id"])
         context["ti"].xcom_push(key=XCOM_REQUEST_KEY, value=request)
+        self.output_request = request
         self.log.info(
             "Chamelaion lip-sync request %s completed: %s",
             request.get("id"),

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
+from datetime import timedelta
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
-from airflow_provider_chamelaion.events import poll_once, resolve_wait_event
-from airflow_provider_chamelaion.exceptions import LipsyncJobFailedError
+from airflow_provider_chamelaion.events import completed_request, poll_once
+from airflow_provider_chamelaion.exceptions import ChamelaionConfigError, LipsyncJobFailedError
 from airflow_provider_chamelaion.links import LipsyncOutputLink
-from airflow_provider_chamelaion.progress import WaitReporter
+from airflow_provider_chamelaion.progress import STILL_WAITING_EVERY, WaitReporter
 from airflow_provider_chamelaion.version_compat import (
     AirflowFailException,
     AirflowSensorTimeout,
@@ -40,7 +41,8 @@ class LipsyncRequestSensor(BaseSensorOperator):
     Works in ``poke`` and ``reschedule`` modes and deferrable: then the first poke returns at once if
     the request has already finished, and otherwise defers to
     :class:`~airflow_provider_chamelaion.triggers.lipsync.LipsyncRequestTrigger` with an absolute deadline
-    of now + ``timeout``. A timeout raises ``AirflowSensorTimeout`` in every mode. ``soft_fail`` skips
+    of now + ``timeout``; the trigger's event names the job, and the resumed task fetches the request
+    (one GET), so its signed ``output_url`` never passes through the triggerer. A timeout raises ``AirflowSensorTimeout`` in every mode. ``soft_fail`` skips
     the task on a failed job or a timeout, in every mode; configuration and outage errors (a revoked
     key, an unknown id, the API unreachable for 10 polls in a row) fail it in every mode.
 
@@ -54,6 +56,9 @@ class LipsyncRequestSensor(BaseSensorOperator):
         default_deferrable``).
     :param poke_interval: seconds between polls in every mode (default 30).
     :param timeout: seconds to wait in all before timing out (default 7 days).
+    :param still_waiting_interval: how often to log a "still waiting" line while the status has not
+        changed, in seconds or a ``timedelta`` (default 5 minutes; the first comes 30 seconds into a
+        status), in ``poke`` and deferrable modes (``reschedule`` mode logs the status every poke).
     """
 
     template_fields: Sequence[str] = ("request_id",)
@@ -69,12 +74,25 @@ class LipsyncRequestSensor(BaseSensorOperator):
         chamelaion_conn_id: str = "chamelaion_default",
         deferrable: bool = conf.getboolean("operators", "default_deferrable", fallback=False),
         poke_interval: float = 30,
+        still_waiting_interval: float | timedelta = STILL_WAITING_EVERY,
         **kwargs: Any,
     ) -> None:
         super().__init__(poke_interval=poke_interval, **kwargs)
         self.request_id = request_id
         self.chamelaion_conn_id = chamelaion_conn_id
         self.deferrable = deferrable
+        self.still_waiting_interval = (
+            still_waiting_interval.total_seconds()
+            if isinstance(still_waiting_interval, timedelta)
+            else float(still_waiting_interval)
+        )
+        if self.still_waiting_interval <= 0:
+            raise ChamelaionConfigError(
+                f"{self.task_id}: still_waiting_interval must be positive (seconds between 'still waiting' "
+                f"lines), got {self.still_waiting_interval:g}"
+            )
+        #: The finished request once this try has it: what the extra link shows (see links.py).
+        self.output_request: dict[str, str | None] | None = None
 
     @cached_property
     def hook(self) -> ChamelaionHook:
@@ -89,8 +107,12 @@ class LipsyncRequestSensor(BaseSensorOperator):
         """
         reporter = getattr(self, "_reporter", None)
         if reporter is None or reporter.request_id != request_id:
-            reporter = self._reporter = WaitReporter(request_id, self.log)
+            reporter = self._reporter = WaitReporter(request_id, self.log, every=self.still_waiting_interval)
         return reporter
+
+    def execute(self, context: Context) -> Any:
+        self.output_request = None
+        return super().execute(context)
 
     def poke(self, context: Context) -> bool | PokeReturnValue:
         request_id = validate_reference_id(self.request_id, "request_id")
@@ -102,6 +124,7 @@ class LipsyncRequestSensor(BaseSensorOperator):
         except LipsyncJobFailedError as err:
             raise AirflowFailException(str(err)) from err
         if request is not None:
+            self.output_request = request
             return PokeReturnValue(is_done=True, xcom_value=request)
         if self.deferrable:
             # Raised out of BaseSensorOperator.execute (TaskDeferred is not an Exception), which also
@@ -114,6 +137,7 @@ class LipsyncRequestSensor(BaseSensorOperator):
                     chamelaion_conn_id=self.chamelaion_conn_id,
                     poll_interval=self.poke_interval,
                     end_time=time.time() + self.timeout,
+                    still_waiting_interval=self.still_waiting_interval,
                 ),
                 method_name="execute_complete",
             )
@@ -139,11 +163,15 @@ class LipsyncRequestSensor(BaseSensorOperator):
     def execute_complete(
         self, context: Context, event: dict[str, Any] | None = None
     ) -> dict[str, str | None]:
-        """Resume after the trigger fired; needs nothing but ``event`` (``dag.test()`` passes only that)."""
+        """Resume after the trigger fired; needs nothing but ``event`` (``dag.test()`` passes only that).
+
+        The event names the job; its request (with the signed ``output_url``) is fetched here: one GET.
+        """
         try:
-            request = resolve_wait_event(event, timeout_error=AirflowSensorTimeout)
+            request = completed_request(self.hook, event, timeout_error=AirflowSensorTimeout)
         except LipsyncJobFailedError as err:
             raise AirflowFailException(str(err)) from err
+        self.output_request = request
         self.log.info(
             "Chamelaion lip-sync request %s completed: %s",
             request.get("id"),

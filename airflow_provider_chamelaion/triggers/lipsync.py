@@ -11,7 +11,7 @@ from typing import Any
 from airflow_provider_chamelaion.events import error_event, event_for_request, timeout_event
 from airflow_provider_chamelaion.exceptions import ChamelaionAPIError, ChamelaionConfigError, is_permanent
 from airflow_provider_chamelaion.models import LipsyncRequest
-from airflow_provider_chamelaion.progress import WaitReporter
+from airflow_provider_chamelaion.progress import STILL_WAITING_EVERY, WaitReporter
 from airflow_provider_chamelaion.version_compat import BaseTrigger, TriggerEvent
 
 
@@ -19,20 +19,27 @@ class LipsyncRequestTrigger(BaseTrigger):
     """Polls ``GET /v1/lipsync/requests/{id}`` until the request finishes, then yields one event.
 
     The event's payload is a :class:`~airflow_provider_chamelaion.events.WaitEvent`: ``status`` is
-    ``completed``, ``failed``, ``timeout`` or ``error``, with the request dict (or ``None``) and a
-    message. Transient errors (connection errors, timeouts, 429, 5xx: each poll already retries them
+    ``completed``, ``failed``, ``timeout`` or ``error``, with the job's id, its last status, the API's
+    error message and a sentence for the log. Never the request's signed ``output_url``: Airflow logs
+    every event and stores it in the task instance's row, so the resuming task fetches the request
+    itself. Transient errors (connection errors, timeouts, 429, 5xx: each poll already retries them
     per the hook's policy) do not end the wait until ``max_consecutive_errors`` polls in a row have
     failed; permanent ones (401/403, 404, 422, a bad connection) end it at once. Unknown statuses are
     polled through.
 
+    While the job's status stays the same it logs "still waiting" lines (see
+    :class:`~airflow_provider_chamelaion.progress.WaitReporter`).
+
     Only JSON primitives are serialized: the connection id (never the key), the request id, the poll
-    interval and an absolute deadline, so a triggerer restart does not reset the countdown.
+    interval, an absolute deadline (so a triggerer restart does not reset the countdown) and the
+    intervals of error budget and "still waiting" lines.
 
     :param request_id: request UUID or ``reference_id``.
     :param chamelaion_conn_id: the Airflow connection.
     :param poll_interval: seconds between polls.
     :param end_time: UNIX time after which the wait ends with a ``timeout`` event; ``None`` waits forever.
     :param max_consecutive_errors: transient failed polls in a row that end the wait with ``error``.
+    :param still_waiting_interval: seconds between "still waiting" lines while the status stays the same.
     """
 
     def __init__(
@@ -42,6 +49,7 @@ class LipsyncRequestTrigger(BaseTrigger):
         poll_interval: float = 30.0,
         end_time: float | None = None,
         max_consecutive_errors: int = 10,
+        still_waiting_interval: float = STILL_WAITING_EVERY,
     ) -> None:
         super().__init__()
         self.request_id = request_id
@@ -49,6 +57,7 @@ class LipsyncRequestTrigger(BaseTrigger):
         self.poll_interval = float(poll_interval)
         self.end_time = None if end_time is None else float(end_time)
         self.max_consecutive_errors = int(max_consecutive_errors)
+        self.still_waiting_interval = float(still_waiting_interval)
 
     def serialize(self) -> tuple[str, dict[str, Any]]:
         return (
@@ -59,6 +68,7 @@ class LipsyncRequestTrigger(BaseTrigger):
                 "poll_interval": self.poll_interval,
                 "end_time": self.end_time,
                 "max_consecutive_errors": self.max_consecutive_errors,
+                "still_waiting_interval": self.still_waiting_interval,
             },
         )
 
@@ -83,7 +93,8 @@ class LipsyncRequestTrigger(BaseTrigger):
     async def run(self) -> AsyncIterator[TriggerEvent]:
         hook = self._hook()
         last: LipsyncRequest | None = None
-        reporter = WaitReporter(self.request_id, self.log)  # status changes, and "still waiting" lines
+        # Status changes, and "still waiting" lines while a status lasts.
+        reporter = WaitReporter(self.request_id, self.log, every=self.still_waiting_interval)
         failures = 0
         try:
             await asyncio.sleep(self._first_poll_delay())

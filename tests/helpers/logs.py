@@ -24,3 +24,15 @@ def logged_text(caplog: pytest.LogCaptureFixture, level: int = logging.INFO) -> 
 def _level(entry: Mapping[str, object]) -> int:
     number = logging.getLevelName(str(entry.get("log_level", "info")).upper())
     return number if isinstance(number, int) else logging.INFO
+
+
+@contextlib.contextmanager
+def logged_messages(caplog: pytest.LogCaptureFixture, level: int = logging.INFO) -> Iterator[list[str]]:
+    """Like :func:`logged_text`, but each line is the message alone (structlog's ``event``, which
+    Airflow's loggers format %-style; a record's ``getMessage()``) logged in the block."""
+    lines: list[str] = []
+    before = len(caplog.records)
+    with structlog.testing.capture_logs() as entries, caplog.at_level(level):
+        yield lines
+    lines.extend(str(entry["event"]) for entry in entries if _level(entry) >= level)
+    lines.extend(record.getMessage() for record in caplog.records[before:] if record.levelno >= level)

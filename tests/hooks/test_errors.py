@@ -21,6 +21,7 @@ from airflow_provider_chamelaion.exceptions import (
     ChamelaionNotFoundError,
     ChamelaionResponseError,
     ChamelaionServerError,
+    ChamelaionTLSError,
     ChamelaionTransportError,
     ChamelaionValidationError,
 )
@@ -362,3 +363,113 @@ class TestBaseUrlWithoutPrefix:
         monkeypatch.setenv("AIRFLOW_CONN_CHAMELAION_DEFAULT", connection_json(simulator.origin))
         with pytest.raises(ChamelaionNotFoundError, match="lacks its path prefix"):
             await ChamelaionHook()._acall("GET", "/v1/lipsync/requests")
+
+
+class TestErrorsSayWhatToFix:
+    """A refused key names the connection and where its key is set; https to a plain-HTTP server says
+    ``scheme=http`` and is not retried (it fails the same way every time)."""
+
+    @pytest.mark.parametrize("status", [401, 403])
+    @pytest.mark.parametrize("call", ["get", "post", "test_connection"])
+    def test_a_refused_key_names_the_connection_and_where_its_key_is_set(
+        self, hook: ChamelaionHook, requests_mock: Mocker, status: int, call: str
+    ) -> None:
+        requests_mock.get(REQUEST_URL, status_code=status, json={"message": "Invalid or missing API key"})
+        requests_mock.get(REQUESTS_URL, status_code=status, json={"message": "Invalid or missing API key"})
+        requests_mock.post(GENERATE_URL, status_code=status, json={"message": "Invalid or missing API key"})
+        if call == "test_connection":
+            ok, message = hook.test_connection()
+            assert not ok
+        else:
+            with pytest.raises(ChamelaionAuthError) as info:
+                hook.get_request(REQUEST_ID) if call == "get" else hook.generate(VIDEO_URL, AUDIO_URL)
+            message = str(info.value)
+            assert info.value.status_code == status
+        assert f"(HTTP {status}): Invalid or missing API key. " in message
+        assert "API key of Airflow connection 'chamelaion_default'" in message
+        assert "password (the 'API key' field of its form in the UI)" in message
+        assert "AIRFLOW_CONN_CHAMELAION_DEFAULT" in message
+        assert requests_mock.call_count == 1
+
+    async def test_the_async_path_names_the_connection_too(
+        self, simulator: Simulator, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        monkeypatch.setenv("AIRFLOW_CONN_MY_CHAMELAION", connection_json(simulator.base_url, "wrong-key-123"))
+        with pytest.raises(ChamelaionAuthError) as info:
+            await ChamelaionHook("my_chamelaion").aget_request("r-1")
+        assert "API key of Airflow connection 'my_chamelaion'" in str(info.value)
+        assert "AIRFLOW_CONN_MY_CHAMELAION" in str(info.value)
+        assert "wrong-key-123" not in str(info.value)
+
+    @pytest.fixture
+    def https_to_plain_http(self, simulator: Simulator, monkeypatch: pytest.MonkeyPatch) -> Simulator:
+        """A URI-form connection to the (plain-HTTP) simulator without ``scheme=http``: https is assumed."""
+        host, port = simulator.origin.removeprefix("http://").split(":")
+        monkeypatch.setenv("AIRFLOW_CONN_CHAMELAION_DEFAULT", f"chamelaion://:{API_KEY}@{host}:{port}/api")
+        return simulator
+
+    @staticmethod
+    def _assert_says_scheme_http(error: ChamelaionAPIError) -> None:
+        message = str(error)
+        assert "WRONG_VERSION_NUMBER" in message
+        assert "The server answered in plain HTTP, not TLS" in message
+        assert "extra scheme=http" in message
+        assert "Fix Airflow connection 'chamelaion_default'" in message
+        assert API_KEY not in message
+
+    @pytest.mark.parametrize("call", ["get", "post"])
+    def test_https_to_a_plain_http_server_suggests_scheme_http_and_is_not_retried(
+        self, https_to_plain_http: Simulator, sleeps: Any, retry_policy: RetryPolicy, call: str
+    ) -> None:
+        hook = ChamelaionHook(retry_policy=retry_policy)
+        with pytest.raises(ChamelaionTLSError) as info:
+            hook.get_request("r-1") if call == "get" else hook.generate(VIDEO_URL, AUDIO_URL)
+        self._assert_says_scheme_http(info.value)
+        assert info.value.sent is False
+        assert sleeps == []  # one attempt: no backoff before a retry
+        assert https_to_plain_http.state.jobs == {}
+
+    async def test_the_async_path_suggests_scheme_http_and_does_not_retry(
+        self, https_to_plain_http: Simulator, sleeps: Any, retry_policy: RetryPolicy
+    ) -> None:
+        with pytest.raises(ChamelaionTLSError) as info:
+            await ChamelaionHook(retry_policy=retry_policy).aget_request("r-1")
+        self._assert_says_scheme_http(info.value)
+        assert sleeps == []
+
+    def test_an_untrusted_certificate_is_not_retried_and_says_so(
+        self, hook: ChamelaionHook, requests_mock: Mocker, sleeps: Any
+    ) -> None:
+        requests_mock.get(
+            REQUEST_URL,
+            exc=requests.exceptions.SSLError(
+                "HTTPSConnectionPool(host='api.chamelaion.test', port=443): Max retries exceeded (Caused by "
+                "SSLError(SSLCertVerificationError(1, '[SSL: CERTIFICATE_VERIFY_FAILED] certificate verify "
+                "failed: self-signed certificate (_ssl.c:1006)')))"
+            ),
+        )
+        with pytest.raises(ChamelaionTLSError, match="certificate is not trusted here") as info:
+            hook.get_request(REQUEST_ID)
+        assert "Fix Airflow connection 'chamelaion_default'" in str(info.value)
+        assert requests_mock.call_count == 1
+        assert sleeps == []
+
+    def test_a_handshake_cut_short_is_still_retried(
+        self, hook: ChamelaionHook, requests_mock: Mocker, sleeps: Any
+    ) -> None:
+        requests_mock.get(
+            REQUEST_URL,
+            [
+                {"exc": requests.exceptions.SSLError("EOF occurred in violation of protocol (_ssl.c:2427)")},
+                {"json": _request_json()},
+            ],
+        )
+        assert hook.get_request(REQUEST_ID).id == REQUEST_ID
+        assert len(sleeps) == 1
+
+    def test_tls_errors_survive_pickling(self) -> None:
+        error = ChamelaionTLSError("SSLError: wrong version", method="GET", path="/v1/lipsync/requests")
+        error.add_hint("Fix Airflow connection 'c'")
+        clone = pickle.loads(pickle.dumps(error))  # noqa: S301 - our own bytes
+        assert type(clone) is ChamelaionTLSError
+        assert (str(clone), clone.sent) == (str(error), False)

@@ -21,6 +21,7 @@ from airflow_provider_chamelaion.exceptions import (
     ChamelaionConfigError,
     ChamelaionError,
     ChamelaionNotFoundError,
+    ChamelaionTLSError,
     ChamelaionValidationError,
 )
 from airflow_provider_chamelaion.hooks.chamelaion import ChamelaionHook
@@ -260,7 +261,8 @@ ROWS = [
         "B25",
         lambda t: with_wrong_key(t),
         ChamelaionAuthError,
-        "HTTP 401.*Invalid or missing API key",
+        "HTTP 401.*Invalid or missing API key.*The API did not accept the API key of Airflow connection "
+        "'chamelaion_default': put the right key in the connection's password",
         1,
     ),
     Row(
@@ -277,7 +279,7 @@ ROWS = [
         ),
         ChamelaionConfigError,
         r"destination 's3://dubs/\{\{ ds \}\}/42.mp4' is on 's3://' object storage.*"
-        r"pip install 'apache-airflow-providers-amazon\[s3fs\]'",
+        r"pip install apache-airflow-providers-amazon s3fs",
         0,
     ),
     Row(
@@ -369,7 +371,50 @@ ROWS = [
         r"destination 'dubs/\{\{ ds \}\}/' is a relative path.*give an absolute path or a URI such as s3://",
         0,
     ),
+    Row(
+        "B38",
+        lambda t: generate_op(**URLS, still_waiting_interval=0),
+        ChamelaionConfigError,
+        r"generate: still_waiting_interval must be positive \(seconds between 'still waiting' lines\), got 0",
+        0,
+    ),
+    Row(
+        "B39",
+        lambda t: LipsyncRequestSensor(task_id="wait", request_id="r", still_waiting_interval=-5),
+        ChamelaionConfigError,
+        r"wait: still_waiting_interval must be positive .*got -5",
+        0,
+    ),
+    Row(
+        "B40",
+        lambda t: with_connection(
+            {"AIRFLOW_CONN_CHAMELAION_DEFAULT": https_uri_to(ACTIVE["simulator"])},
+            lambda t: hook().get_request("x"),
+        )(t),
+        ChamelaionTLSError,
+        r"WRONG_VERSION_NUMBER.*set the connection's extra scheme=http",
+        0,  # the TLS handshake fails: no HTTP request reaches the server, and none is retried
+    ),
+    # LipsyncBatchGenerateOperator's manifest_path, when the DAG file is parsed
+    Row(
+        "B41",
+        lambda t: batch_op_at(t, "gs://bucket/{{ run_id }}/manifest.jsonl"),
+        ChamelaionConfigError,
+        r"manifest_path 'gs://bucket/\{\{ run_id \}\}/manifest.jsonl' is on 'gs://' object storage",
+        0,
+    ),
+    Row(
+        "B42",
+        lambda t: batch_op_at(t, "backfills/{{ run_id }}/manifest.jsonl"),
+        ChamelaionConfigError,
+        r"manifest_path 'backfills/\{\{ run_id \}\}/manifest.jsonl' is a relative path",
+        0,
+    ),
 ]
+
+
+def batch_op_at(tmp: Path, manifest_path: str) -> LipsyncBatchGenerateOperator:
+    return LipsyncBatchGenerateOperator(task_id="batch", catalogue=[], manifest_path=manifest_path)
 
 
 def batch_op(tmp: Path, catalogue: Any) -> LipsyncBatchGenerateOperator:
@@ -381,6 +426,12 @@ def batch_op(tmp: Path, catalogue: Any) -> LipsyncBatchGenerateOperator:
 def batch_catalogue_file(tmp: Path, name: str, text: str) -> Any:
     (tmp / name).write_text(text)
     return batch_op(tmp, str(tmp / name)).execute(context())
+
+
+def https_uri_to(simulator: Simulator) -> str:
+    """A URI-form connection to the plain-HTTP simulator without ``scheme=http``: https is assumed."""
+    host_port = simulator.origin.removeprefix("http://")
+    return f"chamelaion://:sk-chmln-local-3f9a2c7e51@{host_port}/api"
 
 
 def with_wrong_key(tmp: Path) -> Any:

@@ -171,6 +171,23 @@ def test_upload_mode_end_to_end(dag_env: Path, simulator: Simulator, trigger_run
     assert outputs[0].stat().st_size == simulator.config.output_size
 
 
+def test_a_run_without_a_logical_date_renders_the_day_it_was_triggered(
+    dag_env: Path, simulator: Simulator
+) -> None:
+    """Airflow 3's Trigger button starts runs without a logical date, where ``{{ ds }}`` is undefined."""
+    if not AIRFLOW_V_3_0_PLUS:
+        pytest.skip("Airflow 2 gives every run a logical date")
+    import pendulum
+
+    module = load_dag_module("example_chamelaion_upload")
+    run = module.dag.test(logical_date=None, run_after=pendulum.datetime(2026, 11, 26, 15, tz="UTC"))
+
+    assert run.state == "success"
+    assert run.logical_date is None
+    [output] = (dag_env / "upload").iterdir()
+    assert output.name == "2026-11-26-promo-ja.mp4"
+
+
 def sync_example_dags() -> None:
     """Write the example DAGs (and the assets they schedule on) to the database, as the DAG processor does."""
     from airflow.dag_processing.bundles.manager import DagBundlesManager

@@ -21,6 +21,7 @@ import itertools
 import json
 import logging
 import os
+import re
 import sqlite3
 from collections.abc import Callable
 from pathlib import Path
@@ -47,6 +48,8 @@ DB_COLUMNS: dict[str, tuple[str, ...]] = {
     "dag_run": ("conf",),
 }
 _module_names = itertools.count()
+#: A signed URL's query string (the simulator signs its output URLs with ``expires=`` and ``sig=``).
+SIGNED_QUERY = re.compile(r"[?&](sig|expires|signature|x-amz-signature|x-goog-signature)=", re.I)
 
 
 @pytest.fixture
@@ -232,6 +235,15 @@ def test_api_key_never_leaks_running_the_example_dags(
     assert any(snapshot["task_instance.next_kwargs"] for snapshot in snapshots.db)
     for classpath, kwargs in snapshots.trigger_rows:
         assert not holds_key(json.dumps(kwargs, default=repr)), classpath
+    # The trigger events Airflow stores (next_kwargs) and logs carry no signed output URL either.
+    for snapshot in [*snapshots.db, final]:
+        for column in ("task_instance.next_kwargs", "trigger.kwargs"):
+            assert not any(SIGNED_QUERY.search(str(value)) for value in snapshot[column]), column
+    assert SIGNED_QUERY.search(str(final["xcom.value"])), "XCom keeps the whole URL: the search works"
+    # (At DEBUG, urllib3 logs each request line, the signed download URL's included: README, Secrets.)
+    for record in caplog.records:
+        if record.levelno >= logging.INFO:
+            assert not SIGNED_QUERY.search(record.getMessage()), record.getMessage()
 
     # 4. What the trigger serialized (the triggerer stores it): connection id, never the key.
     for classpath, kwargs in snapshots.serialized:
@@ -266,6 +278,7 @@ def test_serialized_trigger_never_holds_the_key(simulator: Simulator) -> None:
         "poll_interval",
         "end_time",
         "max_consecutive_errors",
+        "still_waiting_interval",
     }
     assert API_KEY not in repr(trigger)
 

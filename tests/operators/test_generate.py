@@ -597,6 +597,18 @@ def test_deferrable_defers_after_pushing_the_id(simulator: Simulator, retry_poli
     assert idle(simulator).state.calls_to("GET", "/requests/.") == []  # no polling in the worker
 
 
+@pytest.mark.parametrize(
+    ("given", "interval"), [({}, 300.0), ({"still_waiting_interval": timedelta(minutes=2)}, 120.0)]
+)
+def test_the_trigger_says_still_waiting_at_the_tasks_interval(
+    simulator: Simulator, retry_policy: RetryPolicy, given: dict[str, Any], interval: float
+) -> None:
+    operator = make_operator(retry_policy, wait_for_completion=True, deferrable=True, **given)
+    with pytest.raises(TaskDeferred) as info:
+        operator.execute(make_context())
+    assert info.value.trigger.serialize()[1]["still_waiting_interval"] == interval
+
+
 def test_deferrable_round_trip_through_the_real_trigger(
     simulator: Simulator, retry_policy: RetryPolicy
 ) -> None:
@@ -611,60 +623,68 @@ def test_deferrable_round_trip_through_the_real_trigger(
         return None
 
     fired = asyncio.run(asyncio.wait_for(first_event(), 20))
+    assert "output_url" not in json.dumps(fired.payload)  # logged and stored by Airflow: no signed URL
     ti = FakeTI()  # the resumed task gets a fresh context
     request_id = operator.resume_execution(info.value.method_name, {"event": fired.payload}, make_context(ti))
     assert request_id == trigger.request_id
     [request] = ti.pushed("request")
     assert request["status"] == "completed"
+    assert request["output_url"].startswith(f"{simulator.origin}/outputs/{request_id}.mp4?expires=")
 
 
-def _completed(request_id: str = "r-1") -> dict[str, Any]:
-    request = {"id": request_id, "status": "completed", "output_url": f"https://cdn.test/{request_id}.mp4"}
-    return {"status": "completed", "request_id": request_id, "request": request, "message": "done"}
+def _event(status: str, request_id: str = "r-8", **fields: Any) -> dict[str, Any]:
+    """A trigger event as ``LipsyncRequestTrigger`` yields it."""
+    return {
+        "status": status,
+        "request_id": request_id,
+        "job_status": None,
+        "error_message": None,
+        "message": "",
+        **fields,
+    }
 
 
-def test_execute_complete_completed_returns_the_id_and_pushes_the_request() -> None:
+def test_execute_complete_fetches_the_request_once_and_pushes_it(
+    simulator: Simulator, sim_hook: ChamelaionHook, retry_policy: RetryPolicy
+) -> None:
+    request_id = submit(sim_hook, "ep42-ja")
+    simulator.state.force_status(request_id, "completed")
     ti = FakeTI()
-    operator = make_operator(wait_for_completion=True, deferrable=True)
-    assert operator.execute_complete(make_context(ti), event=_completed("r-7")) == "r-7"
-    assert ti.pushed("request") == [_completed("r-7")["request"]]
+    operator = make_operator(retry_policy, wait_for_completion=True, deferrable=True)
+    completed = _event("completed", request_id, job_status="completed")
+    assert operator.execute_complete(make_context(ti), event=completed) == request_id
+    [request] = ti.pushed("request")
+    assert (request["id"], request["reference_id"]) == (request_id, "ep42-ja")
+    assert request["output_url"].startswith(f"{simulator.origin}/outputs/{request_id}.mp4?expires=")
+    assert operator.output_request == request  # what the extra link shows
+    assert len(idle(simulator).state.calls_to("GET", f"/requests/{request_id}$")) == 1
 
 
 @pytest.mark.parametrize(
     ("event", "error", "match"),
     [
         (
-            {
-                "status": "failed",
-                "request_id": "r-8",
-                "request": {"id": "r-8", "status": "failed", "error_message": "No face detected"},
-                "message": "",
-            },
+            _event("failed", job_status="failed", error_message="No face detected"),
             LipsyncJobFailedError,
-            r"r-8.*No face detected",
+            r"r-8 failed: No face detected",
         ),
-        (
-            {"status": "timeout", "request_id": "r-8", "request": None, "message": "r-8 did not finish"},
-            LipsyncWaitTimeout,
-            "r-8 did not finish",
-        ),
-        (
-            {"status": "error", "request_id": "r-8", "request": None, "message": "Stopped: HTTP 401"},
-            ChamelaionError,
-            "Stopped: HTTP 401",
-        ),
+        (_event("timeout", message="r-8 did not finish"), LipsyncWaitTimeout, "r-8 did not finish"),
+        (_event("error", message="Stopped: HTTP 401"), ChamelaionError, "Stopped: HTTP 401"),
         (None, ChamelaionError, "Malformed"),
         ({"status": "finished"}, ChamelaionError, "Malformed"),
-        ({"status": "completed", "request_id": "r-8"}, ChamelaionError, "Malformed"),
+        ({"status": "completed"}, ChamelaionError, "Malformed"),
     ],
-    ids=["failed", "timeout", "error", "none", "unknown-status", "completed-without-request"],
+    ids=["failed", "timeout", "error", "none", "unknown-status", "completed-without-request-id"],
 )
-def test_execute_complete_other_events_raise(event: Any, error: type[Exception], match: str) -> None:
+def test_execute_complete_other_events_raise_without_a_call(
+    simulator: Simulator, event: Any, error: type[Exception], match: str
+) -> None:
     ti = FakeTI()
     operator = make_operator(wait_for_completion=True, deferrable=True)
     with pytest.raises(error, match=match):
         operator.execute_complete(make_context(ti), event=event)
     assert ti.pushes == []
+    assert idle(simulator).state.calls == []
 
 
 # -- job identity -----------------------------------------------------------------------------------------

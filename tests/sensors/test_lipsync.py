@@ -6,6 +6,7 @@ import asyncio
 import inspect
 import time
 import uuid
+from types import SimpleNamespace
 from typing import TYPE_CHECKING, Any
 
 import pytest
@@ -31,7 +32,7 @@ from airflow_provider_chamelaion.version_compat import (
 )
 from tests.conftest import API_KEY, connection_json, idle
 from tests.helpers.context import make_context as fake_context
-from tests.helpers.logs import logged_text
+from tests.helpers.logs import logged_messages, logged_text
 
 if TYPE_CHECKING:
     from airflow_provider_chamelaion.version_compat import Context
@@ -65,7 +66,14 @@ def job(sim_hook: ChamelaionHook) -> str:
 
 
 def event(status: str, request_id: str = "r-1", **fields: Any) -> dict[str, Any]:
-    payload: dict[str, Any] = {"status": status, "request_id": request_id, "request": None, "message": ""}
+    """A trigger event as ``LipsyncRequestTrigger`` yields it (never with the request's output URL)."""
+    payload: dict[str, Any] = {
+        "status": status,
+        "request_id": request_id,
+        "job_status": None,
+        "error_message": None,
+        "message": "",
+    }
     payload.update(fields)
     return payload
 
@@ -208,6 +216,41 @@ def test_execute_defers_with_a_trigger_for_the_request(
     assert len(idle(simulator).state.calls_to("GET", f"/requests/{job}$")) == 1  # one look
 
 
+@pytest.mark.parametrize(("given", "interval"), [({}, 300.0), ({"still_waiting_interval": 60}, 60.0)])
+def test_the_trigger_says_still_waiting_at_the_sensors_interval(
+    simulator: Simulator, job: str, retry_policy: RetryPolicy, given: dict[str, Any], interval: float
+) -> None:
+    simulator.state.force_status(job, "running")
+    sensor = make_sensor(job, retry_policy=retry_policy, deferrable=True, **given)
+    with pytest.raises(TaskDeferred) as info:
+        sensor.execute(make_context())
+    assert info.value.trigger.serialize()[1]["still_waiting_interval"] == interval
+
+
+def test_poke_mode_says_still_waiting_at_the_sensors_interval(
+    simulator: Simulator,
+    job: str,
+    retry_policy: RetryPolicy,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    from airflow_provider_chamelaion import progress
+
+    clock = iter(range(0, 10_000, 20))  # each reading of the wait's clock: 20 s later
+    monkeypatch.setattr(progress, "time", SimpleNamespace(monotonic=lambda: float(next(clock))))
+    simulator.state.force_status(job, "running")
+    sensor = make_sensor(job, retry_policy=retry_policy, mode="poke", still_waiting_interval=60)
+    with logged_messages(caplog) as logs:
+        for _ in range(6):  # pokes at 20, 40, ... 120 s (the reporter was made at 0 s)
+            assert sensor.poke(make_context()) is False
+    lines = [line for line in logs if job in line]
+    assert lines == [
+        f"Chamelaion lip-sync request {job} is running",
+        f"Still waiting on Chamelaion lip-sync request {job}: running for 40.0 s (waiting 1 min 0 s in all)",
+        f"Still waiting on Chamelaion lip-sync request {job}: running for 1 min 40 s (waiting 2 min 0 s in all)",
+    ]
+
+
 def test_execute_returns_at_once_if_already_completed(
     simulator: Simulator, job: str, retry_policy: RetryPolicy
 ) -> None:
@@ -238,12 +281,10 @@ def test_deferrable_soft_fail_skips_a_job_that_already_failed(
 
 def test_deferrable_soft_fail_skips_a_job_that_fails_after_deferral() -> None:
     sensor = make_sensor("r-9", deferrable=True, soft_fail=True)
-    request = {"id": "r-9", "status": "failed", "error_message": "no face"}
+    failed = event("failed", "r-9", job_status="failed", error_message="no face")
     with pytest.raises(AirflowSkipException):
         sensor.resume_execution(
-            next_method="execute_complete",
-            next_kwargs={"event": event("failed", "r-9", request=request)},
-            context=make_context(),
+            next_method="execute_complete", next_kwargs={"event": failed}, context=make_context()
         )
 
 
@@ -263,12 +304,20 @@ def test_deferral_round_trip_through_the_real_trigger(
         return None
 
     fired = asyncio.run(asyncio.wait_for(first_event(), 20))
+    assert "output_url" not in fired.payload  # the triggerer logs and stores the event: no signed URL
+    gets_before = len(idle(simulator).state.calls_to("GET", f"/requests/{job}$"))
     result = sensor.resume_execution(info.value.method_name, {"event": fired.payload}, make_context())
     assert result["id"] == job
     assert result["status"] == "completed"
+    assert str(result["output_url"]).startswith(f"{simulator.origin}/outputs/{job}.mp4?expires=")
+    assert sensor.output_request == result  # what the extra link shows
+    # The resumed task fetched the request once for its output URL.
+    assert len(idle(simulator).state.calls_to("GET", f"/requests/{job}$")) == gets_before + 1
 
 
-def test_execute_complete_needs_only_the_event() -> None:
+def test_execute_complete_needs_only_the_event(
+    simulator: Simulator, job: str, retry_policy: RetryPolicy
+) -> None:
     parameters = inspect.signature(LipsyncRequestSensor.execute_complete).parameters
     required = [
         name
@@ -276,28 +325,44 @@ def test_execute_complete_needs_only_the_event() -> None:
         if parameter.default is inspect.Parameter.empty and name not in ("self", "context")
     ]
     assert required == []
-    request = {"id": "r-1", "status": "completed", "output_url": "https://cdn.test/r-1.mp4"}
-    sensor = make_sensor("r-1", deferrable=True)
-    assert sensor.execute_complete(make_context(), event=event("completed", request=request)) == request
+    simulator.state.force_status(job, "completed")
+    sensor = make_sensor("ep42-ja", retry_policy=retry_policy, deferrable=True)
+    request = sensor.execute_complete(make_context(), event=event("completed", job, job_status="completed"))
+    assert (request["id"], request["status"], request["reference_id"]) == (job, "completed", "ep42-ja")
+    assert str(request["output_url"]).startswith(f"{simulator.origin}/outputs/{job}.mp4?expires=")
 
 
-def test_execute_complete_logs_the_output_url_without_its_signature(caplog: pytest.LogCaptureFixture) -> None:
-    signed = "https://storage.test/outputs/r-1.mp4?expires=1767225600&sig=5f2b9c0e7d"
-    request = {"id": "r-1", "status": "completed", "output_url": signed}
-    sensor = make_sensor("r-1", deferrable=True)
+def test_execute_complete_logs_the_output_url_without_its_signature(
+    simulator: Simulator, job: str, retry_policy: RetryPolicy, caplog: pytest.LogCaptureFixture
+) -> None:
+    simulator.state.force_status(job, "completed")
+    sensor = make_sensor(job, retry_policy=retry_policy, deferrable=True)
     with logged_text(caplog) as logs:
-        assert sensor.execute_complete(make_context(), event=event("completed", request=request)) == request
+        request = sensor.execute_complete(make_context(), event=event("completed", job))
     text = "\n".join(logs)
-    assert "https://storage.test/outputs/r-1.mp4?<signed query hidden>" in text
+    assert "sig=" in str(request["output_url"])  # XCom keeps the whole URL; the log does not
+    assert f"{simulator.origin}/outputs/{job}.mp4?<signed query hidden>" in text
     assert "sig=" not in text
 
 
-def test_execute_complete_failed_raises_fail_with_message_and_id() -> None:
-    request = {"id": "r-9", "status": "failed", "error_message": "No face detected"}
+def test_execute_complete_when_the_api_no_longer_says_completed_is_an_error(
+    simulator: Simulator, job: str, retry_policy: RetryPolicy
+) -> None:
+    simulator.state.force_status(job, "running")
+    sensor = make_sensor(job, retry_policy=retry_policy, deferrable=True)
+    with pytest.raises(ChamelaionError, match="was reported completed, but the API now says 'running'"):
+        sensor.execute_complete(make_context(), event=event("completed", job))
+
+
+def test_execute_complete_failed_raises_fail_with_message_and_id_without_a_call(
+    simulator: Simulator,
+) -> None:
+    failed = event("failed", "r-9", job_status="failed", error_message="No face detected")
     with pytest.raises(AirflowFailException) as info:
-        make_sensor("r-9").execute_complete(make_context(), event=event("failed", "r-9", request=request))
+        make_sensor("r-9").execute_complete(make_context(), event=failed)
     assert "No face detected" in str(info.value)
     assert "r-9" in str(info.value)
+    assert idle(simulator).state.calls == []
 
 
 def test_execute_complete_timeout_raises_sensor_timeout() -> None:
@@ -316,8 +381,8 @@ def test_execute_complete_error_raises_with_the_message() -> None:
 
 @pytest.mark.parametrize(
     "bad",
-    [None, {}, {"status": "done"}, {"status": "completed", "request": None}, "completed"],
-    ids=["none", "empty", "unknown-status", "completed-without-request", "not-a-dict"],
+    [None, {}, {"status": "done"}, {"status": "completed", "request_id": None}, "completed"],
+    ids=["none", "empty", "unknown-status", "completed-without-request-id", "not-a-dict"],
 )
 def test_execute_complete_malformed_event_is_an_error(bad: Any) -> None:
     with pytest.raises(ChamelaionError, match="Malformed"):

@@ -91,6 +91,8 @@ def test_the_batch_ends_in_one_small_event_and_the_manifest_holds_the_results(
     assert event["status"] == "done"
     assert event["counts"] == {"not_submitted": 0, "queued": 0, "running": 0, "completed": 250, "failed": 0}
     assert event["manifest_path"] == str(path)
+    # Airflow logs the event whole and stores it in next_kwargs: counts and a path, no signed output URL.
+    assert sorted(event) == ["counts", "end_time", "manifest_path", "message", "status"]
     rows = read_manifest(path)
     assert [row.request_id for row in rows] == ids
     assert all(row.status == "completed" and row.output_url for row in rows)

@@ -59,6 +59,7 @@ def test_serialize_is_class_path_and_json_primitives_without_the_key(mock_conn: 
         poll_interval=7,
         end_time=end_time,
         max_consecutive_errors=4,
+        still_waiting_interval=120,
     )
     classpath, kwargs = trigger.serialize()
     assert classpath == CLASS_PATH
@@ -69,6 +70,7 @@ def test_serialize_is_class_path_and_json_primitives_without_the_key(mock_conn: 
         "poll_interval": 7.0,
         "end_time": end_time,
         "max_consecutive_errors": 4,
+        "still_waiting_interval": 120.0,
     }
     assert API_KEY not in json.dumps(kwargs)
     assert API_KEY not in repr(trigger.serialize())
@@ -76,29 +78,47 @@ def test_serialize_is_class_path_and_json_primitives_without_the_key(mock_conn: 
 
 @pytest.mark.parametrize("end_time", [None, 1_900_000_000.25])
 def test_rebuilt_trigger_serializes_the_same(end_time: float | None) -> None:
-    trigger = LipsyncRequestTrigger("abc", "my_conn", poll_interval=0.5, end_time=end_time)
+    trigger = LipsyncRequestTrigger(
+        "abc", "my_conn", poll_interval=0.5, end_time=end_time, still_waiting_interval=45
+    )
     classpath, kwargs = trigger.serialize()
     module, _, name = classpath.rpartition(".")
     rebuilt = getattr(importlib.import_module(module), name)(**json.loads(json.dumps(kwargs)))
     assert isinstance(rebuilt, LipsyncRequestTrigger)
     assert rebuilt.serialize() == (classpath, kwargs)
     assert rebuilt.end_time == end_time  # an absolute deadline: a restart does not reset the countdown
+    assert rebuilt.still_waiting_interval == 45.0
+
+
+def test_trigger_rows_written_before_still_waiting_interval_existed_still_load() -> None:
+    kwargs: dict[str, Any] = {"request_id": "abc", "chamelaion_conn_id": "c", "poll_interval": 30.0}
+    assert LipsyncRequestTrigger(**kwargs).still_waiting_interval == 300.0
 
 
 # -- terminal outcomes ----------------------------------------------------------------------------------
 
 
-async def test_completed_job_yields_one_completed_event(
+async def test_completed_job_yields_one_completed_event_without_the_signed_url(
     simulator: Simulator, sim_hook: ChamelaionHook
 ) -> None:
     request_id = submit(sim_hook, "ep1")
     event = only_event(await collect(LipsyncRequestTrigger(request_id, poll_interval=POLL)))
-    assert event["status"] == "completed"
-    assert event["request_id"] == request_id
-    assert event["request"]["id"] == request_id
-    assert event["request"]["status"] == "completed"
-    assert event["request"]["reference_id"] == "ep1"
-    assert event["request"]["output_url"].startswith(f"{simulator.origin}/outputs/{request_id}.mp4")
+    # Airflow logs the whole event and stores it in next_kwargs: what the worker needs, no signed URL.
+    assert event == {
+        "status": "completed",
+        "request_id": request_id,
+        "job_status": "completed",
+        "error_message": None,
+        "message": f"Chamelaion lip-sync request {request_id} completed",
+    }
+
+
+async def test_waiting_by_reference_id_reports_the_jobs_id(
+    simulator: Simulator, sim_hook: ChamelaionHook
+) -> None:
+    request_id = submit(sim_hook, "ep42-ja-2026-11-25")
+    event = only_event(await collect(LipsyncRequestTrigger("ep42-ja-2026-11-25", poll_interval=POLL)))
+    assert (event["status"], event["request_id"]) == ("completed", request_id)
 
 
 async def test_failed_job_yields_failed_event_with_api_message_and_id(
@@ -108,7 +128,8 @@ async def test_failed_job_yields_failed_event_with_api_message_and_id(
     request_id = submit(sim_hook)
     event = only_event(await collect(LipsyncRequestTrigger(request_id, poll_interval=POLL)))
     assert event["status"] == "failed"
-    assert event["request"]["status"] == "failed"
+    assert event["job_status"] == "failed"
+    assert event["error_message"] == simulator.config.failure_message
     assert simulator.config.failure_message in event["message"]
     assert request_id in event["message"]
 
@@ -121,8 +142,8 @@ async def test_deadline_in_the_past_yields_timeout_with_last_request(
     trigger = LipsyncRequestTrigger(request_id, poll_interval=POLL, end_time=time.time() - 5)
     event = only_event(await collect(trigger))
     assert event["status"] == "timeout"
-    assert event["request"]["id"] == request_id
-    assert event["request"]["status"] == "queued"
+    assert event["request_id"] == request_id
+    assert event["job_status"] == "queued"
     assert request_id in event["message"]
     assert len(polls(idle(simulator), request_id)) == 1  # looked once, then stopped
 
@@ -135,7 +156,7 @@ async def test_deadline_soon_yields_timeout_after_polling(
     trigger = LipsyncRequestTrigger(request_id, poll_interval=POLL, end_time=time.time() + 0.3)
     event = only_event(await collect(trigger))
     assert event["status"] == "timeout"
-    assert event["request"]["status"] == "processing"
+    assert event["job_status"] == "processing"
     assert "'processing'" in event["message"]
 
 
@@ -152,6 +173,10 @@ async def test_wrong_api_key_ends_with_error_after_one_call(
     assert "401" in event["message"]
     assert request_id in event["message"]
     assert "wrong-key" not in event["message"]
+    # What to fix, and where: the connection, its API key field, the environment variable.
+    assert "connection 'chamelaion_default'" in event["message"]
+    assert "'API key' field" in event["message"]
+    assert "AIRFLOW_CONN_CHAMELAION_DEFAULT" in event["message"]
     calls = polls(idle(simulator), request_id)
     assert [call.status for call in calls] == [401]  # permanent: neither retried nor polled again
 
@@ -161,7 +186,7 @@ async def test_scripted_401_ends_with_error_at_once(simulator: Simulator, sim_ho
     simulator.state.add_fault(kind="status", status=401, path="/requests/", times=5)
     event = only_event(await collect(LipsyncRequestTrigger(request_id, poll_interval=POLL)))
     assert event["status"] == "error"
-    assert event["request"] is None
+    assert event["job_status"] is None  # never read
     assert len(polls(idle(simulator), request_id)) == 1
 
 
@@ -266,8 +291,7 @@ async def test_unknown_status_keeps_polling_until_it_changes(
     assert not task.done()
     simulator.state.force_status(request_id, "completed")
     event = only_event(await task)
-    assert event["status"] == "completed"
-    assert event["request"]["output_url"]
+    assert (event["status"], event["job_status"]) == ("completed", "completed")
 
 
 # -- resources ------------------------------------------------------------------------------------------
@@ -342,7 +366,7 @@ async def test_scripted_polls_with_the_key_until_completed(server: ScriptedServe
     )
     event = only_event(await collect(LipsyncRequestTrigger("r-1", poll_interval=POLL)))
     assert event["status"] == "completed"
-    assert event["request"]["output_url"] == "https://cdn.test/o.mp4"
+    assert "https://cdn.test/o.mp4" not in json.dumps(event)
     assert [seen.raw_path for seen in server.seen] == ["/api/v1/lipsync/requests/r-1"] * 3
     assert all(seen.headers["x-api-key"] == API_KEY for seen in server.seen)
     assert len({seen.client_port for seen in server.seen}) == 1  # one keep-alive connection for the wait
