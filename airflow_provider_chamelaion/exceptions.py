@@ -167,6 +167,18 @@ class LipsyncJobFailedError(ChamelaionError):
         return (type(self), (self.request_id, self.error_message, self.status))
 
 
+class LipsyncWaitTimeout(ChamelaionError):
+    """A lip-sync request did not finish within the task's wait limit."""
+
+
+class LipsyncBatchFailedError(ChamelaionError):
+    """More jobs of a batch failed than its ``max_failure_rate`` accepts."""
+
+
+class LipsyncBatchStopped(ChamelaionError):
+    """A batch was told to stop (``on_kill``, a timeout) while submitting: what was not sent was not sent."""
+
+
 def is_permanent(error: BaseException) -> bool:
     """Whether asking again cannot help: a wrong key, an unknown id, rejected input, a bad connection
     (malformed, or https to a plain-HTTP server)."""

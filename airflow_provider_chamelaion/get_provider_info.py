@@ -65,7 +65,7 @@ def get_provider_info() -> dict[str, Any]:
                 ],
             }
         ],
-        "extra-links": ["airflow_provider_chamelaion.links.LipsyncOutputLink"],
+        "extra-links": ["airflow_provider_chamelaion.utils.links.LipsyncOutputLink"],
         "connection-types": [
             {
                 "connection-type": CONN_TYPE,

@@ -19,9 +19,15 @@ from pathlib import Path
 from typing import Any
 
 import pendulum
+from airflow import DAG
+
+try:  # Airflow 3
+    from airflow.sdk import Asset, task
+except ImportError:  # Airflow 2 calls assets datasets
+    from airflow.datasets import Dataset as Asset
+    from airflow.decorators import task
 
 from airflow_provider_chamelaion.operators.lipsync import LipsyncDownloadOperator, LipsyncGenerateOperator
-from airflow_provider_chamelaion.version_compat import DAG, Asset, task
 
 POLL_INTERVAL = float(os.environ.get("CHAMELAION_POLL_INTERVAL", "30"))
 OUTPUT_DIR = os.environ.get("CHAMELAION_OUTPUT_DIR", "/tmp/chamelaion-outputs")

@@ -17,13 +17,18 @@ import os
 from pathlib import Path
 
 import pendulum
+from airflow import DAG
 
-from airflow_provider_chamelaion.catalogue import split_catalogue
+try:  # Airflow 3
+    from airflow.sdk import task
+except ImportError:  # Airflow 2
+    from airflow.decorators import task
+
+from airflow_provider_chamelaion.batch.catalogue import split_catalogue
 from airflow_provider_chamelaion.operators.batch import (
     LipsyncBatchDownloadOperator,
     LipsyncBatchGenerateOperator,
 )
-from airflow_provider_chamelaion.version_compat import DAG, task
 
 POLL_INTERVAL = float(os.environ.get("CHAMELAION_POLL_INTERVAL", "30"))
 OUTPUT_DIR = os.environ.get("CHAMELAION_OUTPUT_DIR", "/tmp/chamelaion-outputs")

@@ -17,10 +17,10 @@ import os
 from typing import Any
 
 import pendulum
+from airflow import DAG
 
 from airflow_provider_chamelaion.operators.lipsync import LipsyncDownloadOperator, LipsyncGenerateOperator
 from airflow_provider_chamelaion.sensors.lipsync import LipsyncRequestSensor
-from airflow_provider_chamelaion.version_compat import DAG
 
 POLL_INTERVAL = float(os.environ.get("CHAMELAION_POLL_INTERVAL", "30"))
 OUTPUT_DIR = os.environ.get("CHAMELAION_OUTPUT_DIR", "/tmp/chamelaion-outputs")

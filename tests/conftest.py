@@ -34,8 +34,8 @@ os.environ["AIRFLOW__CORE__LOAD_EXAMPLES"] = "False"
 os.environ.pop("AIRFLOW__CORE__UNIT_TEST_MODE", None)
 os.environ["CHAMELAION_POLL_INTERVAL"] = "0.3"
 
+from airflow_provider_chamelaion.client.retry import RetryPolicy  # noqa: E402
 from airflow_provider_chamelaion.hooks.chamelaion import ChamelaionHook  # noqa: E402
-from airflow_provider_chamelaion.retry import RetryPolicy  # noqa: E402
 from airflow_provider_chamelaion.simulator import Simulator, SimulatorConfig  # noqa: E402
 
 
@@ -83,7 +83,7 @@ def plain_install(monkeypatch: pytest.MonkeyPatch) -> None:
     The dev environment has the Amazon provider and s3fs (the PostgreSQL/Celery/S3 deployment test needs
     them); the compatibility legs are plain installs and run the same tests unpatched.
     """
-    from airflow_provider_chamelaion import media
+    from airflow_provider_chamelaion.client import media
 
     monkeypatch.setattr(media, "_airflow_has_filesystem", lambda scheme: scheme in {"file", "local"})
     monkeypatch.setitem(sys.modules, "s3fs", None)  # importlib.util.find_spec("s3fs") is then None

@@ -8,8 +8,8 @@ from typing import Any
 
 import pytest
 
-from airflow_provider_chamelaion.batch_submit import SubmissionOrder, SubmitPacer
-from airflow_provider_chamelaion.manifest import ManifestRow
+from airflow_provider_chamelaion.batch.manifest import ManifestRow
+from airflow_provider_chamelaion.batch.submit import SubmissionOrder, SubmitPacer
 
 
 class FakeTime:

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from airflow_provider_chamelaion.catalogue import load_catalogue, split_catalogue
+from airflow_provider_chamelaion.batch.catalogue import load_catalogue, split_catalogue
 from airflow_provider_chamelaion.exceptions import ChamelaionConfigError
 
 

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from airflow_provider_chamelaion.connection import (
+from airflow_provider_chamelaion.client.settings import (
     ApiSettings,
     origin_of,
     parse_base_url,

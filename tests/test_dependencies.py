@@ -177,7 +177,7 @@ def test_provider_runs_without_the_simulator_extra() -> None:
     report = json.loads(result.stdout.strip().splitlines()[-1])
     assert {
         "airflow_provider_chamelaion.hooks.chamelaion",
-        "airflow_provider_chamelaion.hooks.shared_session",
+        "airflow_provider_chamelaion.client.session",
         "airflow_provider_chamelaion.operators.lipsync",
         "airflow_provider_chamelaion.sensors.lipsync",
         "airflow_provider_chamelaion.triggers.lipsync",

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 import structlog
 
-from airflow_provider_chamelaion.job_identity import (
+from airflow_provider_chamelaion.utils.job_identity import (
     STATE_KEY,
     Submission,
     SubmissionStore,

@@ -11,10 +11,10 @@ from typing import Any
 
 import pytest
 
-from airflow_provider_chamelaion import links
-from airflow_provider_chamelaion.links import LipsyncOutputLink, output_link, signed_url_expiry
 from airflow_provider_chamelaion.operators.lipsync import LipsyncGenerateOperator
 from airflow_provider_chamelaion.sensors.lipsync import LipsyncRequestSensor
+from airflow_provider_chamelaion.utils import links
+from airflow_provider_chamelaion.utils.links import LipsyncOutputLink, output_link, signed_url_expiry
 from airflow_provider_chamelaion.version_compat import BaseOperatorLink
 
 NOW = 1_767_225_600.0  # 2026-01-01T00:00:00Z

@@ -6,9 +6,9 @@ from typing import Any
 
 import pytest
 
+from airflow_provider_chamelaion.batch.listing import ListingScan, reconcile
+from airflow_provider_chamelaion.client.models import RequestPage
 from airflow_provider_chamelaion.hooks.chamelaion import ChamelaionHook
-from airflow_provider_chamelaion.listing import ListingScan, reconcile
-from airflow_provider_chamelaion.models import RequestPage
 from airflow_provider_chamelaion.simulator import Simulator, SimulatorConfig
 from tests.conftest import API_KEY
 
@@ -128,7 +128,7 @@ def test_scan_plan_on_pages_as_data() -> None:
 
 
 def _requests(count: int) -> list[Any]:
-    from airflow_provider_chamelaion.models import LipsyncRequest
+    from airflow_provider_chamelaion.client.models import LipsyncRequest
 
     return [LipsyncRequest(id=f"id-{n}", status="completed") for n in range(count)]
 

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from airflow_provider_chamelaion.models import (
+from airflow_provider_chamelaion.client.models import (
     FAILURE_STATUSES,
     SUCCESS_STATUSES,
     LipsyncRequest,

@@ -6,11 +6,11 @@ import io
 
 import pytest
 
+from airflow_provider_chamelaion.client.media import MediaInfo
+from airflow_provider_chamelaion.client.multipart import FilePart, MultipartBody
 from airflow_provider_chamelaion.exceptions import (
     ChamelaionConfigError,
 )
-from airflow_provider_chamelaion.media import MediaInfo
-from airflow_provider_chamelaion.multipart import FilePart, MultipartBody
 from tests.hooks.mock_api import _parse_multipart
 
 

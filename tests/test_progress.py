@@ -15,11 +15,11 @@ from typing import Any
 import pytest
 from requests_mock import Mocker
 
-from airflow_provider_chamelaion import progress
 from airflow_provider_chamelaion.hooks.chamelaion import ChamelaionHook
-from airflow_provider_chamelaion.progress import TransferProgress, WaitReporter
 from airflow_provider_chamelaion.simulator import Simulator
 from airflow_provider_chamelaion.triggers.lipsync import LipsyncRequestTrigger
+from airflow_provider_chamelaion.utils import progress
+from airflow_provider_chamelaion.utils.progress import TransferProgress, WaitReporter
 from tests.helpers.logs import logged_messages
 from tests.helpers.triggers import collect, polls, wait_until
 from tests.hooks.mock_api import STORAGE_URL, UPLOAD_URL, _completed, _UploadCapture

@@ -172,7 +172,7 @@ def test_connection_form_relabels_host_and_password(connection_type: dict[str, A
 
 
 def test_placeholder_is_the_default_base_url_the_hook_uses(connection_type: dict[str, Any]) -> None:
-    from airflow_provider_chamelaion.connection import parse_base_url
+    from airflow_provider_chamelaion.client.settings import parse_base_url
 
     assert (
         parse_base_url("", "chamelaion_default")

@@ -9,7 +9,9 @@ from typing import Any
 
 import pytest
 
-from airflow_provider_chamelaion import retry as retry_module
+from airflow_provider_chamelaion.client import retry as retry_module
+from airflow_provider_chamelaion.client.retry import RetryPolicy
+from airflow_provider_chamelaion.client.wire import parse_retry_after
 from airflow_provider_chamelaion.exceptions import (
     ChamelaionAPIError,
     ChamelaionAuthError,
@@ -22,8 +24,6 @@ from airflow_provider_chamelaion.exceptions import (
     ChamelaionValidationError,
     error_for_status,
 )
-from airflow_provider_chamelaion.retry import RetryPolicy
-from airflow_provider_chamelaion.wire import parse_retry_after
 
 NOW = datetime(2026, 4, 7, 10, 0, 0, tzinfo=timezone.utc)
 

@@ -5,7 +5,7 @@ list) and ``aiohttp`` for the async path (the triggerer: ``aget_request``), alwa
 loop's shared session of :mod:`.shared_session`. Both libraries' failures are classified here, by
 :func:`_transport_error`, into one :class:`~airflow_provider_chamelaion.exceptions.ChamelaionTransportError`
 that says whether the server may have seen the request; retries are then decided by the one
-:class:`~airflow_provider_chamelaion.retry.RetryPolicy`.
+:class:`~airflow_provider_chamelaion.client.retry.RetryPolicy`.
 """
 
 from __future__ import annotations
@@ -23,22 +23,7 @@ import aiohttp
 import requests
 
 from airflow_provider_chamelaion import __version__
-from airflow_provider_chamelaion.connection import (
-    ApiSettings,
-    connection_env_var,
-    missing_connection_error,
-    origin_of,
-    settings_from_connection,
-)
-from airflow_provider_chamelaion.exceptions import (
-    ChamelaionAPIError,
-    ChamelaionAuthError,
-    ChamelaionError,
-    ChamelaionNotFoundError,
-    ChamelaionTLSError,
-    ChamelaionTransportError,
-)
-from airflow_provider_chamelaion.media import (
+from airflow_provider_chamelaion.client.media import (
     MediaDestination,
     MediaSource,
     atomic_write,
@@ -48,19 +33,17 @@ from airflow_provider_chamelaion.media import (
     resolve_destination,
     writes_in_one_put,
 )
-from airflow_provider_chamelaion.models import LipsyncRequest, RequestPage, newest_first
-from airflow_provider_chamelaion.multipart import FilePart, MultipartBody
-from airflow_provider_chamelaion.progress import TransferProgress
-from airflow_provider_chamelaion.retry import RetryPolicy
-from airflow_provider_chamelaion.version_compat import (
-    AirflowNotFoundException,
-    BaseHook,
-    aget_connection,
-    amask_secret,
-    get_connection,
-    mask_secret,
+from airflow_provider_chamelaion.client.models import LipsyncRequest, RequestPage, newest_first
+from airflow_provider_chamelaion.client.multipart import FilePart, MultipartBody
+from airflow_provider_chamelaion.client.retry import RetryPolicy
+from airflow_provider_chamelaion.client.settings import (
+    ApiSettings,
+    connection_env_var,
+    missing_connection_error,
+    origin_of,
+    settings_from_connection,
 )
-from airflow_provider_chamelaion.wire import (
+from airflow_provider_chamelaion.client.wire import (
     API_KEY_HEADER,
     GENERATE_PATH,
     GENERATE_WITH_MEDIA_PATH,
@@ -73,12 +56,28 @@ from airflow_provider_chamelaion.wire import (
     request_path,
     validate_reference_id,
 )
+from airflow_provider_chamelaion.exceptions import (
+    ChamelaionAPIError,
+    ChamelaionAuthError,
+    ChamelaionError,
+    ChamelaionNotFoundError,
+    ChamelaionTLSError,
+    ChamelaionTransportError,
+)
+from airflow_provider_chamelaion.utils.progress import TransferProgress
+from airflow_provider_chamelaion.utils.secrets import (
+    aget_connection,
+    amask_secret,
+    get_connection,
+    mask_secret,
+)
+from airflow_provider_chamelaion.version_compat import AirflowNotFoundException, BaseHook
 
 if TYPE_CHECKING:
     from contextlib import AbstractAsyncContextManager
     from pathlib import Path
 
-    from airflow_provider_chamelaion.hooks.shared_session import SharedSessionClient
+    from airflow_provider_chamelaion.client.session import SharedSessionClient
     from airflow_provider_chamelaion.version_compat import ObjectStoragePath
 
 USER_AGENT = f"airflow-provider-chamelaion/{__version__}"
@@ -182,11 +181,11 @@ class ChamelaionHook(BaseHook):
     ``https://api.chamelaion.com/api``; empty means that one, no scheme means https, or the extra
     ``scheme``). A URI-form connection (``chamelaion://:KEY@api.chamelaion.com/api``, which Airflow
     stores as host and schema) gives the same base URL. The extra ``reference_namespace`` goes into
-    every derived ``reference_id`` (see :mod:`airflow_provider_chamelaion.job_identity`).
+    every derived ``reference_id`` (see :mod:`airflow_provider_chamelaion.utils.job_identity`).
 
     Every GET is retried on connection errors, timeouts, 429 (honouring ``Retry-After``) and
     500/502/503/504 with exponential backoff and jitter; POSTs are retried only when the server
-    certainly did not act on them (see :mod:`airflow_provider_chamelaion.retry`). Other errors raise a
+    certainly did not act on them (see :mod:`airflow_provider_chamelaion.client.retry`). Other errors raise a
     typed :class:`~airflow_provider_chamelaion.exceptions.ChamelaionAPIError` at once.
 
     :param chamelaion_conn_id: the Airflow connection to use.
@@ -361,7 +360,7 @@ class ChamelaionHook(BaseHook):
         """Start a lip-sync job from two http(s) URLs (``POST /v1/lipsync/generate``).
 
         :param reconcile: called when the POST may have created a job but its answer was lost
-            (see :meth:`RetryPolicy.call <airflow_provider_chamelaion.retry.RetryPolicy.call>`): return
+            (see :meth:`RetryPolicy.call <airflow_provider_chamelaion.client.retry.RetryPolicy.call>`): return
             that job's id if it finds it, or ``None`` to have the POST sent again. Without it, such a
             POST is never sent again and its error is raised.
         :return: the new request's id (or the one ``reconcile`` found).
@@ -604,10 +603,10 @@ class ChamelaionHook(BaseHook):
 
         The one async client of the hook: every trigger on the loop shares one ``aiohttp`` session
         (closed when the last user leaves), which keeps a thousand waits near what a bare aiohttp GET
-        costs and free of cyclic garbage (see :mod:`airflow_provider_chamelaion.hooks.shared_session`). Use it with ``async with`` and pass it
+        costs and free of cyclic garbage (see :mod:`airflow_provider_chamelaion.client.session`). Use it with ``async with`` and pass it
         as ``client=`` to :meth:`aget_request` to keep one client for a whole wait.
         """
-        from airflow_provider_chamelaion.hooks.shared_session import shared_client
+        from airflow_provider_chamelaion.client.session import shared_client
 
         return shared_client(self.timeout, USER_AGENT)
 

@@ -16,15 +16,12 @@ from fractions import Fraction
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
-from airflow_provider_chamelaion.batch_submit import BatchStopped, BatchSubmitter, SubmitReport, ThreadHooks
-from airflow_provider_chamelaion.catalogue import (
+from airflow_provider_chamelaion.batch.catalogue import (
     CatalogueItem,
-    CataloguePath,
     CatalogueSource,
-    as_path,
     load_catalogue,
 )
-from airflow_provider_chamelaion.downloads_record import (
+from airflow_provider_chamelaion.batch.downloads import (
     FLUSH_EVERY_AT_LEAST,
     RECORD_FOLDER,
     DownloadsRecord,
@@ -33,14 +30,8 @@ from airflow_provider_chamelaion.downloads_record import (
     read_records,
     record_name,
 )
-from airflow_provider_chamelaion.events import LipsyncWaitTimeout
-from airflow_provider_chamelaion.exceptions import (
-    ChamelaionConfigError,
-    ChamelaionError,
-)
-from airflow_provider_chamelaion.job_identity import digest
-from airflow_provider_chamelaion.listing import Reconciliation, reconcile
-from airflow_provider_chamelaion.manifest import (
+from airflow_provider_chamelaion.batch.listing import Reconciliation, reconcile
+from airflow_provider_chamelaion.batch.manifest import (
     NOT_SUBMITTED,
     Manifest,
     ManifestOwner,
@@ -50,9 +41,24 @@ from airflow_provider_chamelaion.manifest import (
     load_manifest,
     save_manifest,
 )
-from airflow_provider_chamelaion.media import check_destination, check_storage_location, file_sizes
-from airflow_provider_chamelaion.models import LipsyncRequest
+from airflow_provider_chamelaion.batch.submit import BatchSubmitter, SubmitReport, ThreadHooks
+from airflow_provider_chamelaion.client.media import (
+    StorageLocation,
+    check_destination,
+    check_storage_location,
+    file_sizes,
+    storage_path,
+)
+from airflow_provider_chamelaion.client.models import LipsyncRequest
+from airflow_provider_chamelaion.exceptions import (
+    ChamelaionConfigError,
+    ChamelaionError,
+    LipsyncBatchFailedError,
+    LipsyncBatchStopped,
+    LipsyncWaitTimeout,
+)
 from airflow_provider_chamelaion.operators.lipsync import XCOM_RETURN_KEY
+from airflow_provider_chamelaion.utils.job_identity import digest
 from airflow_provider_chamelaion.version_compat import BaseOperator
 
 if TYPE_CHECKING:
@@ -63,10 +69,6 @@ if TYPE_CHECKING:
 
 #: How many failed items a batch failure names.
 NAMED_FAILURES = 5
-
-
-class LipsyncBatchFailedError(ChamelaionError):
-    """More jobs of a batch failed than its ``max_failure_rate`` accepts."""
 
 
 def catalogue_digest(items: Sequence[CatalogueItem]) -> str:
@@ -141,7 +143,7 @@ class LipsyncBatchGenerateOperator(BaseOperator):
         self,
         *,
         catalogue: CatalogueSource,
-        manifest_path: CataloguePath,
+        manifest_path: StorageLocation,
         catalogue_format: str | None = None,
         wait_for_completion: bool = True,
         submit_concurrency: int = 8,
@@ -232,7 +234,7 @@ class LipsyncBatchGenerateOperator(BaseOperator):
                 f"{self.task_id}: manifest_path is required: a local or object-storage file path"
             )
         check_storage_location(self.manifest_path, f"{self.task_id}: manifest_path")
-        location = str(as_path(self.manifest_path))
+        location = str(storage_path(self.manifest_path))
         if owner.map_index >= 0 and not self.manifest_path_per_map_index:
             location = with_map_index(location, owner.map_index)
         return location
@@ -406,7 +408,7 @@ class LipsyncBatchGenerateOperator(BaseOperator):
                 watermark=(found.newest_id, found.total),
                 watch_first=found.in_flight > 0,
             )
-        except BatchStopped:
+        except LipsyncBatchStopped:
             self.log.warning("Submission stopped; every job created is in the manifest")
             raise
         finally:
@@ -541,7 +543,7 @@ class LipsyncBatchDownloadOperator(BaseOperator):
     Files are named from ``filename_template`` (``str.format`` over the manifest row, default
     ``{reference_id}.mp4``) inside ``destination``. A file already at an output's name is skipped only
     when it is known to hold that row's job's complete output: the downloads record in
-    ``destination/.chamelaion-downloads/`` (see :mod:`~airflow_provider_chamelaion.downloads_record`)
+    ``destination/.chamelaion-downloads/`` (see :mod:`~airflow_provider_chamelaion.batch.downloads`)
     says the name holds this ``request_id``'s output, and the file still has the size recorded. Anything
     else there (another job's output, a hand copy, an interrupted copy) is downloaded over, so a re-run
     downloads nothing twice and delivers exactly the manifest's jobs. On object storage, what is present
@@ -564,8 +566,8 @@ class LipsyncBatchDownloadOperator(BaseOperator):
     def __init__(
         self,
         *,
-        manifest_path: CataloguePath | Any,
-        destination: CataloguePath,
+        manifest_path: StorageLocation | Any,
+        destination: StorageLocation,
         filename_template: str = "{reference_id}.mp4",
         concurrency: int = 4,
         chamelaion_conn_id: str = "chamelaion_default",
@@ -645,7 +647,7 @@ class LipsyncBatchDownloadOperator(BaseOperator):
         check_destination(self.destination)  # rendered now: before the manifest is read or anything fetched
         check_storage_location(self.destination, f"{self.task_id}: destination")
         targets = self._targets(self._manifest_location())
-        directory = as_path(self.destination)
+        directory = storage_path(self.destination)
         # One listing (object storage) or a stat per name (local) tells what is there, records included.
         sizes = file_sizes(directory, targets, folder=RECORD_FOLDER)
         records = read_records(directory, sizes, self.log)

@@ -8,9 +8,20 @@ from datetime import timedelta
 from functools import cached_property
 from typing import TYPE_CHECKING, Any, NamedTuple
 
-from airflow_provider_chamelaion.events import LipsyncWaitTimeout, completed_request, poll_once
-from airflow_provider_chamelaion.exceptions import ChamelaionConfigError, ChamelaionNotFoundError
-from airflow_provider_chamelaion.job_identity import (
+from airflow_provider_chamelaion.client.media import check_destination, check_filesystem, inspect_source
+from airflow_provider_chamelaion.client.models import LipsyncRequest, Outcome
+from airflow_provider_chamelaion.client.wire import (
+    url_for_log,
+    validate_http_url,
+    validate_optional_bool,
+    validate_reference_id,
+)
+from airflow_provider_chamelaion.exceptions import (
+    ChamelaionConfigError,
+    ChamelaionNotFoundError,
+    LipsyncWaitTimeout,
+)
+from airflow_provider_chamelaion.utils.job_identity import (
     Submission,
     SubmissionStore,
     derived_reference_id,
@@ -18,23 +29,16 @@ from airflow_provider_chamelaion.job_identity import (
     source_identity,
     url_identity,
 )
-from airflow_provider_chamelaion.links import LipsyncOutputLink
-from airflow_provider_chamelaion.media import check_destination, check_filesystem, inspect_source
-from airflow_provider_chamelaion.models import LipsyncRequest, Outcome
-from airflow_provider_chamelaion.progress import STILL_WAITING_EVERY, WaitReporter
+from airflow_provider_chamelaion.utils.links import LipsyncOutputLink
+from airflow_provider_chamelaion.utils.progress import STILL_WAITING_EVERY, WaitReporter
+from airflow_provider_chamelaion.utils.waiting import completed_request, poll_once
 from airflow_provider_chamelaion.version_compat import BaseOperator, conf
-from airflow_provider_chamelaion.wire import (
-    url_for_log,
-    validate_http_url,
-    validate_optional_bool,
-    validate_reference_id,
-)
 
 if TYPE_CHECKING:
     from airflow.providers.openlineage.extractors import OperatorLineage
 
+    from airflow_provider_chamelaion.client.media import MediaDestination, MediaSource
     from airflow_provider_chamelaion.hooks.chamelaion import ChamelaionHook
-    from airflow_provider_chamelaion.media import MediaDestination, MediaSource
     from airflow_provider_chamelaion.version_compat import Context, XComArg
 
 XCOM_RETURN_KEY = "return_value"
@@ -68,7 +72,7 @@ class LipsyncGenerateOperator(BaseOperator):
 
     **Never paying twice.** In URL mode every job carries a ``reference_id``: yours, or one derived from
     the task instance and its inputs (``airflow-<dag_id>.<task_id>-<digest>``, see
-    :func:`~airflow_provider_chamelaion.job_identity.derived_reference_id`). Before submitting, the
+    :func:`~airflow_provider_chamelaion.utils.job_identity.derived_reference_id`). Before submitting, the
     operator reuses a job that is not ``failed`` when the ``reference_id`` is derived or
     ``reuse_existing_request=True``; with your own ``reference_id`` it reuses only a job this task
     instance submitted in an earlier try with the same ``reference_id`` and inputs (recorded in
@@ -409,7 +413,7 @@ class LipsyncGenerateOperator(BaseOperator):
 
     def get_openlineage_facets_on_complete(self, task_instance: Any) -> OperatorLineage:
         """OpenLineage: the input media (URLs or files) in, the lip-sync job out (see :mod:`..lineage`)."""
-        from airflow_provider_chamelaion import lineage
+        from airflow_provider_chamelaion.utils import lineage
 
         sources = (self.video_file, self.audio_file) if self.upload_mode else (self.video_url, self.audio_url)
         request_id = getattr(self, "_lineage_request_id", None)
@@ -448,7 +452,7 @@ class LipsyncDownloadOperator(BaseOperator):
         asset: Any = None,
         **kwargs: Any,
     ) -> None:
-        from airflow_provider_chamelaion.assets import destination_asset
+        from airflow_provider_chamelaion.utils.assets import destination_asset
 
         self.asset = destination_asset(asset, destination, kwargs.get("task_id", "download"))
         if self.asset is not None:
@@ -481,7 +485,7 @@ class LipsyncDownloadOperator(BaseOperator):
 
     def get_openlineage_facets_on_complete(self, task_instance: Any) -> OperatorLineage:
         """OpenLineage: the lip-sync job in, the file written out (see :mod:`..lineage`)."""
-        from airflow_provider_chamelaion import lineage
+        from airflow_provider_chamelaion.utils import lineage
 
         request_id, written = self._lineage
         return lineage.operator_lineage(

@@ -8,10 +8,11 @@ from datetime import timedelta
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
-from airflow_provider_chamelaion.events import completed_request, poll_once
+from airflow_provider_chamelaion.client.wire import url_for_log, validate_reference_id
 from airflow_provider_chamelaion.exceptions import ChamelaionConfigError, LipsyncJobFailedError
-from airflow_provider_chamelaion.links import LipsyncOutputLink
-from airflow_provider_chamelaion.progress import STILL_WAITING_EVERY, WaitReporter
+from airflow_provider_chamelaion.utils.links import LipsyncOutputLink
+from airflow_provider_chamelaion.utils.progress import STILL_WAITING_EVERY, WaitReporter
+from airflow_provider_chamelaion.utils.waiting import completed_request, poll_once
 from airflow_provider_chamelaion.version_compat import (
     AirflowFailException,
     AirflowSensorTimeout,
@@ -20,7 +21,6 @@ from airflow_provider_chamelaion.version_compat import (
     PokeReturnValue,
     conf,
 )
-from airflow_provider_chamelaion.wire import url_for_log, validate_reference_id
 
 #: What ``soft_fail`` turns into a skip, in every mode: the job failed, or the wait timed out.
 SOFT_FAILURES = (AirflowFailException, AirflowSensorTimeout)

@@ -7,9 +7,8 @@ import time
 from collections.abc import AsyncIterator
 from typing import Any, Literal, TypedDict
 
-from airflow_provider_chamelaion.exceptions import ChamelaionAPIError, ChamelaionConfigError, is_permanent
-from airflow_provider_chamelaion.listing import ListingScan
-from airflow_provider_chamelaion.manifest import (
+from airflow_provider_chamelaion.batch.listing import ListingScan
+from airflow_provider_chamelaion.batch.manifest import (
     Manifest,
     ManifestOwner,
     ManifestRow,
@@ -18,6 +17,7 @@ from airflow_provider_chamelaion.manifest import (
     load_manifest,
     save_manifest,
 )
+from airflow_provider_chamelaion.exceptions import ChamelaionAPIError, ChamelaionConfigError, is_permanent
 from airflow_provider_chamelaion.version_compat import BaseTrigger, TriggerEvent
 
 BatchStatus = Literal["done", "wave", "timeout", "error"]
@@ -41,7 +41,7 @@ class LipsyncBatchTrigger(BaseTrigger):
 
     Each poll cycle costs the fewest calls it can: it walks the listing (newest first, 100 jobs a page)
     while the pages left are fewer than the jobs still unseen, and reads the rest one by one
-    (:class:`~airflow_provider_chamelaion.listing.ListingScan`). A batch's own jobs are the newest on
+    (:class:`~airflow_provider_chamelaion.batch.listing.ListingScan`). A batch's own jobs are the newest on
     the account, so 10,000 pending jobs cost about 100 calls a cycle instead of 10,000.
 
     The manifest is read and written on a thread (it may be on object storage), so the event loop never

@@ -8,17 +8,17 @@ import time
 from collections.abc import AsyncIterator
 from typing import Any
 
-from airflow_provider_chamelaion.events import error_event, event_for_request, timeout_event
+from airflow_provider_chamelaion.client.models import LipsyncRequest
 from airflow_provider_chamelaion.exceptions import ChamelaionAPIError, ChamelaionConfigError, is_permanent
-from airflow_provider_chamelaion.models import LipsyncRequest
-from airflow_provider_chamelaion.progress import STILL_WAITING_EVERY, WaitReporter
+from airflow_provider_chamelaion.utils.progress import STILL_WAITING_EVERY, WaitReporter
+from airflow_provider_chamelaion.utils.waiting import error_event, event_for_request, timeout_event
 from airflow_provider_chamelaion.version_compat import BaseTrigger, TriggerEvent
 
 
 class LipsyncRequestTrigger(BaseTrigger):
     """Polls ``GET /v1/lipsync/requests/{id}`` until the request finishes, then yields one event.
 
-    The event's payload is a :class:`~airflow_provider_chamelaion.events.WaitEvent`: ``status`` is
+    The event's payload is a :class:`~airflow_provider_chamelaion.utils.waiting.WaitEvent`: ``status`` is
     ``completed``, ``failed``, ``timeout`` or ``error``, with the job's id, its last status, the API's
     error message and a sentence for the log. Never the request's signed ``output_url``: Airflow logs
     every event and stores it in the task instance's row, so the resuming task fetches the request
@@ -28,7 +28,7 @@ class LipsyncRequestTrigger(BaseTrigger):
     polled through.
 
     While the job's status stays the same it logs "still waiting" lines (see
-    :class:`~airflow_provider_chamelaion.progress.WaitReporter`).
+    :class:`~airflow_provider_chamelaion.utils.progress.WaitReporter`).
 
     Only JSON primitives are serialized: the connection id (never the key), the request id, the poll
     interval, an absolute deadline (so a triggerer restart does not reset the countdown) and the

@@ -13,13 +13,13 @@ import os
 from pathlib import Path
 
 import pendulum
+from airflow import DAG
 
 from airflow_provider_chamelaion.operators.batch import (
     LipsyncBatchDownloadOperator,
     LipsyncBatchGenerateOperator,
 )
 from airflow_provider_chamelaion.operators.lipsync import LipsyncDownloadOperator, LipsyncGenerateOperator
-from airflow_provider_chamelaion.version_compat import DAG
 
 ITEMS = int(os.environ.get("BENCH_ITEMS", "200"))
 POLL = float(os.environ.get("CHAMELAION_POLL_INTERVAL", "5"))

@@ -1,5 +1,5 @@
 """Airflow's secrets masker, wherever the running Airflow line keeps it (tests only: the provider
-itself only calls ``version_compat.mask_secret`` / ``amask_secret``)."""
+itself only calls ``utils.secrets.mask_secret`` / ``amask_secret``)."""
 
 from __future__ import annotations
 

@@ -12,7 +12,7 @@ import requests
 import urllib3
 from requests_mock import Mocker
 
-from airflow_provider_chamelaion.models import LipsyncRequest
+from airflow_provider_chamelaion.client.models import LipsyncRequest
 from tests.conftest import MOCK_BASE_URL
 
 GENERATE_URL = f"{MOCK_BASE_URL}/v1/lipsync/generate"

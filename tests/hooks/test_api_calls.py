@@ -8,13 +8,13 @@ from urllib.parse import urlsplit
 import pytest
 from requests_mock import Mocker
 
+from airflow_provider_chamelaion.client.models import LipsyncRequest, RequestPage
+from airflow_provider_chamelaion.client.retry import RetryPolicy
 from airflow_provider_chamelaion.exceptions import (
     ChamelaionConfigError,
     ChamelaionResponseError,
 )
 from airflow_provider_chamelaion.hooks.chamelaion import ChamelaionHook
-from airflow_provider_chamelaion.models import LipsyncRequest, RequestPage
-from airflow_provider_chamelaion.retry import RetryPolicy
 from tests.conftest import API_KEY, MOCK_BASE_URL
 from tests.hooks.mock_api import (
     ACCEPTED,

@@ -16,6 +16,9 @@ from typing import Any
 import aiohttp
 import pytest
 
+from airflow_provider_chamelaion.client import session as shared_session
+from airflow_provider_chamelaion.client.models import LipsyncRequest
+from airflow_provider_chamelaion.client.retry import RetryPolicy
 from airflow_provider_chamelaion.exceptions import (
     ChamelaionAPIError,
     ChamelaionAuthError,
@@ -27,16 +30,14 @@ from airflow_provider_chamelaion.exceptions import (
     ChamelaionTransportError,
     ChamelaionValidationError,
 )
-from airflow_provider_chamelaion.hooks import shared_session
 from airflow_provider_chamelaion.hooks.chamelaion import ChamelaionHook, _transport_error
-from airflow_provider_chamelaion.models import LipsyncRequest
-from airflow_provider_chamelaion.retry import RetryPolicy
-from airflow_provider_chamelaion.version_compat import HAS_ASYNC_MASKING
+from airflow_provider_chamelaion.version_compat import sdk_amask_secret
 from tests.conftest import API_KEY, MOCK_BASE_URL, RecordedSleeps, connection_json
 from tests.helpers.loop_guard import forbid_sync_lookup_on_the_loop
 from tests.helpers.masking import fresh_masker
 from tests.helpers.scripted_server import Reply, ScriptedServer, scripted_server
 
+HAS_ASYNC_MASKING = sdk_amask_secret is not None
 REQUEST_ID = "6f82a2d8-a6d4-4e8a-a0fa-e8b09823a2d8"
 REQUEST_PATH = f"/v1/lipsync/requests/{REQUEST_ID}"
 RAW_REQUEST_PATH = f"/api{REQUEST_PATH}"
@@ -479,7 +480,7 @@ class TestAsyncSettings:
         async def async_plain_lookup(conn_id: str) -> Any:
             return plain_lookup(conn_id)
 
-        # The hook uses whichever lookup the line makes safe on the loop (version_compat.aget_connection).
+        # The hook uses whichever lookup the line makes safe on the loop (utils.secrets.aget_connection).
         monkeypatch.setattr(hook, "aget_connection", async_plain_lookup, raising=False)
         monkeypatch.setattr(hook, "get_connection", plain_lookup)
         assert fresh.redact(API_KEY) == API_KEY

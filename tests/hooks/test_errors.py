@@ -13,7 +13,8 @@ import pytest
 import requests
 from requests_mock import Mocker
 
-from airflow_provider_chamelaion.connection import ApiSettings
+from airflow_provider_chamelaion.client.retry import RetryPolicy
+from airflow_provider_chamelaion.client.settings import ApiSettings
 from airflow_provider_chamelaion.exceptions import (
     ChamelaionAPIError,
     ChamelaionAuthError,
@@ -26,7 +27,6 @@ from airflow_provider_chamelaion.exceptions import (
     ChamelaionValidationError,
 )
 from airflow_provider_chamelaion.hooks.chamelaion import ChamelaionHook
-from airflow_provider_chamelaion.retry import RetryPolicy
 from airflow_provider_chamelaion.simulator import Simulator
 from tests.conftest import API_KEY, MOCK_BASE_URL, connection_json
 from tests.helpers.masking import fresh_masker, redact

@@ -10,14 +10,14 @@ import pytest
 import requests
 from requests_mock import Mocker
 
+from airflow_provider_chamelaion.client.retry import RetryPolicy
+from airflow_provider_chamelaion.client.wire import parse_retry_after
 from airflow_provider_chamelaion.exceptions import (
     ChamelaionRateLimitError,
     ChamelaionServerError,
     ChamelaionTransportError,
 )
 from airflow_provider_chamelaion.hooks.chamelaion import ChamelaionHook
-from airflow_provider_chamelaion.retry import RetryPolicy
-from airflow_provider_chamelaion.wire import parse_retry_after
 from tests.hooks.mock_api import (
     ACCEPTED,
     AUDIO_URL,

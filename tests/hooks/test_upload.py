@@ -10,13 +10,13 @@ from typing import Any
 import pytest
 from requests_mock import Mocker
 
+from airflow_provider_chamelaion.client.multipart import MultipartBody
 from airflow_provider_chamelaion.exceptions import (
     ChamelaionConfigError,
     ChamelaionServerError,
     ChamelaionValidationError,
 )
 from airflow_provider_chamelaion.hooks.chamelaion import ChamelaionHook
-from airflow_provider_chamelaion.multipart import MultipartBody
 from tests.conftest import API_KEY
 from tests.hooks.mock_api import REQUEST_ID, UPLOAD_URL, _last, _parse_multipart, _UploadCapture
 

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
+from airflow_provider_chamelaion.client.retry import RetryPolicy
 from airflow_provider_chamelaion.exceptions import (
     ChamelaionAuthError,
     ChamelaionConfigError,
@@ -30,7 +31,6 @@ from airflow_provider_chamelaion.operators.batch import (
     LipsyncBatchGenerateOperator,
 )
 from airflow_provider_chamelaion.operators.lipsync import LipsyncDownloadOperator, LipsyncGenerateOperator
-from airflow_provider_chamelaion.retry import RetryPolicy
 from airflow_provider_chamelaion.sensors.lipsync import LipsyncRequestSensor
 from airflow_provider_chamelaion.simulator import Simulator
 from tests.conftest import ROOT

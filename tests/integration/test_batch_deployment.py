@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 from cryptography.fernet import Fernet
 
-from airflow_provider_chamelaion.manifest import read_manifest
+from airflow_provider_chamelaion.batch.manifest import read_manifest
 from airflow_provider_chamelaion.simulator import Simulator, SimulatorConfig
 from tests.conftest import API_KEY, EXAMPLE_DAGS
 from tests.helpers.airflow_deployment import AirflowDeployment

@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from airflow_provider_chamelaion.manifest import read_manifest
+from airflow_provider_chamelaion.batch.manifest import read_manifest
 from airflow_provider_chamelaion.simulator import Simulator, SimulatorConfig
 from tests.conftest import API_KEY, ROOT, idle
 from tests.helpers.batch import run_batch

@@ -10,9 +10,9 @@ from typing import Any
 
 import pytest
 
-from airflow_provider_chamelaion.links import LipsyncOutputLink
 from airflow_provider_chamelaion.simulator import Simulator, SimulatorConfig
 from airflow_provider_chamelaion.triggers.lipsync import LipsyncRequestTrigger
+from airflow_provider_chamelaion.utils.links import LipsyncOutputLink
 from airflow_provider_chamelaion.version_compat import (
     AIRFLOW_V_3_0_PLUS,
     AIRFLOW_V_3_1_PLUS,
@@ -60,7 +60,7 @@ def trigger_runs(monkeypatch: pytest.MonkeyPatch) -> list[str]:
 
 
 def test_example_dags_load_without_errors() -> None:
-    from airflow_provider_chamelaion.version_compat import DagBag
+    from tests.helpers.airflow_names import DagBag
 
     bag = DagBag(dag_folder=str(EXAMPLE_DAGS))
     assert bag.import_errors == {}

@@ -24,6 +24,8 @@ from typing import Any, cast
 
 import pytest
 
+from airflow_provider_chamelaion.client.models import LipsyncRequest
+from airflow_provider_chamelaion.client.retry import RetryPolicy
 from airflow_provider_chamelaion.exceptions import (
     ChamelaionAPIError,
     ChamelaionAuthError,
@@ -34,9 +36,7 @@ from airflow_provider_chamelaion.exceptions import (
     ChamelaionValidationError,
 )
 from airflow_provider_chamelaion.hooks.chamelaion import ChamelaionHook
-from airflow_provider_chamelaion.models import LipsyncRequest
 from airflow_provider_chamelaion.operators.lipsync import LipsyncGenerateOperator
-from airflow_provider_chamelaion.retry import RetryPolicy
 from airflow_provider_chamelaion.simulator import Simulator, SimulatorConfig
 from airflow_provider_chamelaion.simulator.state import CallRecord, Job
 from airflow_provider_chamelaion.triggers.lipsync import LipsyncRequestTrigger

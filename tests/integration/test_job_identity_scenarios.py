@@ -12,10 +12,10 @@ from typing import Any
 
 import pytest
 
+from airflow_provider_chamelaion.client.retry import RetryPolicy
 from airflow_provider_chamelaion.exceptions import ChamelaionAuthError
 from airflow_provider_chamelaion.hooks.chamelaion import ChamelaionHook
 from airflow_provider_chamelaion.operators.lipsync import LipsyncGenerateOperator
-from airflow_provider_chamelaion.retry import RetryPolicy
 from airflow_provider_chamelaion.simulator import Simulator, SimulatorConfig
 from tests.conftest import API_KEY, idle
 from tests.helpers.context import FakeTaskStateStore, FakeTI, make_context

@@ -147,7 +147,7 @@ with Simulator(config) as sim:
     written = LipsyncDownloadOperator(
         task_id="download", request_id=request_id, destination=sys.argv[1]
     ).execute(make_context(task_id="download"))
-loaded = sorted(m for m in sys.modules if "openlineage" in m or m == "airflow_provider_chamelaion.lineage")
+loaded = sorted(m for m in sys.modules if "openlineage" in m or m == "airflow_provider_chamelaion.utils.lineage")
 print("ANSWER " + json.dumps({"written": written, "loaded": loaded}))
 """
 

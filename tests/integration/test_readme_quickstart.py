@@ -36,7 +36,8 @@ RUNNER = """
 import json, os, subprocess, sys
 import pendulum
 from airflow_provider_chamelaion.simulator import Simulator, SimulatorConfig
-from airflow_provider_chamelaion.version_compat import AIRFLOW_V_3_0_PLUS, DagBag
+from airflow_provider_chamelaion.version_compat import AIRFLOW_V_3_0_PLUS
+from tests.helpers.airflow_names import DagBag
 
 day_1, day_2 = sys.argv[2], sys.argv[3]
 # Jobs complete at once: the sensor's first look finds the job done, so each run takes seconds.

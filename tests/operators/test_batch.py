@@ -9,12 +9,15 @@ from typing import Any
 
 import pytest
 
-from airflow_provider_chamelaion.exceptions import ChamelaionConfigError, ChamelaionError
+from airflow_provider_chamelaion.batch.manifest import read_manifest
+from airflow_provider_chamelaion.exceptions import (
+    ChamelaionConfigError,
+    ChamelaionError,
+    LipsyncBatchFailedError,
+)
 from airflow_provider_chamelaion.hooks.chamelaion import ChamelaionHook
-from airflow_provider_chamelaion.manifest import read_manifest
 from airflow_provider_chamelaion.operators.batch import (
     LipsyncBatchDownloadOperator,
-    LipsyncBatchFailedError,
     LipsyncBatchGenerateOperator,
 )
 from airflow_provider_chamelaion.simulator import Simulator, SimulatorConfig

@@ -8,9 +8,9 @@ from typing import Any
 
 import pytest
 
+from airflow_provider_chamelaion.batch.manifest import ManifestRow, read_manifest, write_manifest
 from airflow_provider_chamelaion.exceptions import ChamelaionConfigError, ChamelaionError
 from airflow_provider_chamelaion.hooks.chamelaion import ChamelaionHook
-from airflow_provider_chamelaion.manifest import ManifestRow, read_manifest, write_manifest
 from airflow_provider_chamelaion.operators.batch import LipsyncBatchDownloadOperator
 from airflow_provider_chamelaion.simulator import Simulator, SimulatorConfig
 from tests.conftest import API_KEY, idle
@@ -447,7 +447,7 @@ def test_a_240_character_reference_id_is_downloaded(simulator: Simulator, tmp_pa
             "gs://dubs/{{ ds }}/",
             r"download: destination 'gs://dubs/\{\{ ds \}\}/' is on 'gs://' object storage.*apache-airflow-providers-google",
         ),
-        ("s3://dubs/", r"apache-airflow-providers-amazon\[s3fs\]"),
+        ("s3://dubs/", "apache-airflow-providers-amazon s3fs"),
         (
             "dubs/{{ ds }}/",
             r"download: destination 'dubs/\{\{ ds \}\}/' is a relative path.*give an absolute path or a URI",
@@ -463,7 +463,7 @@ def test_a_destination_that_cannot_be_used_fails_the_dag_at_parse(destination: s
 @pytest.mark.parametrize(
     ("rendered", "message"),
     [
-        ("s3://dubs/2026-11-02/", r"apache-airflow-providers-amazon\[s3fs\]"),
+        ("s3://dubs/2026-11-02/", "apache-airflow-providers-amazon s3fs"),
         ("dubs/2026-11-02/", "is a relative path"),
     ],
 )

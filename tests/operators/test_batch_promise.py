@@ -18,18 +18,20 @@ from typing import Any
 
 import pytest
 
-from airflow_provider_chamelaion.batch_submit import BatchStopped
-from airflow_provider_chamelaion.exceptions import ChamelaionConfigError
-from airflow_provider_chamelaion.manifest import read_manifest
+from airflow_provider_chamelaion.batch.manifest import read_manifest
+from airflow_provider_chamelaion.exceptions import (
+    ChamelaionConfigError,
+    LipsyncBatchFailedError,
+    LipsyncBatchStopped,
+)
 from airflow_provider_chamelaion.operators.batch import (
     LipsyncBatchDownloadOperator,
-    LipsyncBatchFailedError,
     LipsyncBatchGenerateOperator,
 )
 from airflow_provider_chamelaion.simulator import Simulator, SimulatorConfig
 from airflow_provider_chamelaion.triggers.batch import LipsyncBatchTrigger
-from airflow_provider_chamelaion.version_compat import TaskDeferred
 from tests.conftest import API_KEY, idle
+from tests.helpers.airflow_names import TaskDeferred
 from tests.helpers.batch import BatchRun, run_batch, run_trigger
 from tests.helpers.context import FakeTI, make_context
 from tests.helpers.logs import logged_text
@@ -314,7 +316,7 @@ def test_on_kill_stops_new_posts_and_every_job_made_is_in_the_manifest(
     killed_at = len(rate_limited.state.calls_to("POST"))
     thread.join()
 
-    assert isinstance(result[0].error, BatchStopped)
+    assert isinstance(result[0].error, LipsyncBatchStopped)
     posts_after = len(idle(rate_limited).state.calls_to("POST")) - killed_at
     assert posts_after <= 4, "only the POSTs already in flight"
     recorded = {row.request_id for row in read_manifest(tmp_path / "manifest.jsonl") if row.request_id}

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
+from airflow_provider_chamelaion.client.retry import RetryPolicy
 from airflow_provider_chamelaion.exceptions import (
     ChamelaionAuthError,
     ChamelaionConfigError,
@@ -16,7 +17,6 @@ from airflow_provider_chamelaion.exceptions import (
 )
 from airflow_provider_chamelaion.hooks.chamelaion import ChamelaionHook
 from airflow_provider_chamelaion.operators.lipsync import LipsyncDownloadOperator
-from airflow_provider_chamelaion.retry import RetryPolicy
 from airflow_provider_chamelaion.simulator import Simulator
 from airflow_provider_chamelaion.version_compat import ObjectStoragePath
 from tests.conftest import idle

@@ -16,22 +16,22 @@ from urllib.parse import urlsplit
 import pytest
 import structlog
 
-from airflow_provider_chamelaion.events import LipsyncWaitTimeout
+from airflow_provider_chamelaion.client.retry import RetryPolicy
+from airflow_provider_chamelaion.client.wire import url_for_log
 from airflow_provider_chamelaion.exceptions import (
     ChamelaionAuthError,
     ChamelaionConfigError,
     ChamelaionError,
     ChamelaionTransportError,
     LipsyncJobFailedError,
+    LipsyncWaitTimeout,
 )
 from airflow_provider_chamelaion.hooks.chamelaion import ChamelaionHook
 from airflow_provider_chamelaion.operators.lipsync import LipsyncGenerateOperator
-from airflow_provider_chamelaion.retry import RetryPolicy
 from airflow_provider_chamelaion.simulator import Simulator
 from airflow_provider_chamelaion.triggers.lipsync import LipsyncRequestTrigger
-from airflow_provider_chamelaion.version_compat import TaskDeferred
-from airflow_provider_chamelaion.wire import url_for_log
 from tests.conftest import idle
+from tests.helpers.airflow_names import TaskDeferred
 from tests.helpers.context import TASK_ID, FakeTaskStateStore, FakeTI, make_context
 from tests.helpers.logs import logged_text
 

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
+from airflow_provider_chamelaion.client.retry import RetryPolicy
 from airflow_provider_chamelaion.exceptions import (
     ChamelaionAuthError,
     ChamelaionConfigError,
@@ -18,7 +19,6 @@ from airflow_provider_chamelaion.exceptions import (
     ChamelaionNotFoundError,
 )
 from airflow_provider_chamelaion.hooks.chamelaion import ChamelaionHook
-from airflow_provider_chamelaion.retry import RetryPolicy
 from airflow_provider_chamelaion.sensors.lipsync import LipsyncRequestSensor
 from airflow_provider_chamelaion.simulator import Simulator
 from airflow_provider_chamelaion.triggers.lipsync import LipsyncRequestTrigger
@@ -28,9 +28,9 @@ from airflow_provider_chamelaion.version_compat import (
     AirflowSensorTimeout,
     AirflowSkipException,
     PokeReturnValue,
-    TaskDeferred,
 )
 from tests.conftest import API_KEY, connection_json, idle
+from tests.helpers.airflow_names import TaskDeferred
 from tests.helpers.context import make_context as fake_context
 from tests.helpers.logs import logged_messages, logged_text
 
@@ -234,7 +234,7 @@ def test_poke_mode_says_still_waiting_at_the_sensors_interval(
     monkeypatch: pytest.MonkeyPatch,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    from airflow_provider_chamelaion import progress
+    from airflow_provider_chamelaion.utils import progress
 
     clock = iter(range(0, 10_000, 20))  # each reading of the wait's clock: 20 s later
     monkeypatch.setattr(progress, "time", SimpleNamespace(monotonic=lambda: float(next(clock))))

@@ -20,10 +20,10 @@ import pytest
 import requests
 import yaml
 
+from airflow_provider_chamelaion.client.retry import RetryPolicy
+from airflow_provider_chamelaion.client.wire import generate_body
 from airflow_provider_chamelaion.hooks.chamelaion import ChamelaionHook
-from airflow_provider_chamelaion.retry import RetryPolicy
 from airflow_provider_chamelaion.simulator import Simulator, SimulatorConfig
-from airflow_provider_chamelaion.wire import generate_body
 from tests.conftest import API_KEY, ROOT
 
 OPENAPI = ROOT.parent / "shared" / "api" / "openapi.yaml"

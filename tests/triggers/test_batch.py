@@ -11,8 +11,8 @@ from typing import Any
 import pytest
 import structlog
 
+from airflow_provider_chamelaion.batch.manifest import ManifestRow, read_manifest, write_manifest
 from airflow_provider_chamelaion.hooks.chamelaion import ChamelaionHook
-from airflow_provider_chamelaion.manifest import ManifestRow, read_manifest, write_manifest
 from airflow_provider_chamelaion.simulator import Simulator, SimulatorConfig
 from airflow_provider_chamelaion.triggers.batch import LipsyncBatchTrigger
 from tests.conftest import API_KEY
@@ -92,7 +92,7 @@ def test_the_batch_ends_in_one_small_event_and_the_manifest_holds_the_results(
     assert event["counts"] == {"not_submitted": 0, "queued": 0, "running": 0, "completed": 250, "failed": 0}
     assert event["manifest_path"] == str(path)
     # Airflow logs the event whole and stores it in next_kwargs: counts and a path, no signed output URL.
-    assert sorted(event) == ["counts", "end_time", "manifest_path", "message", "status"]
+    assert sorted(event) == ["counts", "end_time", "manifest_path", "message", "status", "try_number"]
     rows = read_manifest(path)
     assert [row.request_id for row in rows] == ids
     assert all(row.status == "completed" and row.output_url for row in rows)

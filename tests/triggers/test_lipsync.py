@@ -13,9 +13,9 @@ from typing import Any
 
 import pytest
 
-from airflow_provider_chamelaion.hooks import shared_session
+from airflow_provider_chamelaion.client import session as shared_session
+from airflow_provider_chamelaion.client.retry import RetryPolicy
 from airflow_provider_chamelaion.hooks.chamelaion import ChamelaionHook
-from airflow_provider_chamelaion.retry import RetryPolicy
 from airflow_provider_chamelaion.simulator import Simulator
 from airflow_provider_chamelaion.triggers.lipsync import LipsyncRequestTrigger
 from tests.conftest import API_KEY, connection_json, idle

@@ -12,9 +12,9 @@ import os
 from datetime import timedelta
 
 import pendulum
+from airflow import DAG
 
 from airflow_provider_chamelaion.operators.lipsync import LipsyncGenerateOperator
-from airflow_provider_chamelaion.version_compat import DAG
 
 TASKS = int(os.environ.get("CHAMELAION_LOAD_TASKS", "200"))
 POLL_INTERVAL = float(os.environ.get("CHAMELAION_POLL_INTERVAL", "0.2"))

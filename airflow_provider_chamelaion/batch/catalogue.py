@@ -17,18 +17,22 @@ import os
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Union
+from typing import TYPE_CHECKING, Any
 
+from airflow_provider_chamelaion.client.media import (
+    StorageLocation,
+    atomic_write,
+    is_object_storage,
+    storage_path,
+)
+from airflow_provider_chamelaion.client.wire import validate_http_url, validate_reference_id
 from airflow_provider_chamelaion.exceptions import ChamelaionConfigError
-from airflow_provider_chamelaion.media import atomic_write, is_object_storage, object_storage_path
-from airflow_provider_chamelaion.wire import validate_http_url, validate_reference_id
 
 if TYPE_CHECKING:
     from airflow_provider_chamelaion.version_compat import ObjectStoragePath
 
-CataloguePath = Union[str, "os.PathLike[str]", "ObjectStoragePath"]
 #: What a batch operator accepts: the items themselves, or where to read them.
-CatalogueSource = Sequence[Mapping[str, Any]] | CataloguePath
+CatalogueSource = Sequence[Mapping[str, Any]] | StorageLocation
 
 CATALOGUE_FORMATS = ("jsonl", "csv")
 #: How many problems one validation error lists before summarizing the rest.
@@ -59,13 +63,6 @@ class CatalogueItem:
         if self.disable_active_speaker_detection is not None:
             item["disable_active_speaker_detection"] = self.disable_active_speaker_detection
         return item
-
-
-def as_path(location: CataloguePath) -> Path | ObjectStoragePath:
-    """A local ``Path`` or, for a URI (``s3://...``) or an ``ObjectStoragePath``, an ``ObjectStoragePath``."""
-    if is_object_storage(location):
-        return object_storage_path(location)
-    return Path(os.fspath(location)).expanduser()  # type: ignore[arg-type]
 
 
 def _format_of(path: Path | ObjectStoragePath, catalogue_format: str | None) -> str:
@@ -234,7 +231,7 @@ def load_catalogue(source: CatalogueSource, catalogue_format: str | None = None)
     if isinstance(source, str) and not source.strip():
         raise ChamelaionConfigError("catalogue is empty: give a list of items or a .jsonl/.csv path")
     if isinstance(source, (str, os.PathLike)) or is_object_storage(source):
-        path = as_path(source)
+        path = storage_path(source)
         return validate_items(read_raw(path, catalogue_format), where=f"catalogue {str(path)!r}")
     raise ChamelaionConfigError(
         f"catalogue must be a list of items or a local/object-storage path, got {type(source).__name__}"
@@ -243,7 +240,7 @@ def load_catalogue(source: CatalogueSource, catalogue_format: str | None = None)
 
 def split_catalogue(
     source: CatalogueSource,
-    destination: CataloguePath,
+    destination: StorageLocation,
     *,
     chunk_size: int = 5000,
     catalogue_format: str | None = None,
@@ -261,7 +258,7 @@ def split_catalogue(
     if isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1:
         raise ChamelaionConfigError(f"chunk_size must be a whole number of at least 1, got {chunk_size!r}")
     items = load_catalogue(source, catalogue_format)
-    directory = as_path(destination)
+    directory = storage_path(destination)
     paths: list[str] = []
     for number, start in enumerate(range(0, len(items), chunk_size)):
         path = directory / f"chunk-{number:05d}.jsonl"

@@ -33,16 +33,17 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
 
+from airflow_provider_chamelaion.batch.listing import read_newest
+from airflow_provider_chamelaion.batch.manifest import NOT_SUBMITTED, REJECTED, ManifestRow
+from airflow_provider_chamelaion.client.models import LipsyncRequest, Outcome, parse_api_time
 from airflow_provider_chamelaion.exceptions import (
     ChamelaionAuthError,
     ChamelaionConfigError,
     ChamelaionError,
     ChamelaionRateLimitError,
     ChamelaionValidationError,
+    LipsyncBatchStopped,
 )
-from airflow_provider_chamelaion.listing import read_newest
-from airflow_provider_chamelaion.manifest import NOT_SUBMITTED, REJECTED, ManifestRow
-from airflow_provider_chamelaion.models import LipsyncRequest, Outcome, parse_api_time
 
 if TYPE_CHECKING:
     from airflow_provider_chamelaion.hooks.chamelaion import ChamelaionHook
@@ -70,10 +71,6 @@ YIELD_PATIENCE = 15.0
 YIELD_POLL = 1.0
 
 _OLDEST = datetime.min.replace(tzinfo=timezone.utc)
-
-
-class BatchStopped(ChamelaionError):
-    """The batch was told to stop (``on_kill``, a timeout): the POST was not sent."""
 
 
 class SubmitPacer:
@@ -365,7 +362,7 @@ class BatchSubmitter:
             hook.retry_policy,
             retry_rate_limited=False,
             sleep=self._sleep,
-            logger=PerItemLog(logging.getLogger("airflow_provider_chamelaion.retry")),
+            logger=PerItemLog(logging.getLogger("airflow_provider_chamelaion.client.retry")),
         )
         self.hooks = ThreadHooks(hook, retry_policy=self.policy)
         self._hook = hook
@@ -390,14 +387,14 @@ class BatchSubmitter:
 
     def _sleep(self, seconds: float) -> None:
         if self.stop.wait(seconds):
-            raise BatchStopped("the batch was stopped; this POST was not sent again")
+            raise LipsyncBatchStopped("the batch was stopped; this POST was not sent again")
 
     # -- one item, on a submitter thread ---------------------------------------------------------
 
     def _post(self, row: ManifestRow) -> str | LipsyncRequest:
         """POST ``row``'s job; or, if another submitter just created one for it, that job."""
         if self._fatal is not None:
-            raise BatchStopped(f"not submitted: an earlier submission failed for good ({self._fatal})")
+            raise LipsyncBatchStopped(f"not submitted: an earlier submission failed for good ({self._fatal})")
         hook = self.hooks.get()
 
         def find_lost_job(error: BaseException) -> str | None:
@@ -412,7 +409,7 @@ class BatchSubmitter:
         last: BaseException | None = None
         for _round in range(RATE_LIMIT_ROUNDS):
             if not self.pacer.acquire(self.stop):
-                raise BatchStopped("the batch was stopped before this POST was sent")
+                raise LipsyncBatchStopped("the batch was stopped before this POST was sent")
             with self._lock:
                 other = self._foreign.get(row.reference_id)
                 if other is None:
@@ -520,8 +517,8 @@ class BatchSubmitter:
             self._collect(pending, own, errors, at_most=0)  # every job created is recorded
             self.hooks.close()
             self.pacer.flush()
-        stopped = [row for row, err in errors if isinstance(err, BatchStopped)]
-        failed = [(row, err) for row, err in errors if not isinstance(err, BatchStopped)]
+        stopped = [row for row, err in errors if isinstance(err, LipsyncBatchStopped)]
+        failed = [(row, err) for row, err in errors if not isinstance(err, LipsyncBatchStopped)]
         if failed:
             row, first = failed[0]
             left = order.remaining + len(stopped)
@@ -531,7 +528,7 @@ class BatchSubmitter:
                 f"{first}. Everything submitted is in the manifest; a retry submits only the rest"
             ) from first
         if stopped or (self.stop.is_set() and order.remaining):
-            raise BatchStopped(
+            raise LipsyncBatchStopped(
                 f"the batch was stopped: {len(stopped) + order.remaining} item(s) not submitted; every job "
                 "created is in the manifest, and a retry submits only the rest"
             )
@@ -576,7 +573,7 @@ class BatchSubmitter:
             self._sent.discard(row.reference_id)
         other = other or seen
         if future.cancelled():
-            errors.append((row, BatchStopped("not sent: the batch was stopped")))
+            errors.append((row, LipsyncBatchStopped("not sent: the batch was stopped")))
             return
         try:
             outcome = future.result()

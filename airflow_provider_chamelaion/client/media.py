@@ -29,6 +29,9 @@ if TYPE_CHECKING:
 
 MediaSource = Union[str, "os.PathLike[str]", "ObjectStoragePath", IO[bytes]]
 MediaDestination = Union[str, "os.PathLike[str]", "ObjectStoragePath"]
+#: A file or directory on local or object storage: a path, a URI (``s3://bucket/key``) or an
+#: ``ObjectStoragePath`` (catalogues, manifests, download destinations).
+StorageLocation = Union[str, "os.PathLike[str]", "ObjectStoragePath"]
 
 
 def _is_uri(value: str) -> bool:
@@ -50,6 +53,13 @@ def is_object_storage(value: Any) -> bool:
         return _is_uri(value)
     # Avoid importing Airflow's object storage just to find out a Path is not one of them.
     return type(value).__module__.startswith(("airflow.", "upath"))
+
+
+def storage_path(location: StorageLocation) -> Path | ObjectStoragePath:
+    """A local ``Path`` or, for a URI (``s3://...``) or an ``ObjectStoragePath``, an ``ObjectStoragePath``."""
+    if is_object_storage(location):
+        return object_storage_path(location)
+    return Path(os.fspath(location)).expanduser()  # type: ignore[arg-type]
 
 
 def is_file_object(value: Any) -> bool:

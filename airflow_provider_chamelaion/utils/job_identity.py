@@ -18,10 +18,10 @@ from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
-from airflow_provider_chamelaion.media import is_file_object
+from airflow_provider_chamelaion.client.media import is_file_object
 
 if TYPE_CHECKING:
-    from airflow_provider_chamelaion.media import MediaInfo, MediaSource
+    from airflow_provider_chamelaion.client.media import MediaInfo, MediaSource
 
 #: The task state store key of this task instance's submission.
 STATE_KEY = "chamelaion_submission"

@@ -26,7 +26,7 @@ from collections.abc import Collection, Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from airflow_provider_chamelaion.models import LipsyncRequest, Outcome, RequestPage
+from airflow_provider_chamelaion.client.models import LipsyncRequest, Outcome, RequestPage
 
 if TYPE_CHECKING:
     from airflow_provider_chamelaion.hooks.chamelaion import ChamelaionHook

@@ -2,7 +2,7 @@
 
 The trigger (deferrable mode) ends a wait with a :class:`WaitEvent`; the sensor's and operator's poll
 loops (poke/reschedule mode, ``deferrable=False``) look with :func:`poll_once`. Both decide what a
-status means through the same :class:`~airflow_provider_chamelaion.models.Outcome` map and raise the
+status means through the same :class:`~airflow_provider_chamelaion.client.models.Outcome` map and raise the
 same errors, so the ways of waiting cannot disagree.
 
 **What an event may carry.** Airflow logs every trigger event whole (the triggerer's ``Trigger fired
@@ -19,17 +19,18 @@ from collections.abc import Mapping
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any, Literal, TypedDict
 
+from airflow_provider_chamelaion.client.models import LipsyncRequest, Outcome
 from airflow_provider_chamelaion.exceptions import (
     ChamelaionAPIError,
     ChamelaionError,
     LipsyncJobFailedError,
+    LipsyncWaitTimeout,
     is_permanent,
 )
-from airflow_provider_chamelaion.models import LipsyncRequest, Outcome
 
 if TYPE_CHECKING:
     from airflow_provider_chamelaion.hooks.chamelaion import ChamelaionHook
-    from airflow_provider_chamelaion.progress import WaitReporter
+    from airflow_provider_chamelaion.utils.progress import WaitReporter
 
 WaitStatus = Literal["completed", "failed", "timeout", "error"]
 WAIT_STATUSES: frozenset[str] = frozenset({"completed", "failed", "timeout", "error"})
@@ -90,10 +91,6 @@ def _event(status: WaitStatus, last: LipsyncRequest | None, request_id: str, mes
         error_message=last.error_message if last is not None else None,
         message=message,
     )
-
-
-class LipsyncWaitTimeout(ChamelaionError):
-    """A lip-sync request did not finish within the task's wait limit."""
 
 
 def resolve_wait_event(event: Any, *, timeout_error: type[Exception] = LipsyncWaitTimeout) -> str:

@@ -10,8 +10,8 @@ import os
 from pathlib import Path
 from typing import Any
 
+from airflow_provider_chamelaion.client.media import uri_scheme
 from airflow_provider_chamelaion.exceptions import ChamelaionConfigError
-from airflow_provider_chamelaion.media import uri_scheme
 
 
 def asset_class() -> type:

@@ -24,8 +24,8 @@ import os
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
-from airflow_provider_chamelaion.media import is_file_object, is_object_storage, object_storage_path
-from airflow_provider_chamelaion.wire import host_and_port, request_path
+from airflow_provider_chamelaion.client.media import is_file_object, is_object_storage, object_storage_path
+from airflow_provider_chamelaion.client.wire import host_and_port, request_path
 
 if TYPE_CHECKING:
     from airflow.providers.common.compat.openlineage.facet import Dataset

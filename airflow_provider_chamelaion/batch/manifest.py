@@ -20,10 +20,10 @@ from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
-from airflow_provider_chamelaion.catalogue import CatalogueItem, CataloguePath, as_path
+from airflow_provider_chamelaion.batch.catalogue import CatalogueItem
+from airflow_provider_chamelaion.client.media import StorageLocation, atomic_write, storage_path
+from airflow_provider_chamelaion.client.models import LipsyncRequest, Outcome, outcome_of
 from airflow_provider_chamelaion.exceptions import ChamelaionConfigError, ChamelaionError
-from airflow_provider_chamelaion.media import atomic_write
-from airflow_provider_chamelaion.models import LipsyncRequest, Outcome, outcome_of
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -180,14 +180,14 @@ def format_counts(counts: Mapping[str, int]) -> str:
 
 
 def write_manifest(
-    location: CataloguePath,
+    location: StorageLocation,
     rows: Iterable[ManifestRow],
     *,
     owner: ManifestOwner | None = None,
     catalogue_digest: str | None = None,
 ) -> Path | ObjectStoragePath:
     """Write the owner line and every row as one JSON line each, atomically; returns the path written."""
-    path = as_path(location)
+    path = storage_path(location)
     manifest = Manifest(owner, catalogue_digest, [])
     lines = [json.dumps(manifest.header())] + [json.dumps(row.to_dict()) for row in rows]
     with atomic_write(path) as handle:
@@ -195,15 +195,15 @@ def write_manifest(
     return path
 
 
-def save_manifest(location: CataloguePath, manifest: Manifest) -> Path | ObjectStoragePath:
+def save_manifest(location: StorageLocation, manifest: Manifest) -> Path | ObjectStoragePath:
     return write_manifest(
         location, manifest.rows, owner=manifest.owner, catalogue_digest=manifest.catalogue_digest
     )
 
 
-def load_manifest(location: CataloguePath, *, missing_ok: bool = False) -> Manifest | None:
+def load_manifest(location: StorageLocation, *, missing_ok: bool = False) -> Manifest | None:
     """The manifest at ``location`` (owner line and rows); ``None`` if there is none and ``missing_ok``."""
-    path = as_path(location)
+    path = storage_path(location)
     try:
         with path.open("r", encoding="utf-8") as handle:
             text = handle.read()
@@ -230,7 +230,7 @@ def load_manifest(location: CataloguePath, *, missing_ok: bool = False) -> Manif
     return manifest
 
 
-def read_manifest(location: CataloguePath) -> list[ManifestRow]:
+def read_manifest(location: StorageLocation) -> list[ManifestRow]:
     """The rows of the manifest at ``location``."""
     manifest = load_manifest(location)
     assert manifest is not None

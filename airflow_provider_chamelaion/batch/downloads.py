@@ -31,7 +31,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any
 
-from airflow_provider_chamelaion.media import atomic_write, read_bytes
+from airflow_provider_chamelaion.client.media import atomic_write, read_bytes
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -106,7 +106,7 @@ def read_records(
     warning: the outputs it names are then downloaded again.
 
     :param directory: the destination.
-    :param listed: names found under it (:func:`~airflow_provider_chamelaion.media.file_sizes`).
+    :param listed: names found under it (:func:`~airflow_provider_chamelaion.client.media.file_sizes`).
     :param log: where to warn.
     """
     records: dict[str, list[Delivered]] = {}

@@ -14,8 +14,8 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import IO
 
+from airflow_provider_chamelaion.client.media import MediaInfo
 from airflow_provider_chamelaion.exceptions import ChamelaionConfigError
-from airflow_provider_chamelaion.media import MediaInfo
 
 CHUNK_SIZE = 1 << 20
 #: The longest boundary RFC 2046 allows. The server finds the end of each file by searching the body
