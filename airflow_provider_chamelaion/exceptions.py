@@ -217,3 +217,23 @@ def error_for_status(
     else:
         cls = ChamelaionAPIError
     return cls(message, status_code=status_code, method=method, path=path, retry_after=retry_after)
+
+
+__all__ = [
+    "ChamelaionAPIError",
+    "ChamelaionAuthError",
+    "ChamelaionConfigError",
+    "ChamelaionError",
+    "ChamelaionNotFoundError",
+    "ChamelaionRateLimitError",
+    "ChamelaionResponseError",
+    "ChamelaionServerError",
+    "ChamelaionTLSError",
+    "ChamelaionTransportError",
+    "ChamelaionValidationError",
+    "LipsyncBatchFailedError",
+    "LipsyncBatchStopped",
+    "LipsyncJobFailedError",
+    "LipsyncWaitTimeout",
+    "is_permanent",
+]

@@ -1,7 +1,7 @@
 """Provider metadata read by Airflow's provider discovery (entry point ``apache_airflow_provider``).
 
-This module imports nothing from the provider: listing providers or rendering the connection form must
-not import hook code. The connection form is declared here (``ui-field-behaviour``), the form Airflow
+This module imports nothing from the provider but its version (from the import-free ``__init__``): listing
+providers or rendering the connection form must not import hook code. The connection form is declared here (``ui-field-behaviour``), the form Airflow
 3.2+ prefers over hook methods; the hook's ``get_ui_field_behaviour`` serves the same definition to
 Airflow 2.11-3.1, which only read the hook.
 """
@@ -9,6 +9,8 @@ Airflow 2.11-3.1, which only read the hook.
 from __future__ import annotations
 
 from typing import Any
+
+from airflow_provider_chamelaion import __version__
 
 PACKAGE_NAME = "airflow-provider-chamelaion"
 CONN_TYPE = "chamelaion"
@@ -27,7 +29,7 @@ def get_provider_info() -> dict[str, Any]:
         "name": "Chamelaion",
         "description": "`Chamelaion <https://chamelaion.com/>`__ lip-sync API: submit, wait for and "
         "download lip-sync jobs.",
-        "versions": ["0.1.0"],
+        "versions": [__version__],
         "integrations": [
             {
                 "integration-name": "Chamelaion",

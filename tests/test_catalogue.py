@@ -142,7 +142,7 @@ def test_csv_flags_true_false_or_empty_are_read(tmp_path: Path, cell: str, expec
         "reference_id,video_url,audio_url,disable_active_speaker_detection\n"
         f"t-1,https://cdn.example.com/1.mp4,https://cdn.example.com/1.wav,{cell}\n"
     )
-    assert load_catalogue(str(path))[0].disable_active_speaker_detection is expected
+    assert load_catalogue(str(path))[0].inputs.disable_active_speaker_detection is expected
 
 
 @pytest.mark.parametrize("cell", ["1", "0", "yes", "no", "maybe"])
@@ -244,4 +244,4 @@ def test_csv_errors_give_physical_line_numbers_after_a_quoted_multiline_field(tm
 @pytest.mark.parametrize("flag", [True, False])
 def test_json_booleans_and_an_absent_flag_are_accepted(flag: bool) -> None:
     loaded = load_catalogue([item(1, disable_active_speaker_detection=flag), item(2)])
-    assert [entry.disable_active_speaker_detection for entry in loaded] == [flag, None]
+    assert [entry.inputs.disable_active_speaker_detection for entry in loaded] == [flag, None]

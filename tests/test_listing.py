@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from airflow_provider_chamelaion.batch.listing import ListingScan, reconcile
+from airflow_provider_chamelaion.batch.listing import ListingScan, find_jobs
 from airflow_provider_chamelaion.client.models import RequestPage
 from airflow_provider_chamelaion.hooks.chamelaion import ChamelaionHook
 from airflow_provider_chamelaion.simulator import Simulator, SimulatorConfig
@@ -29,13 +29,13 @@ def list_calls(simulator: Simulator) -> int:
     return len(simulator.state.calls_to("GET", r"/requests$"))
 
 
-def test_reconcile_walks_the_listing_once_when_pages_are_cheaper(
+def test_find_jobs_walks_the_listing_once_when_pages_are_cheaper(
     simulator: Simulator, sim_hook: ChamelaionHook
 ) -> None:
     ids = new_jobs(simulator, [f"item-{n}" for n in range(500)])
     wanted = [f"item-{n}" for n in range(1000)]  # half exist, half do not
 
-    result = reconcile(sim_hook, wanted)
+    result = find_jobs(sim_hook, wanted)
 
     assert {ref: request.id for ref, request in result.found.items()} == ids
     # 2,500 requests on the account, 100 a page: 25 pages, and not one look-up per item.
@@ -43,20 +43,20 @@ def test_reconcile_walks_the_listing_once_when_pages_are_cheaper(
     assert list_calls(simulator) == 25
 
 
-def test_reconcile_stops_as_soon_as_everything_is_found(
+def test_find_jobs_stops_as_soon_as_everything_is_found(
     simulator: Simulator, sim_hook: ChamelaionHook
 ) -> None:
     new_jobs(simulator, [f"item-{n}" for n in range(300)])  # the newest 300 of 2,300
 
-    result = reconcile(sim_hook, [f"item-{n}" for n in range(300)])
+    result = find_jobs(sim_hook, [f"item-{n}" for n in range(300)])
 
     assert len(result.found) == 300
     assert (result.list_calls, result.lookup_calls) == (3, 0)
 
 
-def test_reconcile_looks_up_a_few_items_one_by_one(simulator: Simulator, sim_hook: ChamelaionHook) -> None:
+def test_find_jobs_looks_up_a_few_items_one_by_one(simulator: Simulator, sim_hook: ChamelaionHook) -> None:
     ids = new_jobs(simulator, ["item-a"])
-    result = reconcile(sim_hook, ["item-a", "item-b", "history-5"])
+    result = find_jobs(sim_hook, ["item-a", "item-b", "history-5"])
 
     # Page 1 finds item-a, so page 2 is read too (wanted items sit together); it finds nothing, and 19
     # more pages would cost more than looking up the other two.
@@ -65,17 +65,17 @@ def test_reconcile_looks_up_a_few_items_one_by_one(simulator: Simulator, sim_hoo
     assert set(result.found) == {"item-a", "history-5"}
 
 
-def test_reconcile_follows_a_clamped_page_size(make_sim: Any, sim_hook: ChamelaionHook) -> None:
+def test_find_jobs_follows_a_clamped_page_size(make_sim: Any, sim_hook: ChamelaionHook) -> None:
     simulator = make_sim(max_page_size=40, history_size=400)
     new_jobs(simulator, [f"item-{n}" for n in range(100)])
 
-    result = reconcile(sim_hook, [f"item-{n}" for n in range(200)], page_size=100)
+    result = find_jobs(sim_hook, [f"item-{n}" for n in range(200)], page_size=100)
 
     assert len(result.found) == 100
     assert result.list_calls == 13  # ceil(500 / 40): every page, none skipped, none fetched twice
 
 
-def test_reconcile_misses_nothing_when_jobs_are_created_between_pages(
+def test_find_jobs_misses_nothing_when_jobs_are_created_between_pages(
     simulator: Simulator, sim_hook: ChamelaionHook, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     ids = new_jobs(simulator, [f"item-{n}" for n in range(250)])
@@ -90,7 +90,7 @@ def test_reconcile_misses_nothing_when_jobs_are_created_between_pages(
 
     monkeypatch.setattr(ChamelaionHook, "list_requests", busy_account)
 
-    result = reconcile(sim_hook, [f"item-{n}" for n in range(250)] + ["absent"])
+    result = find_jobs(sim_hook, [f"item-{n}" for n in range(250)] + ["absent"])
 
     assert {ref: request.id for ref, request in result.found.items()} == ids
     # Each page after the first repeats the 30 jobs pushed down onto it (deduplicated), so 250 items
@@ -105,7 +105,7 @@ def test_failed_jobs_are_never_reused_but_an_older_live_one_is(
     newer = new_jobs(simulator, ["item"])["item"]
     simulator.state.force_status(newer, "failed", "boom")
 
-    result = reconcile(sim_hook, ["item"] + [f"x-{n}" for n in range(30)])
+    result = find_jobs(sim_hook, ["item"] + [f"x-{n}" for n in range(30)])
 
     assert result.found["item"].id == older
 

@@ -19,13 +19,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from airflow_provider_chamelaion.client.inputs import OPTIONS, JobInputs
 from airflow_provider_chamelaion.client.media import (
     StorageLocation,
     atomic_write,
     is_object_storage,
     storage_path,
 )
-from airflow_provider_chamelaion.client.wire import validate_http_url, validate_reference_id
 from airflow_provider_chamelaion.exceptions import ChamelaionConfigError
 
 if TYPE_CHECKING:
@@ -40,29 +40,21 @@ MAX_LISTED_PROBLEMS = 20
 #: The only texts a CSV cell may hold for a flag (any case; empty means absent). Not 1/0 or yes/no: the
 #: API takes a JSON boolean, and a spreadsheet's "1" is as likely a typo as a choice.
 _CSV_BOOLEANS = {"true": True, "false": False}
-#: The flag of an item: a JSON boolean, or absent.
-_FLAG = "disable_active_speaker_detection"
 
 
 @dataclass(frozen=True)
 class CatalogueItem:
-    """One validated catalogue item; ``row`` is its 1-based position (line number in a file)."""
+    """One validated catalogue item: its 1-based ``row`` (line number in a file) and its job's inputs."""
 
     row: int
-    reference_id: str
-    video_url: str
-    audio_url: str
-    disable_active_speaker_detection: bool | None = None
+    inputs: JobInputs
+
+    @property
+    def reference_id(self) -> str:
+        return str(self.inputs.reference_id)
 
     def to_dict(self) -> dict[str, Any]:
-        item: dict[str, Any] = {
-            "reference_id": self.reference_id,
-            "video_url": self.video_url,
-            "audio_url": self.audio_url,
-        }
-        if self.disable_active_speaker_detection is not None:
-            item["disable_active_speaker_detection"] = self.disable_active_speaker_detection
-        return item
+        return self.inputs.to_dict()
 
 
 def _format_of(path: Path | ObjectStoragePath, catalogue_format: str | None) -> str:
@@ -84,8 +76,8 @@ def _format_of(path: Path | ObjectStoragePath, catalogue_format: str | None) -> 
 
 
 def _csv_value(key: str, value: str) -> Any:
-    """A CSV cell as the item's value: text, except the flag (``true``/``false``, any case, or empty)."""
-    if key != _FLAG:
+    """A CSV cell as the item's value: text, except a flag (``true``/``false``, any case, or empty)."""
+    if OPTIONS.get(key) is not bool:
         return value
     lowered = value.strip().lower()
     if lowered == "":
@@ -161,31 +153,10 @@ def _check_item(row: int, raw: Any) -> tuple[CatalogueItem | None, list[str]]:
         return None, [
             f"expected an object with video_url, audio_url and reference_id, got {type(raw).__name__}"
         ]
-    problems: list[str] = []
-    values: dict[str, Any] = {}
-    for field, check in (
-        ("reference_id", validate_reference_id),
-        ("video_url", validate_http_url),
-        ("audio_url", validate_http_url),
-    ):
-        if raw.get(field) in (None, ""):
-            problems.append(f"{field} is missing")
-            continue
-        try:
-            values[field] = check(raw[field], field)
-        except ChamelaionConfigError as err:
-            problems.append(str(err))
-    speaker = raw.get(_FLAG)
-    # isinstance, not "in (True, False)": 1 == True and 0 == False in Python, but the API refuses them
-    # (after the batch has paid for every item before).
-    if speaker is not None and not isinstance(speaker, bool):
-        problems.append(
-            f"{_FLAG} must be true or false (a JSON boolean; in a CSV file the text true or false) or "
-            f"absent, got {speaker!r}"
-        )
-    if problems:
+    inputs, problems = JobInputs.check(raw, reference_id_required=True)
+    if inputs is None:
         return None, problems
-    return CatalogueItem(row=row, disable_active_speaker_detection=speaker, **values), []
+    return CatalogueItem(row=row, inputs=inputs), []
 
 
 def validate_items(raw_items: Iterable[tuple[int, Any]], *, where: str = "catalogue") -> list[CatalogueItem]:
@@ -267,3 +238,6 @@ def split_catalogue(
                 handle.write(json.dumps(item.to_dict()).encode() + b"\n")
         paths.append(str(path))
     return paths
+
+
+__all__ = ["CatalogueItem", "load_catalogue", "split_catalogue"]

@@ -13,7 +13,7 @@ page by page, which is cheaper, and walks the listing safely:
 * it stops at the latest ``total``, when nothing is left to find, or once the pages left cost more
   than one look-up per item still missing and the last page found none of them.
 
-"Not found in the listing" decides whether a batch pays for a job, so :func:`reconcile` claims it only
+"Not found in the listing" decides whether a batch pays for a job, so :func:`find_jobs` claims it only
 after a walk to the end that saw as many distinct jobs as the listing holds; otherwise it looks the
 missing items up one by one. :func:`read_newest` reads what was created since a known job, for the
 submission guard of :mod:`.batch_submit`. The batch trigger's polls use :class:`ListingScan` too.
@@ -162,13 +162,13 @@ def read_newest(
 
 
 @dataclass
-class Reconciliation:
-    """What :func:`reconcile` found: per ``reference_id`` the job to reuse, and what it cost."""
+class JobLookup:
+    """What :func:`find_jobs` found: per ``reference_id`` the job to reuse, and what it cost."""
 
     found: dict[str, LipsyncRequest]
     list_calls: int
     lookup_calls: int
-    #: The newest job on the account when reconcile ended, and the total then (for :func:`read_newest`).
+    #: The newest job on the account when the look-up ended, and the total then (for :func:`read_newest`).
     newest_id: str | None = None
     total: int = 0
     #: Jobs found that are still queued or running: someone may be submitting these items right now.
@@ -200,13 +200,13 @@ def _newest_alive(
     return found
 
 
-def reconcile(
+def find_jobs(
     hook: ChamelaionHook,
     reference_ids: Collection[str],
     *,
     page_size: int = 100,
     ignore: Collection[str] = (),
-) -> Reconciliation:
+) -> JobLookup:
     """For every ``reference_id``, the newest job with it that has not failed (absent: none exists).
 
     Costs at most the listing's pages (``ceil(total / applied limit)``) and never more than about one
@@ -242,4 +242,4 @@ def reconcile(
             if alive:
                 found[reference] = alive[0]
     in_flight = sum(request.outcome is Outcome.RUNNING for request in found.values())
-    return Reconciliation(found, list_calls, lookups, newest_id, total, in_flight)
+    return JobLookup(found, list_calls, lookups, newest_id, total, in_flight)

@@ -5,7 +5,7 @@ its result for users and for the batch download. The first line names its **owne
 that wrote it (dag, task, run, map index), and a digest of its catalogue; every other line is one item:
 ``reference_id``, ``request_id``, ``status``, ``output_url``, ``error_message``, ``source`` (``submitted``
 by this task instance, ``reused`` from elsewhere, or ``null`` while the item waits to be submitted), the
-item's inputs (``video_url``, ``audio_url``, ``disable_active_speaker_detection``: waves and retries
+item's ``inputs`` (``video_url``, ``audio_url`` and any options: waves and retries
 submit from these, not from a catalogue that may have been edited since) and ``duplicates`` (ids of other
 live jobs with the same ``reference_id`` that appeared while this batch submitted: paid twice, named so a
 person can cancel one). It is written atomically (a temporary sibling renamed into place, or one put), so
@@ -21,6 +21,7 @@ from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
 from airflow_provider_chamelaion.batch.catalogue import CatalogueItem
+from airflow_provider_chamelaion.client.inputs import JobInputs
 from airflow_provider_chamelaion.client.media import StorageLocation, atomic_write, storage_path
 from airflow_provider_chamelaion.client.models import LipsyncRequest, Outcome, outcome_of
 from airflow_provider_chamelaion.exceptions import ChamelaionConfigError, ChamelaionError
@@ -80,20 +81,20 @@ class ManifestRow:
     output_url: str | None = None
     error_message: str | None = None
     source: Source | None = None
-    video_url: str | None = None
-    audio_url: str | None = None
-    disable_active_speaker_detection: bool | None = None
+    #: The item's inputs as its catalogue gave them (:meth:`JobInputs.to_dict`, ``reference_id`` aside).
+    inputs: dict[str, Any] = field(default_factory=dict)
     duplicates: list[str] = field(default_factory=list)
 
     @classmethod
     def for_item(cls, item: CatalogueItem) -> ManifestRow:
         """A row for a catalogue item that has no job yet."""
-        return cls(
-            item.reference_id,
-            video_url=item.video_url,
-            audio_url=item.audio_url,
-            disable_active_speaker_detection=item.disable_active_speaker_detection,
-        )
+        inputs = item.inputs.to_dict()
+        inputs.pop("reference_id", None)
+        return cls(item.reference_id, inputs=inputs)
+
+    def job_inputs(self) -> JobInputs:
+        """The inputs to submit this row's job with."""
+        return JobInputs(reference_id=self.reference_id, **self.inputs)
 
     def use(self, request: LipsyncRequest, source: Source) -> None:
         """Make ``request`` this row's job."""
@@ -107,11 +108,7 @@ class ManifestRow:
 
     def same_inputs(self, item: CatalogueItem) -> bool:
         """Whether this row was planned from exactly ``item``'s inputs."""
-        return (self.video_url, self.audio_url, self.disable_active_speaker_detection) == (
-            item.video_url,
-            item.audio_url,
-            item.disable_active_speaker_detection,
-        )
+        return self.job_inputs() == item.inputs
 
     @property
     def stage(self) -> str:
@@ -235,3 +232,6 @@ def read_manifest(location: StorageLocation) -> list[ManifestRow]:
     manifest = load_manifest(location)
     assert manifest is not None
     return manifest.rows
+
+
+__all__ = ["Manifest", "ManifestOwner", "ManifestRow", "load_manifest", "read_manifest"]

@@ -44,6 +44,7 @@ from airflow_provider_chamelaion.exceptions import (
     ChamelaionValidationError,
     LipsyncBatchStopped,
 )
+from airflow_provider_chamelaion.utils.progress import QuietLog
 
 if TYPE_CHECKING:
     from airflow_provider_chamelaion.hooks.chamelaion import ChamelaionHook
@@ -272,43 +273,24 @@ class SubmitReport:
     yielded: bool = False
 
 
-class PerItemLog:
-    """A batch's per-item log: the hook's and the retry policy's lines about one item (submitted,
-    downloaded, a lost answer looked up) at DEBUG, errors as they are.
-
-    A batch of 10,000 would otherwise write 20,000 such lines to its task log (and one per lost answer);
-    the batch logs its own progress ("Submitted 3000 of 10000") and counts instead.
-    """
-
-    def __init__(self, log: Any) -> None:
-        self._log = log
-
-    def info(self, *args: Any, **kwargs: Any) -> None:
-        self._log.debug(*args, **kwargs)
-
-    def warning(self, *args: Any, **kwargs: Any) -> None:
-        self._log.debug(*args, **kwargs)
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._log, name)
-
-
 class ThreadHooks:
     """One hook per thread (a requests session is not shared between threads), all on one connection.
 
     The connection is read once, on the task's own thread: the task runner's channel to its supervisor
-    is not for concurrent use. The hooks' per-item INFO lines go to DEBUG (:class:`PerItemLog`).
+    is not for concurrent use. The hooks are ``quiet``: their lines about one item go to DEBUG.
     """
 
     def __init__(self, base: ChamelaionHook, **overrides: Any) -> None:
         from airflow_provider_chamelaion.hooks.chamelaion import ChamelaionHook
 
-        self._settings = base.get_settings()
+        settings = base.get_settings()
         self._make = lambda: ChamelaionHook(
             base.chamelaion_conn_id,
             retry_policy=overrides.get("retry_policy", base.retry_policy),
             timeout=base.timeout,
             download_timeout=base.download_timeout,
+            settings=settings,
+            quiet=True,
         )
         self._local = threading.local()
         self._all: list[ChamelaionHook] = []
@@ -318,8 +300,6 @@ class ThreadHooks:
         hook = getattr(self._local, "hook", None)
         if hook is None:
             hook = self._make()
-            hook._settings = self._settings  # the connection as read on the task's thread
-            hook._log = PerItemLog(hook.log)
             self._local.hook = hook
             with self._lock:
                 self._all.append(hook)
@@ -362,7 +342,7 @@ class BatchSubmitter:
             hook.retry_policy,
             retry_rate_limited=False,
             sleep=self._sleep,
-            logger=PerItemLog(logging.getLogger("airflow_provider_chamelaion.client.retry")),
+            logger=QuietLog(logging.getLogger("airflow_provider_chamelaion.client.retry")),
         )
         self.hooks = ThreadHooks(hook, retry_policy=self.policy)
         self._hook = hook
@@ -417,13 +397,7 @@ class BatchSubmitter:
             if other is not None:
                 return other  # created by another submitter while this row waited for its turn
             try:
-                request_id = hook.generate(
-                    str(row.video_url),
-                    str(row.audio_url),
-                    reference_id=row.reference_id,
-                    disable_active_speaker_detection=row.disable_active_speaker_detection,
-                    reconcile=find_lost_job,
-                )
+                request_id = hook.submit(row.job_inputs(), reconcile=find_lost_job)
             except ChamelaionRateLimitError as err:
                 self.pacer.rate_limited(err.retry_after)
                 last = err

@@ -176,3 +176,6 @@ class RequestPage:
             limit=int(pagination.get("limit", len(data))),
             offset=int(pagination.get("offset", 0)),
         )
+
+
+__all__ = ["LipsyncRequest", "Outcome", "RequestPage", "outcome_of"]

@@ -217,3 +217,6 @@ class RetryPolicy:
 # objects in reference cycles on every call, which a thousand triggers polling at once turn into
 # frequent full garbage collections of the triggerer's heap, each one stopping its event loop. The
 # loop above allocates nothing on the success path but the arguments' tuple.
+
+
+__all__ = ["RetryPolicy"]

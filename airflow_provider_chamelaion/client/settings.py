@@ -9,6 +9,8 @@ from urllib.parse import urlsplit
 from airflow_provider_chamelaion.exceptions import ChamelaionConfigError
 from airflow_provider_chamelaion.get_provider_info import DEFAULT_BASE_URL
 
+#: The connection every hook, operator, sensor and trigger uses unless told otherwise.
+DEFAULT_CONN_ID = "chamelaion_default"
 #: Connection extra naming the deployment (e.g. ``staging``); part of every derived ``reference_id``.
 NAMESPACE_EXTRA = "reference_namespace"
 #: Connection extra giving the scheme when ``host`` has none (URI-form connections): http or https.

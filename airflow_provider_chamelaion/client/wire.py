@@ -164,28 +164,6 @@ def validate_optional_bool(value: object, field: str) -> bool | None:
     return value
 
 
-def generate_body(
-    video_url: str,
-    audio_url: str,
-    *,
-    reference_id: str | None = None,
-    disable_active_speaker_detection: bool | None = None,
-) -> dict[str, Any]:
-    """The JSON body of ``POST /v1/lipsync/generate``; optional keys appear only when given."""
-    body: dict[str, Any] = {
-        "inputs": [
-            {"type": "video", "url": validate_http_url(video_url, "video_url")},
-            {"type": "audio", "url": validate_http_url(audio_url, "audio_url")},
-        ]
-    }
-    detection = validate_optional_bool(disable_active_speaker_detection, "disable_active_speaker_detection")
-    if detection is not None:
-        body["disable_active_speaker_detection"] = detection
-    if reference_id is not None:
-        body["reference_id"] = validate_reference_id(reference_id)
-    return body
-
-
 def list_params(
     *, limit: int | None = None, offset: int | None = None, reference_id: str | None = None
 ) -> dict[str, str | int]:

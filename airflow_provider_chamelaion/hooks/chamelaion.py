@@ -14,7 +14,7 @@ import asyncio
 import dataclasses
 import functools
 import re
-from collections.abc import Awaitable, Callable, Iterator, Mapping
+from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, NamedTuple
 from urllib.parse import unquote, urlsplit
@@ -23,6 +23,7 @@ import aiohttp
 import requests
 
 from airflow_provider_chamelaion import __version__
+from airflow_provider_chamelaion.client.inputs import JobInputs
 from airflow_provider_chamelaion.client.media import (
     MediaDestination,
     MediaSource,
@@ -37,6 +38,7 @@ from airflow_provider_chamelaion.client.models import LipsyncRequest, RequestPag
 from airflow_provider_chamelaion.client.multipart import FilePart, MultipartBody
 from airflow_provider_chamelaion.client.retry import RetryPolicy
 from airflow_provider_chamelaion.client.settings import (
+    DEFAULT_CONN_ID,
     ApiSettings,
     connection_env_var,
     missing_connection_error,
@@ -49,7 +51,6 @@ from airflow_provider_chamelaion.client.wire import (
     GENERATE_WITH_MEDIA_PATH,
     REQUESTS_PATH,
     decode_response,
-    generate_body,
     list_params,
     parse_model,
     read_request_id,
@@ -64,7 +65,7 @@ from airflow_provider_chamelaion.exceptions import (
     ChamelaionTLSError,
     ChamelaionTransportError,
 )
-from airflow_provider_chamelaion.utils.progress import TransferProgress
+from airflow_provider_chamelaion.utils.progress import QuietLog, TransferProgress
 from airflow_provider_chamelaion.utils.secrets import (
     aget_connection,
     amask_secret,
@@ -197,7 +198,7 @@ class ChamelaionHook(BaseHook):
     """
 
     conn_name_attr = "chamelaion_conn_id"
-    default_conn_name = "chamelaion_default"
+    default_conn_name = DEFAULT_CONN_ID
     conn_type = "chamelaion"
     hook_name = "Chamelaion"
 
@@ -207,8 +208,10 @@ class ChamelaionHook(BaseHook):
         *,
         max_attempts: int | None = None,
         retry_policy: RetryPolicy | None = None,
-        timeout: tuple[float, float] = (10.0, 60.0),
-        download_timeout: tuple[float, float] = (10.0, 120.0),
+        timeout: Sequence[float] = (10.0, 60.0),
+        download_timeout: Sequence[float] = (10.0, 120.0),
+        settings: ApiSettings | None = None,
+        quiet: bool = False,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -217,9 +220,11 @@ class ChamelaionHook(BaseHook):
         if max_attempts is not None:
             policy = dataclasses.replace(policy, max_attempts=max_attempts)
         self.retry_policy = policy
-        self.timeout = timeout
-        self.download_timeout = download_timeout
-        self._settings: ApiSettings | None = None
+        # Tuples, also when they come back from a trigger's JSON kwargs (hook_params) as lists.
+        self.timeout = (float(timeout[0]), float(timeout[1]))
+        self.download_timeout = (float(download_timeout[0]), float(download_timeout[1]))
+        self._settings: ApiSettings | None = settings
+        self.quiet = quiet
         self._session: requests.Session | None = None
         # The last request id this hook checked and its path: a trigger polls one id all its life,
         # and checking and escaping it again on every poll bought nothing.
@@ -228,6 +233,11 @@ class ChamelaionHook(BaseHook):
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(chamelaion_conn_id={self.chamelaion_conn_id!r})"
+
+    @property
+    def _item_log(self) -> Any:
+        """Where the lines about one job go: the hook's log, or DEBUG for a ``quiet`` (batch) hook."""
+        return QuietLog(self.log) if self.quiet else self.log
 
     # -- connection -------------------------------------------------------------------------------
 
@@ -353,30 +363,38 @@ class ChamelaionHook(BaseHook):
         video_url: str,
         audio_url: str,
         *,
-        reference_id: str | None = None,
-        disable_active_speaker_detection: bool | None = None,
         reconcile: Callable[[BaseException], str | None] | None = None,
+        **options: Any,
     ) -> str:
         """Start a lip-sync job from two http(s) URLs (``POST /v1/lipsync/generate``).
 
-        :param reconcile: called when the POST may have created a job but its answer was lost
-            (see :meth:`RetryPolicy.call <airflow_provider_chamelaion.client.retry.RetryPolicy.call>`): return
-            that job's id if it finds it, or ``None`` to have the POST sent again. Without it, such a
-            POST is never sent again and its error is raised.
+        :param options: ``reference_id`` and the API's options (``disable_active_speaker_detection``), as
+            :class:`~airflow_provider_chamelaion.client.inputs.JobInputs` takes them; checked first.
+        :param reconcile: as for :meth:`submit`.
         :return: the new request's id (or the one ``reconcile`` found).
         """
-        body = generate_body(
-            video_url,
-            audio_url,
-            reference_id=reference_id,
-            disable_active_speaker_detection=disable_active_speaker_detection,
+        return self.submit(
+            JobInputs.of(video_url=video_url, audio_url=audio_url, **options), reconcile=reconcile
         )
+
+    def submit(
+        self, inputs: JobInputs, *, reconcile: Callable[[BaseException], str | None] | None = None
+    ) -> str:
+        """Start a lip-sync job from checked :class:`JobInputs` (``POST /v1/lipsync/generate``).
+
+        :param reconcile: called when the POST may have created a job but its answer was lost
+            (see :meth:`RetryPolicy.call <airflow_provider_chamelaion.client.retry.RetryPolicy.call>`):
+            return that job's id if it finds it, or ``None`` to have the POST sent again. Without it, such
+            a POST is never sent again and its error is raised.
+        :return: the new request's id (or the one ``reconcile`` found).
+        """
+        body = inputs.body()
 
         def post() -> str:
             payload = self._send("POST", GENERATE_PATH, json=body)
             request_id = read_request_id(payload, method="POST", path=GENERATE_PATH)
-            self.log.info(
-                "Submitted Chamelaion lip-sync request %s (reference_id %s)", request_id, reference_id
+            self._item_log.info(
+                "Submitted Chamelaion lip-sync request %s (reference_id %s)", request_id, inputs.reference_id
             )
             return request_id
 
@@ -404,7 +422,7 @@ class ChamelaionHook(BaseHook):
                     "Uploading",
                     f"{infos['video'].filename} and {infos['audio'].filename}",
                     infos["video"].size + infos["audio"].size,
-                    self.log,
+                    self._item_log,
                 )
                 body = MultipartBody(
                     [
@@ -419,7 +437,7 @@ class ChamelaionHook(BaseHook):
 
         payload = self.retry_policy.call(upload, idempotent=False, what=f"POST {path}")
         request_id = read_request_id(payload, method="POST", path=path)
-        self.log.info(
+        self._item_log.info(
             "Uploaded %s (%d bytes) and %s (%d bytes): Chamelaion lip-sync request %s",
             infos["video"].filename,
             infos["video"].size,
@@ -546,7 +564,7 @@ class ChamelaionHook(BaseHook):
                 if refreshed:
                     raise
                 refreshed = True
-                self.log.warning(
+                self._item_log.warning(
                     "Output URL of %s was refused (%s); fetching the request again for a fresh URL",
                     lipsync.id,
                     err.status_code,
@@ -571,7 +589,7 @@ class ChamelaionHook(BaseHook):
                     "Downloading",
                     f"output of {request_id} to {target}",
                     int(expected) if expected and expected.isdigit() else None,
-                    self.log,
+                    self._item_log,
                 )
                 written = 0
                 with atomic_write(target) as handle:
@@ -731,3 +749,6 @@ def _check_written(target: Path | ObjectStoragePath, request_id: str) -> None:
             f"the download of Chamelaion lip-sync request {request_id} reported success but {target} "
             "is not a file; nothing was written there"
         )
+
+
+__all__ = ["ChamelaionHook"]

@@ -13,7 +13,6 @@ from collections.abc import Sequence
 from concurrent.futures import Future, ThreadPoolExecutor, as_completed
 from datetime import timedelta
 from fractions import Fraction
-from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
 from airflow_provider_chamelaion.batch.catalogue import (
@@ -30,7 +29,7 @@ from airflow_provider_chamelaion.batch.downloads import (
     read_records,
     record_name,
 )
-from airflow_provider_chamelaion.batch.listing import Reconciliation, reconcile
+from airflow_provider_chamelaion.batch.listing import JobLookup, find_jobs
 from airflow_provider_chamelaion.batch.manifest import (
     NOT_SUBMITTED,
     Manifest,
@@ -59,12 +58,20 @@ from airflow_provider_chamelaion.exceptions import (
 )
 from airflow_provider_chamelaion.operators.lipsync import XCOM_RETURN_KEY
 from airflow_provider_chamelaion.utils.job_identity import digest
+from airflow_provider_chamelaion.utils.operators import (
+    DEFAULT_CONN_ID,
+    ChamelaionHookMixin,
+    check_hook_params,
+    check_positive,
+    check_whole,
+    seconds,
+)
+from airflow_provider_chamelaion.utils.waiting import is_stale
 from airflow_provider_chamelaion.version_compat import BaseOperator
 
 if TYPE_CHECKING:
     from pathlib import Path
 
-    from airflow_provider_chamelaion.hooks.chamelaion import ChamelaionHook
     from airflow_provider_chamelaion.version_compat import Context, ObjectStoragePath
 
 #: How many failed items a batch failure names.
@@ -84,7 +91,7 @@ def with_map_index(location: str, map_index: int) -> str:
     return f"{head}/{named}" if head or location.startswith("/") else named
 
 
-class LipsyncBatchGenerateOperator(BaseOperator):
+class LipsyncBatchGenerateOperator(ChamelaionHookMixin, BaseOperator):
     """Submits a whole catalogue of lip-sync jobs, paying once per item, and waits for them.
 
     The catalogue is validated whole before any HTTP call. The **manifest** at ``manifest_path`` is this
@@ -131,6 +138,7 @@ class LipsyncBatchGenerateOperator(BaseOperator):
     :param poll_interval: seconds between poll cycles while waiting (default 30).
     :param timeout: how long to wait in all, seconds or a ``timedelta`` (default 24 hours).
     :param chamelaion_conn_id: the Airflow connection (default ``chamelaion_default``).
+    :param hook_params: hook arguments (``max_attempts``, ``timeout``, ``download_timeout``).
     :return: the summary: ``manifest_path``, ``owner``, ``total``, ``submitted``, ``reused``,
         ``duplicates`` and the count of items ``not_submitted``, ``queued``, ``running``, ``completed``
         and ``failed`` (``plan_only`` adds ``plan``).
@@ -155,10 +163,12 @@ class LipsyncBatchGenerateOperator(BaseOperator):
         page_size: int = 100,
         poll_interval: float = 30,
         timeout: float | timedelta = timedelta(hours=24),
-        chamelaion_conn_id: str = "chamelaion_default",
+        chamelaion_conn_id: str = DEFAULT_CONN_ID,
+        hook_params: dict[str, Any] | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
+        self.hook_params = check_hook_params(self.task_id, hook_params)
         self.catalogue = catalogue
         self.manifest_path = manifest_path
         # As written in the DAG (before rendering): does it already give each map index its own file?
@@ -173,7 +183,7 @@ class LipsyncBatchGenerateOperator(BaseOperator):
         self.max_failure_rate = max_failure_rate
         self.page_size = page_size
         self.poll_interval = float(poll_interval)
-        self.timeout = timeout.total_seconds() if isinstance(timeout, timedelta) else float(timeout)
+        self.timeout = seconds(timeout)
         self.chamelaion_conn_id = chamelaion_conn_id
         self._submitter: BatchSubmitter | None = None
         #: What this try's last submission did (POSTs, jobs adopted, items paid twice, listing calls).
@@ -181,14 +191,13 @@ class LipsyncBatchGenerateOperator(BaseOperator):
         self._check_arguments()
 
     def _check_arguments(self) -> None:
-        def whole(value: object, minimum: int = 1) -> bool:
-            return isinstance(value, int) and not isinstance(value, bool) and value >= minimum
-
-        for name in ("submit_concurrency", "page_size"):
-            if not whole(getattr(self, name)):
-                raise ChamelaionConfigError(f"{self.task_id}: {name} must be a whole number of at least 1")
-        if self.max_new_jobs is not None and not whole(self.max_new_jobs, 0):
-            raise ChamelaionConfigError(f"{self.task_id}: max_new_jobs must be a whole number of at least 0")
+        check_whole(
+            self.task_id,
+            submit_concurrency=self.submit_concurrency,
+            page_size=self.page_size,
+            max_in_flight=self.max_in_flight,
+        )
+        check_whole(self.task_id, minimum=0, max_new_jobs=self.max_new_jobs)
         if self.submit_rate is not None and (
             isinstance(self.submit_rate, bool)
             or not isinstance(self.submit_rate, (int, float))
@@ -197,29 +206,17 @@ class LipsyncBatchGenerateOperator(BaseOperator):
             raise ChamelaionConfigError(
                 f"{self.task_id}: submit_rate must be a positive number of POSTs per second, or None to learn it"
             )
-        if self.max_in_flight is not None:
-            if not whole(self.max_in_flight):
-                raise ChamelaionConfigError(
-                    f"{self.task_id}: max_in_flight must be a whole number of at least 1"
-                )
-            if not self.wait_for_completion:
-                raise ChamelaionConfigError(
-                    f"{self.task_id}: max_in_flight needs wait_for_completion=True (the next wave is submitted "
-                    "when earlier jobs finish)"
-                )
+        if self.max_in_flight is not None and not self.wait_for_completion:
+            raise ChamelaionConfigError(
+                f"{self.task_id}: max_in_flight needs wait_for_completion=True (the next wave is submitted "
+                "when earlier jobs finish)"
+            )
         if not 0 <= self.max_failure_rate <= 1:
             raise ChamelaionConfigError(f"{self.task_id}: max_failure_rate must be between 0 and 1")
-        if self.poll_interval <= 0 or self.timeout <= 0:
-            raise ChamelaionConfigError(f"{self.task_id}: poll_interval and timeout must be positive")
+        check_positive(self.task_id, poll_interval=self.poll_interval, timeout=self.timeout)
         # At parse time: a store this installation cannot use, or a relative path, must not get as far
         # as a run that pays for jobs and then cannot record them.
         check_storage_location(self.manifest_path, f"{self.task_id}: manifest_path")
-
-    @cached_property
-    def hook(self) -> ChamelaionHook:
-        from airflow_provider_chamelaion.hooks.chamelaion import ChamelaionHook
-
-        return ChamelaionHook(self.chamelaion_conn_id)
 
     def on_kill(self) -> None:
         """Stop submitting: no POST not yet sent is sent; every job created is recorded in the manifest."""
@@ -298,8 +295,8 @@ class LipsyncBatchGenerateOperator(BaseOperator):
             context, manifest, location, time.time() + self.timeout, whole_plan=True, ignore=superseded
         )
 
-    def _look_up(self, rows: Sequence[ManifestRow], ignore: set[str]) -> Reconciliation:
-        found = reconcile(
+    def _look_up(self, rows: Sequence[ManifestRow], ignore: set[str]) -> JobLookup:
+        found = find_jobs(
             self.hook, [row.reference_id for row in rows], page_size=self.page_size, ignore=ignore
         )
         self.log.info(
@@ -384,7 +381,7 @@ class LipsyncBatchGenerateOperator(BaseOperator):
         self._defer(context, manifest, location, end_time, counts)
         raise AssertionError("unreachable")  # pragma: no cover  (defer raises)
 
-    def _submit(self, to_post: list[ManifestRow], rows: list[ManifestRow], found: Reconciliation) -> None:
+    def _submit(self, to_post: list[ManifestRow], rows: list[ManifestRow], found: JobLookup) -> None:
         self.log.info(
             "Submitting %d item(s), %d at a time, %s",
             len(to_post),
@@ -459,18 +456,9 @@ class LipsyncBatchGenerateOperator(BaseOperator):
         if not isinstance(event, dict) or event.get("status") not in BATCH_STATUSES:
             raise ChamelaionError(f"Malformed event from LipsyncBatchTrigger: {event!r}")
         ti = context["ti"]
-        try_number = getattr(ti, "try_number", None)
-        if (
-            event.get("try_number") is not None
-            and try_number is not None
-            and event["try_number"] != try_number
-        ):
+        if is_stale(event, context):
             # Airflow 3.0 starts a retry here, with the failed try's event: start over from the manifest.
-            self.log.warning(
-                "Try %s was handed try %s's event; starting over from this task instance's manifest",
-                try_number,
-                event["try_number"],
-            )
+            self.log.warning("This try was handed an earlier try's event; starting over from its manifest")
             return self._start(context)
         status = event["status"]
         owner = ManifestOwner.of(ti)
@@ -537,7 +525,7 @@ class LipsyncBatchGenerateOperator(BaseOperator):
         return summary
 
 
-class LipsyncBatchDownloadOperator(BaseOperator):
+class LipsyncBatchDownloadOperator(ChamelaionHookMixin, BaseOperator):
     """Downloads every completed output of a batch manifest, concurrently, streamed and atomically.
 
     Files are named from ``filename_template`` (``str.format`` over the manifest row, default
@@ -557,6 +545,7 @@ class LipsyncBatchDownloadOperator(BaseOperator):
     :param filename_template: file name per row (templated), e.g. ``{reference_id}/dubbed.mp4``.
     :param concurrency: downloads at once (default 4).
     :param chamelaion_conn_id: the Airflow connection (default ``chamelaion_default``).
+    :param hook_params: hook arguments (``max_attempts``, ``timeout``, ``download_timeout``).
     :return: ``{"destination", "total", "downloaded", "skipped"}``.
     """
 
@@ -570,27 +559,22 @@ class LipsyncBatchDownloadOperator(BaseOperator):
         destination: StorageLocation,
         filename_template: str = "{reference_id}.mp4",
         concurrency: int = 4,
-        chamelaion_conn_id: str = "chamelaion_default",
+        chamelaion_conn_id: str = DEFAULT_CONN_ID,
+        hook_params: dict[str, Any] | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
+        self.hook_params = check_hook_params(self.task_id, hook_params)
         self.manifest_path = manifest_path
         self.destination = destination
         self.filename_template = filename_template
         self.concurrency = concurrency
         self.chamelaion_conn_id = chamelaion_conn_id
-        if isinstance(concurrency, bool) or not isinstance(concurrency, int) or concurrency < 1:
-            raise ChamelaionConfigError(f"{self.task_id}: concurrency must be a whole number of at least 1")
+        check_whole(self.task_id, concurrency=concurrency)
         # At parse time, on the unrendered value: a store this installation cannot write, or a relative
         # path, fails the DAG import, before the batch upstream pays for jobs whose outputs could not be
         # saved. The rendered value is checked again when the task starts.
         check_storage_location(destination, f"{self.task_id}: destination")
-
-    @cached_property
-    def hook(self) -> ChamelaionHook:
-        from airflow_provider_chamelaion.hooks.chamelaion import ChamelaionHook
-
-        return ChamelaionHook(self.chamelaion_conn_id)
 
     def _file_name(self, row: ManifestRow) -> str:
         try:
@@ -752,3 +736,6 @@ class LipsyncBatchDownloadOperator(BaseOperator):
                 record.path,
                 err,
             )
+
+
+__all__ = ["LipsyncBatchDownloadOperator", "LipsyncBatchGenerateOperator"]

@@ -5,17 +5,12 @@ from __future__ import annotations
 import time
 from collections.abc import Sequence
 from datetime import timedelta
-from functools import cached_property
 from typing import TYPE_CHECKING, Any, NamedTuple
 
+from airflow_provider_chamelaion.client.inputs import OPTIONS, JobInputs
 from airflow_provider_chamelaion.client.media import check_destination, check_filesystem, inspect_source
 from airflow_provider_chamelaion.client.models import LipsyncRequest, Outcome
-from airflow_provider_chamelaion.client.wire import (
-    url_for_log,
-    validate_http_url,
-    validate_optional_bool,
-    validate_reference_id,
-)
+from airflow_provider_chamelaion.client.wire import url_for_log, validate_reference_id
 from airflow_provider_chamelaion.exceptions import (
     ChamelaionConfigError,
     ChamelaionNotFoundError,
@@ -27,26 +22,27 @@ from airflow_provider_chamelaion.utils.job_identity import (
     derived_reference_id,
     digest,
     source_identity,
-    url_identity,
 )
 from airflow_provider_chamelaion.utils.links import LipsyncOutputLink
+from airflow_provider_chamelaion.utils.operators import (
+    DEFAULT_CONN_ID,
+    ChamelaionHookMixin,
+    check_hook_params,
+    check_positive,
+    seconds,
+)
 from airflow_provider_chamelaion.utils.progress import STILL_WAITING_EVERY, WaitReporter
-from airflow_provider_chamelaion.utils.waiting import completed_request, poll_once
+from airflow_provider_chamelaion.utils.waiting import completed_request, is_stale, poll_once
 from airflow_provider_chamelaion.version_compat import BaseOperator, conf
 
 if TYPE_CHECKING:
     from airflow.providers.openlineage.extractors import OperatorLineage
 
     from airflow_provider_chamelaion.client.media import MediaDestination, MediaSource
-    from airflow_provider_chamelaion.hooks.chamelaion import ChamelaionHook
     from airflow_provider_chamelaion.version_compat import Context, XComArg
 
 XCOM_RETURN_KEY = "return_value"
 XCOM_REQUEST_KEY = "request"
-
-
-def _seconds(value: float | timedelta) -> float:
-    return value.total_seconds() if isinstance(value, timedelta) else float(value)
 
 
 class _Job(NamedTuple):
@@ -56,7 +52,7 @@ class _Job(NamedTuple):
     reused: bool
 
 
-class LipsyncGenerateOperator(BaseOperator):
+class LipsyncGenerateOperator(ChamelaionHookMixin, BaseOperator):
     """Submits a Chamelaion lip-sync job; optionally waits for it to finish.
 
     Give either both URLs (``POST /v1/lipsync/generate``) or both files (``POST
@@ -102,6 +98,8 @@ class LipsyncGenerateOperator(BaseOperator):
         status has not changed, in seconds or a ``timedelta`` (default 5 minutes; the first comes 30
         seconds into a status).
     :param chamelaion_conn_id: the Airflow connection (default ``chamelaion_default``).
+    :param hook_params: hook arguments (``max_attempts``, ``timeout``, ``download_timeout``), for the
+        task's calls and for its wait in the triggerer alike.
     """
 
     template_fields: Sequence[str] = ("video_url", "audio_url", "video_file", "audio_file", "reference_id")
@@ -127,10 +125,12 @@ class LipsyncGenerateOperator(BaseOperator):
         poll_interval: float = 30,
         timeout: float | timedelta = timedelta(hours=24),
         still_waiting_interval: float | timedelta = STILL_WAITING_EVERY,
-        chamelaion_conn_id: str = "chamelaion_default",
+        chamelaion_conn_id: str = DEFAULT_CONN_ID,
+        hook_params: dict[str, Any] | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
+        self.hook_params = check_hook_params(self.task_id, hook_params)
         self.video_url = video_url
         self.audio_url = audio_url
         self.video_file = video_file
@@ -141,8 +141,8 @@ class LipsyncGenerateOperator(BaseOperator):
         self.wait_for_completion = wait_for_completion
         self.deferrable = deferrable
         self.poll_interval = float(poll_interval)
-        self.timeout = _seconds(timeout)
-        self.still_waiting_interval = _seconds(still_waiting_interval)
+        self.timeout = seconds(timeout)
+        self.still_waiting_interval = seconds(still_waiting_interval)
         self.chamelaion_conn_id = chamelaion_conn_id
         if not wait_for_completion:  # no output to link to: no (empty) "Extra Links" in the UI
             self.operator_extra_links = ()
@@ -190,17 +190,18 @@ class LipsyncGenerateOperator(BaseOperator):
             raise ChamelaionConfigError(
                 f"{self.task_id}: reuse_existing_request=True needs a reference_id (e.g. 'ep42-ja-{{{{ ds }}}}')"
             )
-        try:
-            validate_optional_bool(self.disable_active_speaker_detection, "disable_active_speaker_detection")
-        except ChamelaionConfigError as err:
-            raise ChamelaionConfigError(f"{self.task_id}: {err}") from None
-        if self.poll_interval <= 0 or self.timeout <= 0:
-            raise ChamelaionConfigError(f"{self.task_id}: poll_interval and timeout must be positive")
-        if self.still_waiting_interval <= 0:
-            raise ChamelaionConfigError(
-                f"{self.task_id}: still_waiting_interval must be positive (seconds between 'still waiting' "
-                f"lines), got {self.still_waiting_interval:g}"
-            )
+        for option in self._options():
+            # Not templated, so checked as given: an option of the wrong type fails the DAG import.
+            _, problems = JobInputs.check({option: getattr(self, option)})
+            problems = [problem for problem in problems if problem.startswith(option)]
+            if problems:
+                raise ChamelaionConfigError(f"{self.task_id}: {problems[0]}")
+        check_positive(
+            self.task_id,
+            poll_interval=self.poll_interval,
+            timeout=self.timeout,
+            still_waiting_interval=self.still_waiting_interval,
+        )
         for name, value in files.items():
             # At parse time, templated or not: an object store this installation cannot read must not
             # get as far as a run (the scheme is literal even in 's3://dubs/{{ ds }}/42.mp4').
@@ -210,17 +211,15 @@ class LipsyncGenerateOperator(BaseOperator):
     def upload_mode(self) -> bool:
         return self.video_file is not None
 
-    @cached_property
-    def hook(self) -> ChamelaionHook:
-        from airflow_provider_chamelaion.hooks.chamelaion import ChamelaionHook
-
-        return ChamelaionHook(self.chamelaion_conn_id)
+    def _options(self) -> dict[str, Any]:
+        """The API options this operator was given (see :data:`..client.inputs.OPTIONS`)."""
+        return {name: getattr(self, name) for name in OPTIONS}
 
     # -- submission -------------------------------------------------------------------------------
 
-    def _validated_inputs(self, context: Context) -> tuple[str | None, str]:
-        """Check the rendered inputs (no HTTP call); return the ``reference_id`` to use (``None`` in
-        upload mode) and the digest of the inputs' identity."""
+    def _validated_inputs(self, context: Context) -> tuple[JobInputs | None, str]:
+        """Check the rendered inputs (no HTTP call): the job's inputs with the ``reference_id`` to use
+        (``None`` in upload mode), and the digest of what identifies them."""
         if self.upload_mode:
             video = inspect_source(self.video_file, "video_file")  # type: ignore[arg-type]
             audio = inspect_source(self.audio_file, "audio_file")  # type: ignore[arg-type]
@@ -229,25 +228,26 @@ class LipsyncGenerateOperator(BaseOperator):
                 "audio_file": source_identity(self.audio_file, audio),  # type: ignore[arg-type]
             }
             return None, digest(files)
-        self.video_url = validate_http_url(self.video_url, "video_url")
-        self.audio_url = validate_http_url(self.audio_url, "audio_url")
-        inputs = {
-            "video": url_identity(self.video_url),
-            "audio": url_identity(self.audio_url),
-            "disable_active_speaker_detection": self.disable_active_speaker_detection,
-        }
-        if self.reference_id is not None:
-            return validate_reference_id(self.reference_id), digest(inputs)
-        ti = context["ti"]
-        reference_id = derived_reference_id(
-            dag_id=ti.dag_id,
-            task_id=ti.task_id,
-            run_id=ti.run_id,
-            map_index=getattr(ti, "map_index", -1),
-            inputs=inputs,
-            namespace=self.hook.get_settings().reference_namespace,
+        inputs = JobInputs.of(
+            video_url=self.video_url,
+            audio_url=self.audio_url,
+            reference_id=self.reference_id,
+            **self._options(),
         )
-        return reference_id, digest(inputs)
+        identity = inputs.identity()
+        if inputs.reference_id is None:
+            ti = context["ti"]
+            inputs = inputs.replace(
+                reference_id=derived_reference_id(
+                    dag_id=ti.dag_id,
+                    task_id=ti.task_id,
+                    run_id=ti.run_id,
+                    map_index=getattr(ti, "map_index", -1),
+                    inputs=identity,
+                    namespace=self.hook.get_settings().reference_namespace,
+                )
+            )
+        return inputs, digest(identity)
 
     def _newest_live(
         self, reference_id: str, *, excluding: frozenset[str] = frozenset()
@@ -293,48 +293,70 @@ class LipsyncGenerateOperator(BaseOperator):
         return self._submit_or_reuse(context).request_id
 
     def _submit_or_reuse(self, context: Context) -> _Job:
-        reference_id, inputs = self._validated_inputs(context)
+        inputs, identity = self._validated_inputs(context)
+        reference_id = None if inputs is None else inputs.reference_id
         store = SubmissionStore(context, self.log)
-        earlier = store.load(reference_id, inputs)
+        earlier = store.load(reference_id, identity)
         if earlier is not None and earlier.request_id is not None:
             if self._still_usable(earlier.request_id):
                 return _Job(earlier.request_id, reused=True)
             earlier = None
-        if reference_id is None:  # upload mode: nothing to look up by
+        if inputs is None:  # upload mode: nothing to look up by
             request_id = self.hook.generate_with_media(self.video_file, self.audio_file)  # type: ignore[arg-type]
-            store.save(Submission(None, inputs, request_id))
+            store.save(Submission(None, identity, request_id))
             return _Job(request_id, reused=False)
+        not_ours = self._jobs_not_ours(earlier)
+        if not_ours is not None and (existing := self._reusable(inputs, not_ours, store, identity)):
+            return _Job(existing, reused=True)
+        return _Job(self._submit(inputs, identity, store, not_ours), reused=False)
 
-        # Which existing jobs count as this task instance's work: with a derived reference_id or
-        # reuse_existing_request, any that has not failed; with the user's own reference_id (which may
-        # be reused across runs on purpose), only one whose id was not known before this task
-        # instance's first POST. Without a record of that POST, none can exist yet.
-        known: frozenset[str] | None = None
+    def _jobs_not_ours(self, earlier: Submission | None) -> frozenset[str] | None:
+        """The reuse policy: which existing jobs with the ``reference_id`` are *not* this task instance's
+        work (an empty set: any job that has not failed is; ``None``: none can be yet).
+
+        With a derived ``reference_id`` (unique to the task instance and its inputs) or
+        ``reuse_existing_request``, any job that has not failed is. With the user's own ``reference_id``,
+        which may be used across runs on purpose, only a job whose id was not known before this task
+        instance's first POST: without a record of that POST, none can exist yet.
+        """
         if self.reuse_existing_request or self.reference_id is None:
-            known = frozenset()
-        elif earlier is not None:
-            known = frozenset(earlier.known_ids)
-        if known is not None and (existing := self._newest_live(reference_id, excluding=known)):
-            self.log.info(
-                "Reusing Chamelaion request %s (reference_id %r, status %s)",
-                existing.id,
-                reference_id,
-                existing.status,
+            return frozenset()
+        return None if earlier is None else frozenset(earlier.known_ids)
+
+    def _reusable(
+        self, inputs: JobInputs, not_ours: frozenset[str], store: SubmissionStore, identity: str
+    ) -> str | None:
+        """The id of this task instance's existing job, recorded for the next try; ``None`` if none."""
+        existing = self._newest_live(str(inputs.reference_id), excluding=not_ours)
+        if existing is None:
+            return None
+        self.log.info(
+            "Reusing Chamelaion request %s (reference_id %r, status %s)",
+            existing.id,
+            inputs.reference_id,
+            existing.status,
+        )
+        store.save(Submission(inputs.reference_id, identity, existing.id, tuple(sorted(not_ours))))
+        return existing.id
+
+    def _submit(
+        self, inputs: JobInputs, identity: str, store: SubmissionStore, not_ours: frozenset[str] | None
+    ) -> str:
+        """POST the job, having recorded which ids existed before it, so a lost answer is looked up (never
+        compared by clock) before anything is sent again."""
+        reference_id = str(inputs.reference_id)
+        known = (
+            not_ours
+            if not_ours is not None
+            else frozenset(
+                r.id for r in self.hook.find_requests(reference_id) if r.outcome is not Outcome.FAILED
             )
-            store.save(Submission(reference_id, inputs, existing.id, tuple(sorted(known))))
-            return _Job(existing.id, reused=True)
-        if known is None:
-            known = frozenset(
-                request.id
-                for request in self.hook.find_requests(reference_id)
-                if request.outcome is not Outcome.FAILED
-            )
-        known_before: frozenset[str] = known  # not Optional any more, also inside the closure below
-        record = Submission(reference_id, inputs, known_ids=tuple(sorted(known_before)))
+        )
+        record = Submission(reference_id, identity, known_ids=tuple(sorted(known)))
         store.save(record)  # before the POST: a retry after a lost answer knows what was there before
 
         def find_lost_job(error: BaseException) -> str | None:
-            found = self._newest_live(reference_id, excluding=known_before)
+            found = self._newest_live(reference_id, excluding=known)
             if found is not None:
                 self.log.info(
                     "The lost submission created request %s (reference_id %r); not submitting again",
@@ -343,15 +365,9 @@ class LipsyncGenerateOperator(BaseOperator):
                 )
             return None if found is None else found.id
 
-        request_id = self.hook.generate(
-            self.video_url,  # type: ignore[arg-type]
-            self.audio_url,  # type: ignore[arg-type]
-            reference_id=reference_id,
-            disable_active_speaker_detection=self.disable_active_speaker_detection,
-            reconcile=find_lost_job,
-        )
-        store.save(Submission(reference_id, inputs, request_id, record.known_ids))
-        return _Job(request_id, reused=False)
+        request_id = self.hook.submit(inputs, reconcile=find_lost_job)
+        store.save(Submission(reference_id, identity, request_id, record.known_ids))
+        return request_id
 
     # -- execution --------------------------------------------------------------------------------
 
@@ -367,15 +383,13 @@ class LipsyncGenerateOperator(BaseOperator):
             # submitted cannot have, so it is not polled from the worker at all.
             if reused and (request := poll_once(self.hook, request_id, self.log, report_status=False)):
                 return self._finish(context, request)
-            from airflow_provider_chamelaion.triggers.lipsync import LipsyncRequestTrigger
-
             self.defer(
-                trigger=LipsyncRequestTrigger(
-                    request_id=request_id,
-                    chamelaion_conn_id=self.chamelaion_conn_id,
+                trigger=self.wait_trigger(
+                    request_id,
                     poll_interval=self.poll_interval,
-                    end_time=time.time() + self.timeout,
+                    timeout=self.timeout,
                     still_waiting_interval=self.still_waiting_interval,
+                    try_number=getattr(context["ti"], "try_number", None),
                 ),
                 method_name="execute_complete",
             )
@@ -396,8 +410,13 @@ class LipsyncGenerateOperator(BaseOperator):
     def execute_complete(self, context: Context, event: dict[str, Any] | None = None) -> str:
         """Resume after the trigger fired; needs nothing but ``event`` (``dag.test()`` passes only that).
 
-        The event names the job; its request (with the signed ``output_url``) is fetched here: one GET.
+        The event names the job; its request (with the signed ``output_url``) is fetched here: one GET. An
+        earlier try's event (Airflow 3.0 retries a deferred task here) starts this try over at ``execute``:
+        a live job is reused, a failed one submitted again, as on every other line.
         """
+        if is_stale(event, context):
+            self.log.warning("This try was handed an earlier try's event; starting over")
+            return self.execute(context)
         return self._finish(context, completed_request(self.hook, event))
 
     def _finish(self, context: Context, request: dict[str, str | None]) -> str:
@@ -426,13 +445,14 @@ class LipsyncGenerateOperator(BaseOperator):
         )
 
 
-class LipsyncDownloadOperator(BaseOperator):
+class LipsyncDownloadOperator(ChamelaionHookMixin, BaseOperator):
     """Downloads a completed lip-sync request's output, streamed and atomically.
 
     :param request_id: request UUID or ``reference_id`` (templated), e.g. ``generate.output``.
     :param destination: a local or object-storage file path (templated); an existing directory, or a
         path ending in ``/``, gets the output's own file name. Nothing is left there if the download fails.
     :param chamelaion_conn_id: the Airflow connection (default ``chamelaion_default``).
+    :param hook_params: hook arguments (``max_attempts``, ``timeout``, ``download_timeout``).
     :param asset: declare the output as an Airflow asset (``Dataset`` on Airflow 2), so DAGs scheduled on
         it run when a new output lands: an ``Asset`` of yours (for a templated destination), or ``True``
         for one made of a fixed ``destination``. Each event's ``extra`` holds the ``path`` written and
@@ -448,7 +468,8 @@ class LipsyncDownloadOperator(BaseOperator):
         *,
         request_id: str | XComArg,
         destination: MediaDestination,
-        chamelaion_conn_id: str = "chamelaion_default",
+        chamelaion_conn_id: str = DEFAULT_CONN_ID,
+        hook_params: dict[str, Any] | None = None,
         asset: Any = None,
         **kwargs: Any,
     ) -> None:
@@ -461,16 +482,11 @@ class LipsyncDownloadOperator(BaseOperator):
         self.request_id = request_id
         self.destination = destination
         self.chamelaion_conn_id = chamelaion_conn_id
+        self.hook_params = check_hook_params(self.task_id, hook_params)
         # At parse time: a destination this installation cannot write fails the DAG import, so no run
         # (and no upstream generate task) pays for a job whose output could not be saved. The rendered
         # value is checked again when the task starts.
         check_filesystem(destination, f"{self.task_id}: destination")
-
-    @cached_property
-    def hook(self) -> ChamelaionHook:
-        from airflow_provider_chamelaion.hooks.chamelaion import ChamelaionHook
-
-        return ChamelaionHook(self.chamelaion_conn_id)
 
     def execute(self, context: Context) -> str:
         request_id = validate_reference_id(self.request_id, "request_id")
@@ -493,3 +509,6 @@ class LipsyncDownloadOperator(BaseOperator):
             outputs=[lineage.media_dataset(written)],
             run_facets=lineage.job_run_facets(request_id),
         )
+
+
+__all__ = ["LipsyncDownloadOperator", "LipsyncGenerateOperator"]

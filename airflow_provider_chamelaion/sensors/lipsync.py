@@ -2,17 +2,22 @@
 
 from __future__ import annotations
 
-import time
 from collections.abc import Sequence
 from datetime import timedelta
-from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
 from airflow_provider_chamelaion.client.wire import url_for_log, validate_reference_id
-from airflow_provider_chamelaion.exceptions import ChamelaionConfigError, LipsyncJobFailedError
+from airflow_provider_chamelaion.exceptions import LipsyncJobFailedError
 from airflow_provider_chamelaion.utils.links import LipsyncOutputLink
+from airflow_provider_chamelaion.utils.operators import (
+    DEFAULT_CONN_ID,
+    ChamelaionHookMixin,
+    check_hook_params,
+    check_positive,
+    seconds,
+)
 from airflow_provider_chamelaion.utils.progress import STILL_WAITING_EVERY, WaitReporter
-from airflow_provider_chamelaion.utils.waiting import completed_request, poll_once
+from airflow_provider_chamelaion.utils.waiting import completed_request, is_stale, poll_once
 from airflow_provider_chamelaion.version_compat import (
     AirflowFailException,
     AirflowSensorTimeout,
@@ -26,11 +31,10 @@ from airflow_provider_chamelaion.version_compat import (
 SOFT_FAILURES = (AirflowFailException, AirflowSensorTimeout)
 
 if TYPE_CHECKING:
-    from airflow_provider_chamelaion.hooks.chamelaion import ChamelaionHook
     from airflow_provider_chamelaion.version_compat import Context, XComArg
 
 
-class LipsyncRequestSensor(BaseSensorOperator):
+class LipsyncRequestSensor(ChamelaionHookMixin, BaseSensorOperator):
     """Waits for a Chamelaion lip-sync request to finish.
 
     Succeeds when the request is ``completed`` and returns the request as a dict (XCom
@@ -52,6 +56,8 @@ class LipsyncRequestSensor(BaseSensorOperator):
 
     :param request_id: a request UUID or a ``reference_id`` (templated).
     :param chamelaion_conn_id: the Airflow connection (default ``chamelaion_default``).
+    :param hook_params: hook arguments (``max_attempts``, ``timeout``, ``download_timeout``), for the
+        pokes and for the wait in the triggerer alike.
     :param deferrable: wait in the triggerer instead of a worker slot (default: ``[operators]
         default_deferrable``).
     :param poke_interval: seconds between polls in every mode (default 30).
@@ -71,7 +77,8 @@ class LipsyncRequestSensor(BaseSensorOperator):
         self,
         *,
         request_id: str | XComArg,
-        chamelaion_conn_id: str = "chamelaion_default",
+        chamelaion_conn_id: str = DEFAULT_CONN_ID,
+        hook_params: dict[str, Any] | None = None,
         deferrable: bool = conf.getboolean("operators", "default_deferrable", fallback=False),
         poke_interval: float = 30,
         still_waiting_interval: float | timedelta = STILL_WAITING_EVERY,
@@ -80,25 +87,12 @@ class LipsyncRequestSensor(BaseSensorOperator):
         super().__init__(poke_interval=poke_interval, **kwargs)
         self.request_id = request_id
         self.chamelaion_conn_id = chamelaion_conn_id
+        self.hook_params = check_hook_params(self.task_id, hook_params)
         self.deferrable = deferrable
-        self.still_waiting_interval = (
-            still_waiting_interval.total_seconds()
-            if isinstance(still_waiting_interval, timedelta)
-            else float(still_waiting_interval)
-        )
-        if self.still_waiting_interval <= 0:
-            raise ChamelaionConfigError(
-                f"{self.task_id}: still_waiting_interval must be positive (seconds between 'still waiting' "
-                f"lines), got {self.still_waiting_interval:g}"
-            )
+        self.still_waiting_interval = seconds(still_waiting_interval)
+        check_positive(self.task_id, still_waiting_interval=self.still_waiting_interval)
         #: The finished request once this try has it: what the extra link shows (see links.py).
         self.output_request: dict[str, str | None] | None = None
-
-    @cached_property
-    def hook(self) -> ChamelaionHook:
-        from airflow_provider_chamelaion.hooks.chamelaion import ChamelaionHook
-
-        return ChamelaionHook(self.chamelaion_conn_id)
 
     def _wait_reporter(self, request_id: str) -> WaitReporter:
         """One per wait: in ``poke`` mode pokes share it, so unchanged statuses are not logged each time.
@@ -129,15 +123,13 @@ class LipsyncRequestSensor(BaseSensorOperator):
         if self.deferrable:
             # Raised out of BaseSensorOperator.execute (TaskDeferred is not an Exception), which also
             # gives the first look its soft_fail handling.
-            from airflow_provider_chamelaion.triggers.lipsync import LipsyncRequestTrigger
-
             self.defer(
-                trigger=LipsyncRequestTrigger(
-                    request_id=request_id,
-                    chamelaion_conn_id=self.chamelaion_conn_id,
+                trigger=self.wait_trigger(
+                    request_id,
                     poll_interval=self.poke_interval,
-                    end_time=time.time() + self.timeout,
+                    timeout=self.timeout,
                     still_waiting_interval=self.still_waiting_interval,
+                    try_number=getattr(context["ti"], "try_number", None),
                 ),
                 method_name="execute_complete",
             )
@@ -165,8 +157,12 @@ class LipsyncRequestSensor(BaseSensorOperator):
     ) -> dict[str, str | None]:
         """Resume after the trigger fired; needs nothing but ``event`` (``dag.test()`` passes only that).
 
-        The event names the job; its request (with the signed ``output_url``) is fetched here: one GET.
+        The event names the job; its request (with the signed ``output_url``) is fetched here: one GET. An
+        earlier try's event (Airflow 3.0 retries a deferred task here) starts this try over at ``execute``.
         """
+        if is_stale(event, context):
+            self.log.warning("This try was handed an earlier try's event; starting over")
+            return self.execute(context)
         try:
             request = completed_request(self.hook, event, timeout_error=AirflowSensorTimeout)
         except LipsyncJobFailedError as err:
@@ -178,3 +174,6 @@ class LipsyncRequestSensor(BaseSensorOperator):
             url_for_log(request.get("output_url")),
         )
         return request
+
+
+__all__ = ["LipsyncRequestSensor"]

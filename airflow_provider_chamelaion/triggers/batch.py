@@ -17,6 +17,7 @@ from airflow_provider_chamelaion.batch.manifest import (
     load_manifest,
     save_manifest,
 )
+from airflow_provider_chamelaion.client.settings import DEFAULT_CONN_ID
 from airflow_provider_chamelaion.exceptions import ChamelaionAPIError, ChamelaionConfigError, is_permanent
 from airflow_provider_chamelaion.version_compat import BaseTrigger, TriggerEvent
 
@@ -74,7 +75,7 @@ class LipsyncBatchTrigger(BaseTrigger):
     def __init__(
         self,
         manifest_path: str,
-        chamelaion_conn_id: str = "chamelaion_default",
+        chamelaion_conn_id: str = DEFAULT_CONN_ID,
         poll_interval: float = 30.0,
         end_time: float | None = None,
         resume_when_in_flight_at_most: int | None = None,
@@ -235,3 +236,6 @@ class LipsyncBatchTrigger(BaseTrigger):
         except Exception as err:  # a bug or an unreadable manifest still ends in exactly one event
             self.log.exception("Waiting on the batch in %s failed unexpectedly", self.manifest_path)
             yield self._event("error", rows, f"Stopped waiting on the batch: {type(err).__name__}: {err}")
+
+
+__all__ = ["BatchEvent", "LipsyncBatchTrigger"]

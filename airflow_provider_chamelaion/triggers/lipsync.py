@@ -9,9 +9,10 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from airflow_provider_chamelaion.client.models import LipsyncRequest
+from airflow_provider_chamelaion.client.settings import DEFAULT_CONN_ID
 from airflow_provider_chamelaion.exceptions import ChamelaionAPIError, ChamelaionConfigError, is_permanent
 from airflow_provider_chamelaion.utils.progress import STILL_WAITING_EVERY, WaitReporter
-from airflow_provider_chamelaion.utils.waiting import error_event, event_for_request, timeout_event
+from airflow_provider_chamelaion.utils.waiting import WaitEvent, error_event, event_for_request, timeout_event
 from airflow_provider_chamelaion.version_compat import BaseTrigger, TriggerEvent
 
 
@@ -40,16 +41,20 @@ class LipsyncRequestTrigger(BaseTrigger):
     :param end_time: UNIX time after which the wait ends with a ``timeout`` event; ``None`` waits forever.
     :param max_consecutive_errors: transient failed polls in a row that end the wait with ``error``.
     :param still_waiting_interval: seconds between "still waiting" lines while the status stays the same.
+    :param hook_params: the deferring task's ``hook_params`` (timeouts, attempts), for the trigger's hook.
+    :param try_number: the try that deferred, echoed in the event (see :func:`..utils.waiting.is_stale`).
     """
 
     def __init__(
         self,
         request_id: str,
-        chamelaion_conn_id: str = "chamelaion_default",
+        chamelaion_conn_id: str = DEFAULT_CONN_ID,
         poll_interval: float = 30.0,
         end_time: float | None = None,
         max_consecutive_errors: int = 10,
         still_waiting_interval: float = STILL_WAITING_EVERY,
+        hook_params: dict[str, Any] | None = None,
+        try_number: int | None = None,
     ) -> None:
         super().__init__()
         self.request_id = request_id
@@ -58,6 +63,8 @@ class LipsyncRequestTrigger(BaseTrigger):
         self.end_time = None if end_time is None else float(end_time)
         self.max_consecutive_errors = int(max_consecutive_errors)
         self.still_waiting_interval = float(still_waiting_interval)
+        self.hook_params = dict(hook_params or {})
+        self.try_number = try_number
 
     def serialize(self) -> tuple[str, dict[str, Any]]:
         return (
@@ -69,6 +76,8 @@ class LipsyncRequestTrigger(BaseTrigger):
                 "end_time": self.end_time,
                 "max_consecutive_errors": self.max_consecutive_errors,
                 "still_waiting_interval": self.still_waiting_interval,
+                "hook_params": self.hook_params,
+                "try_number": self.try_number,
             },
         )
 
@@ -77,7 +86,10 @@ class LipsyncRequestTrigger(BaseTrigger):
         # row) does not pay for requests and the hook until a trigger actually runs.
         from airflow_provider_chamelaion.hooks.chamelaion import ChamelaionHook
 
-        return ChamelaionHook(self.chamelaion_conn_id)
+        return ChamelaionHook(self.chamelaion_conn_id, **self.hook_params)
+
+    def _fired(self, event: WaitEvent) -> TriggerEvent:
+        return TriggerEvent({**event, "try_number": self.try_number})
 
     def _first_poll_delay(self) -> float:
         """A random part of one poll interval (never past the deadline) to wait before the first poll.
@@ -113,22 +125,25 @@ class LipsyncRequestTrigger(BaseTrigger):
                             err,
                         )
                         if is_permanent(err) or failures >= self.max_consecutive_errors:
-                            yield TriggerEvent(error_event(self.request_id, err, last))
+                            yield self._fired(error_event(self.request_id, err, last))
                             return
                     else:
                         failures = 0
                         event = event_for_request(last, self.request_id)
                         if event is not None:
-                            yield TriggerEvent(event)
+                            yield self._fired(event)
                             return
                         reporter.report(last.status)
                     remaining = None if self.end_time is None else self.end_time - time.time()
                     if remaining is not None and remaining <= 0:
-                        yield TriggerEvent(timeout_event(self.request_id, last, self.end_time))
+                        yield self._fired(timeout_event(self.request_id, last, self.end_time))
                         return
                     await asyncio.sleep(
                         self.poll_interval if remaining is None else min(self.poll_interval, remaining)
                     )
         except Exception as err:  # a bug or an unexpected failure still ends in exactly one event
             self.log.exception("Waiting on %s failed unexpectedly", self.request_id)
-            yield TriggerEvent(error_event(self.request_id, err, last))
+            yield self._fired(error_event(self.request_id, err, last))
+
+
+__all__ = ["LipsyncRequestTrigger"]

@@ -93,3 +93,6 @@ class LipsyncOutputLink(BaseOperatorLink):
             "return_value" if getattr(operator, "task_type", "") == "LipsyncRequestSensor" else "request"
         )
         return output_link(_xcom().get_value(ti_key=ti_key, key=key))
+
+
+__all__ = ["LipsyncOutputLink"]

@@ -164,3 +164,24 @@ class WaitReporter:
                 format_duration(now - self._start),
             )
             self._next_line = now + self._every
+
+
+class QuietLog:
+    """A log whose INFO and WARNING lines go out at DEBUG; errors as they are.
+
+    For the lines about one item of a batch (submitted, uploaded, downloaded, a lost answer looked up): a
+    batch of 10,000 would otherwise write 20,000 such lines to its task log; it logs its progress ("Submitted
+    3000 of 10000") and counts instead.
+    """
+
+    def __init__(self, log: Any) -> None:
+        self._log = log
+
+    def info(self, *args: Any, **kwargs: Any) -> None:
+        self._log.debug(*args, **kwargs)
+
+    def warning(self, *args: Any, **kwargs: Any) -> None:
+        self._log.debug(*args, **kwargs)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._log, name)

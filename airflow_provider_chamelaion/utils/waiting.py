@@ -45,6 +45,8 @@ class WaitEvent(TypedDict):
     :param job_status: the job's last status as the API reported it (``None`` if never read).
     :param error_message: the API's ``error_message`` of a failed job.
     :param message: a sentence for the task log.
+    :param try_number: the try that deferred (a later try handed this event, as Airflow 3.0 does when
+        it retries a deferred task, starts over instead: :func:`is_stale`).
     """
 
     status: WaitStatus
@@ -52,6 +54,7 @@ class WaitEvent(TypedDict):
     job_status: str | None
     error_message: str | None
     message: str
+    try_number: int | None
 
 
 def event_for_request(request: LipsyncRequest, request_id: str) -> WaitEvent | None:
@@ -90,7 +93,20 @@ def _event(status: WaitStatus, last: LipsyncRequest | None, request_id: str, mes
         job_status=last.status if last is not None else None,
         error_message=last.error_message if last is not None else None,
         message=message,
+        try_number=None,  # the trigger sets it: only it knows which try deferred
     )
+
+
+def is_stale(event: Any, context: Any) -> bool:
+    """Whether ``event`` was made for an earlier try of this task instance than the one resuming.
+
+    Airflow 3.0 retries a failed try of a deferred task by calling the resume method with that try's
+    event (3.1 and later start over at ``execute``): the event's try number tells, on every line, without
+    asking which line this is. An event without one (a trigger from before it carried it) is current.
+    """
+    made_for = event.get("try_number") if isinstance(event, Mapping) else None
+    current = getattr(context["ti"], "try_number", None)
+    return made_for is not None and current is not None and made_for != current
 
 
 def resolve_wait_event(event: Any, *, timeout_error: type[Exception] = LipsyncWaitTimeout) -> str:

@@ -382,7 +382,7 @@ def test_post_lost_and_lookup_failing_raises_then_retry_finds_the_job_user_refer
 ) -> None:
     store = FakeTaskStateStore()
     operator = make_operator(retry_policy, reference_id="ep42-ja")
-    real_generate = operator.hook.generate
+    real_generate = operator.hook.submit
 
     def generate_then_break_lookups(*args: Any, **kwargs: Any) -> str:
         # The ids already carrying the reference_id are listed before the POST; only the reconciling
@@ -391,7 +391,7 @@ def test_post_lost_and_lookup_failing_raises_then_retry_finds_the_job_user_refer
         simulator.state.add_fault(kind="status", status=401, method="GET", path=LIST)
         return real_generate(*args, **kwargs)
 
-    monkeypatch.setattr(operator.hook, "generate", generate_then_break_lookups)
+    monkeypatch.setattr(operator.hook, "submit", generate_then_break_lookups)
     with pytest.raises(ChamelaionAuthError):
         operator.execute(make_context(FakeTI(), state_store=store))
     assert len(simulator.state.jobs) == 1
@@ -411,7 +411,7 @@ def test_post_lost_and_lookup_failing_raises_then_retry_finds_the_job_derived(
     simulator: Simulator, retry_policy: RetryPolicy, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     operator = make_operator(retry_policy, max_attempts=2)
-    real_generate = operator.hook.generate
+    real_generate = operator.hook.submit
 
     def generate_then_break_lookups(*args: Any, **kwargs: Any) -> str:
         # The derived reference_id is looked up before submitting; only the reconciling lookup after
@@ -420,7 +420,7 @@ def test_post_lost_and_lookup_failing_raises_then_retry_finds_the_job_derived(
         simulator.state.add_fault(kind="drop_after", method="POST", path=GENERATE)
         return real_generate(*args, **kwargs)
 
-    monkeypatch.setattr(operator.hook, "generate", generate_then_break_lookups)
+    monkeypatch.setattr(operator.hook, "submit", generate_then_break_lookups)
     with pytest.raises(ChamelaionTransportError):
         operator.execute(make_context(FakeTI()))
     assert len(simulator.state.jobs) == 1
@@ -765,3 +765,38 @@ def test_reuse_existing_request_newest_is_by_time_not_text(
     operator = make_operator(retry_policy, reference_id="ep42-ja", reuse_existing_request=True)
     assert operator.execute(make_context()) == ids[0]
     assert len(simulator.state.jobs) == 3
+
+
+def test_a_retry_handed_the_failed_trys_event_starts_over_and_submits_again(
+    simulator: Simulator, retry_policy: RetryPolicy
+) -> None:
+    """Airflow 3.0 retries a failed deferred try by calling ``execute_complete`` with that try's event.
+    The event's try number is not the retry's: it starts over, as on every other line."""
+    simulator.state.fail_next(1)
+    first = make_operator(retry_policy, wait_for_completion=True, deferrable=True, poll_interval=0.05)
+    with pytest.raises(TaskDeferred) as info:
+        first.execute(make_context(FakeTI(try_number=1)))
+    trigger = info.value.trigger
+
+    async def first_event() -> Any:
+        async for fired in trigger.run():
+            return fired.payload
+        return None
+
+    failed = asyncio.run(asyncio.wait_for(first_event(), 20))
+    assert (failed["status"], failed["try_number"]) == ("failed", 1)
+    with pytest.raises(LipsyncJobFailedError):
+        first.execute_complete(make_context(FakeTI(try_number=1)), failed)  # try 1 fails on its event
+
+    retry = make_operator(retry_policy, wait_for_completion=True, deferrable=True, poll_interval=0.05)
+    with pytest.raises(TaskDeferred) as again:
+        retry.execute_complete(make_context(FakeTI(try_number=2)), failed)
+
+    assert again.value.trigger.serialize()[1]["try_number"] == 2
+    assert len(posts(simulator)) == 2, "the failed job's item was submitted again"
+
+
+@pytest.mark.parametrize("hook_params", [{"retry_policy": None}, {"api_key": "x"}])
+def test_hook_params_the_triggerer_could_not_be_handed_fail_the_dag_at_parse(hook_params: Any) -> None:
+    with pytest.raises(ChamelaionConfigError, match=r"generate: hook_params .* cannot be used"):
+        make_operator(hook_params=hook_params)

@@ -20,8 +20,8 @@ import pytest
 import requests
 import yaml
 
+from airflow_provider_chamelaion.client.inputs import JobInputs
 from airflow_provider_chamelaion.client.retry import RetryPolicy
-from airflow_provider_chamelaion.client.wire import generate_body
 from airflow_provider_chamelaion.hooks.chamelaion import ChamelaionHook
 from airflow_provider_chamelaion.simulator import Simulator, SimulatorConfig
 from tests.conftest import API_KEY, ROOT
@@ -432,14 +432,17 @@ def test_generate_bodies_the_hook_sends_conform(
     assert sent.headers["x-api-key"] == API_KEY  # the contract's security scheme
     body = json.loads(sent.body)
     validate(body, component(spec, "LipsyncGenerateBody"))
-    assert body == generate_body(VIDEO_URL, AUDIO_URL, **options)
+    assert body == JobInputs.of(video_url=VIDEO_URL, audio_url=AUDIO_URL, **options).body()
     for name, value in options.items():
         assert body[name] == value
 
 
 @pytest.mark.parametrize("options", GENERATE_OPTIONS, ids=lambda options: ",".join(options) or "plain")
 def test_wire_generate_body_conforms(spec: dict[str, Any], options: dict[str, Any]) -> None:
-    validate(generate_body(VIDEO_URL, AUDIO_URL, **options), component(spec, "LipsyncGenerateBody"))
+    validate(
+        JobInputs.of(video_url=VIDEO_URL, audio_url=AUDIO_URL, **options).body(),
+        component(spec, "LipsyncGenerateBody"),
+    )
 
 
 def test_upload_the_hook_sends_conforms(

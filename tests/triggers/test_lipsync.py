@@ -60,6 +60,8 @@ def test_serialize_is_class_path_and_json_primitives_without_the_key(mock_conn: 
         end_time=end_time,
         max_consecutive_errors=4,
         still_waiting_interval=120,
+        hook_params={"max_attempts": 3, "timeout": [5.0, 30.0]},
+        try_number=2,
     )
     classpath, kwargs = trigger.serialize()
     assert classpath == CLASS_PATH
@@ -71,8 +73,12 @@ def test_serialize_is_class_path_and_json_primitives_without_the_key(mock_conn: 
         "end_time": end_time,
         "max_consecutive_errors": 4,
         "still_waiting_interval": 120.0,
+        "hook_params": {"max_attempts": 3, "timeout": [5.0, 30.0]},
+        "try_number": 2,
     }
     assert API_KEY not in json.dumps(kwargs)
+    hook = LipsyncRequestTrigger(**kwargs)._hook()  # the task's hook_params reach the triggerer's hook
+    assert (hook.retry_policy.max_attempts, hook.timeout) == (3, (5.0, 30.0))
     assert API_KEY not in repr(trigger.serialize())
 
 
@@ -110,6 +116,7 @@ async def test_completed_job_yields_one_completed_event_without_the_signed_url(
         "job_status": "completed",
         "error_message": None,
         "message": f"Chamelaion lip-sync request {request_id} completed",
+        "try_number": None,
     }
 
 
