@@ -16,7 +16,7 @@ hold a client from ``shared_async_client()``.
 
 :class:`SharedSessionClient` sends a request and reads the whole (small, JSON) answer; it does not
 interpret failures. aiohttp's exceptions reach the hook as they are, and
-:func:`~airflow_provider_chamelaion.hooks.chamelaion._transport_error` classifies them (with
+:func:`~airflow_provider_chamelaion.hooks.chamelaion.transport_error` classifies them (with
 ``requests``' exceptions, in one place) so the one retry policy can decide. A standalone
 ``aget_request()`` uses :func:`shared_client` too: it joins the loop's session when a trigger holds
 one, else opens one for the call and closes it after.

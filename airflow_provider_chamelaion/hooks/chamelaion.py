@@ -3,7 +3,7 @@
 Two HTTP stacks, one per world: ``requests`` for the sync path (workers: submit, upload, download,
 list) and ``aiohttp`` for the async path (the triggerer: ``aget_request``), always through the event
 loop's shared session of :mod:`.shared_session`. Both libraries' failures are classified here, by
-:func:`_transport_error`, into one :class:`~airflow_provider_chamelaion.exceptions.ChamelaionTransportError`
+:func:`transport_error`, into one :class:`~airflow_provider_chamelaion.exceptions.ChamelaionTransportError`
 that says whether the server may have seen the request; retries are then decided by the one
 :class:`~airflow_provider_chamelaion.client.retry.RetryPolicy`.
 """
@@ -154,7 +154,7 @@ def _tls_hint(err: BaseException, detail: str) -> str | None:
     return None  # e.g. a handshake cut short: may work next time
 
 
-def _transport_error(err: BaseException, method: str, path: str) -> ChamelaionTransportError:
+def transport_error(err: BaseException, method: str, path: str) -> ChamelaionTransportError:
     """Map a requests or aiohttp failure to a typed error that says whether the server may have seen it.
 
     Everything not proven unsent (a read timeout, a reset or cut connection, a truncated body) counts as
@@ -337,7 +337,7 @@ class ChamelaionHook(BaseHook):
             )
             content = response.content
         except requests.RequestException as err:
-            error = _transport_error(err, method, path)
+            error = transport_error(err, method, path)
             self._explain(error)
             raise error from None
         try:
@@ -612,7 +612,7 @@ class ChamelaionHook(BaseHook):
                 progress.finish()
                 return written
         except requests.RequestException as err:
-            raise _transport_error(err, "GET", path) from None
+            raise transport_error(err, "GET", path) from None
 
     # -- the async path (triggers) ----------------------------------------------------------------
 
@@ -684,7 +684,7 @@ class ChamelaionHook(BaseHook):
                 method, url, params=params, headers=self._auth_headers(url, settings)
             )
         except ASYNC_TRANSPORT_ERRORS as err:
-            raise _transport_error(err, method, path) from None
+            raise transport_error(err, method, path) from None
         return decode_response(
             answer.status, answer.headers, answer.body, method=method, path=path, base_url=settings.base_url
         )

@@ -56,9 +56,7 @@ from airflow_provider_chamelaion.exceptions import (
     LipsyncBatchStopped,
     LipsyncWaitTimeout,
 )
-from airflow_provider_chamelaion.operators.lipsync import XCOM_RETURN_KEY
-from airflow_provider_chamelaion.utils.job_identity import digest
-from airflow_provider_chamelaion.utils.operators import (
+from airflow_provider_chamelaion.operators.common import (
     DEFAULT_CONN_ID,
     ChamelaionHookMixin,
     check_hook_params,
@@ -66,6 +64,8 @@ from airflow_provider_chamelaion.utils.operators import (
     check_whole,
     seconds,
 )
+from airflow_provider_chamelaion.operators.lipsync import XCOM_RETURN_KEY
+from airflow_provider_chamelaion.utils.job_identity import digest
 from airflow_provider_chamelaion.utils.waiting import is_stale
 from airflow_provider_chamelaion.version_compat import BaseOperator
 

@@ -16,6 +16,13 @@ from airflow_provider_chamelaion.exceptions import (
     ChamelaionNotFoundError,
     LipsyncWaitTimeout,
 )
+from airflow_provider_chamelaion.operators.common import (
+    DEFAULT_CONN_ID,
+    ChamelaionHookMixin,
+    check_hook_params,
+    check_positive,
+    seconds,
+)
 from airflow_provider_chamelaion.utils.job_identity import (
     Submission,
     SubmissionStore,
@@ -24,13 +31,6 @@ from airflow_provider_chamelaion.utils.job_identity import (
     source_identity,
 )
 from airflow_provider_chamelaion.utils.links import LipsyncOutputLink
-from airflow_provider_chamelaion.utils.operators import (
-    DEFAULT_CONN_ID,
-    ChamelaionHookMixin,
-    check_hook_params,
-    check_positive,
-    seconds,
-)
 from airflow_provider_chamelaion.utils.progress import STILL_WAITING_EVERY, WaitReporter
 from airflow_provider_chamelaion.utils.waiting import completed_request, is_stale, poll_once
 from airflow_provider_chamelaion.version_compat import BaseOperator, conf

@@ -8,14 +8,14 @@ from typing import TYPE_CHECKING, Any
 
 from airflow_provider_chamelaion.client.wire import url_for_log, validate_reference_id
 from airflow_provider_chamelaion.exceptions import LipsyncJobFailedError
-from airflow_provider_chamelaion.utils.links import LipsyncOutputLink
-from airflow_provider_chamelaion.utils.operators import (
+from airflow_provider_chamelaion.operators.common import (
     DEFAULT_CONN_ID,
     ChamelaionHookMixin,
     check_hook_params,
     check_positive,
     seconds,
 )
+from airflow_provider_chamelaion.utils.links import LipsyncOutputLink
 from airflow_provider_chamelaion.utils.progress import STILL_WAITING_EVERY, WaitReporter
 from airflow_provider_chamelaion.utils.waiting import completed_request, is_stale, poll_once
 from airflow_provider_chamelaion.version_compat import (

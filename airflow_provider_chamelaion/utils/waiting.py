@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from datetime import datetime, timezone
-from typing import TYPE_CHECKING, Any, Literal, TypedDict
+from typing import TYPE_CHECKING, Any, Literal, Protocol, TypedDict
 
 from airflow_provider_chamelaion.client.models import LipsyncRequest, Outcome
 from airflow_provider_chamelaion.exceptions import (
@@ -29,8 +29,14 @@ from airflow_provider_chamelaion.exceptions import (
 )
 
 if TYPE_CHECKING:
-    from airflow_provider_chamelaion.hooks.chamelaion import ChamelaionHook
     from airflow_provider_chamelaion.utils.progress import WaitReporter
+
+
+class ReadsRequests(Protocol):
+    """What a wait needs of the hook: one request, by id (``ChamelaionHook`` is one)."""
+
+    def get_request(self, request_id: str) -> LipsyncRequest: ...
+
 
 WaitStatus = Literal["completed", "failed", "timeout", "error"]
 WAIT_STATUSES: frozenset[str] = frozenset({"completed", "failed", "timeout", "error"})
@@ -141,7 +147,7 @@ def _described(event: Any) -> str:
     return f"a {type(event).__name__}, not an event dict"
 
 
-def completed_request(hook: ChamelaionHook, event: Any, **resolve: Any) -> dict[str, str | None]:
+def completed_request(hook: ReadsRequests, event: Any, **resolve: Any) -> dict[str, str | None]:
     """Resume from a :class:`WaitEvent`: the completed job's request dict (one GET), or raise.
 
     The event names the job; the request (with its signed ``output_url``) is fetched here, on the
@@ -160,7 +166,7 @@ def completed_request(hook: ChamelaionHook, event: Any, **resolve: Any) -> dict[
 
 
 def poll_once(
-    hook: ChamelaionHook,
+    hook: ReadsRequests,
     request_id: str,
     log: Any,
     reporter: WaitReporter | None = None,

@@ -30,7 +30,7 @@ from airflow_provider_chamelaion.exceptions import (
     ChamelaionTransportError,
     ChamelaionValidationError,
 )
-from airflow_provider_chamelaion.hooks.chamelaion import ChamelaionHook, _transport_error
+from airflow_provider_chamelaion.hooks.chamelaion import ChamelaionHook, transport_error
 from airflow_provider_chamelaion.version_compat import sdk_amask_secret
 from tests.conftest import API_KEY, MOCK_BASE_URL, RecordedSleeps, connection_json
 from tests.helpers.loop_guard import forbid_sync_lookup_on_the_loop
@@ -324,7 +324,7 @@ AIOHTTP_FAILURES: list[tuple[str, BaseException, bool]] = [
     ("error", "sent"), [pytest.param(error, sent, id=name) for name, error, sent in AIOHTTP_FAILURES]
 )
 def test_aiohttp_failures_are_classified_with_the_sent_flag(error: BaseException, sent: bool) -> None:
-    classified = _transport_error(error, "POST", "/v1/lipsync/generate")
+    classified = transport_error(error, "POST", "/v1/lipsync/generate")
     assert type(classified) is ChamelaionTransportError
     assert classified.sent is sent
     assert (classified.method, classified.path, classified.status_code) == (
@@ -339,7 +339,7 @@ def test_aiohttp_failures_are_classified_with_the_sent_flag(error: BaseException
 
 def test_classified_message_drops_query_strings() -> None:
     error = aiohttp.ClientPayloadError("cut while reading https://cdn.test/o.mp4?sig=SECRET&exp=1")
-    assert "sig=" not in str(_transport_error(error, "GET", "/outputs/o.mp4"))
+    assert "sig=" not in str(transport_error(error, "GET", "/outputs/o.mp4"))
 
 
 # -- the client: the loop's shared session -----------------------------------------------------------------
