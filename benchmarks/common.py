@@ -9,19 +9,18 @@ import os
 import platform
 import resource
 import shutil
-import signal
-import socket
 import statistics
 import subprocess
 import sys
 import tempfile
 import threading
 import time
-import urllib.request
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from airflow_provider_chamelaion.simulator import process as simulator_process
 
 ROOT = Path(__file__).resolve().parent.parent
 WORK = ROOT / "benchmarks" / ".work"
@@ -48,12 +47,6 @@ SIMULATOR_MALLOC_ENV = {
 
 def log(message: str) -> None:
     print(f"[bench {time.strftime('%H:%M:%S')}] {message}", flush=True)
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def child_env(**extra: str) -> dict[str, str]:
@@ -83,8 +76,9 @@ def child_env(**extra: str) -> dict[str, str]:
 # -- the simulator --------------------------------------------------------------------------------
 
 
-class SimulatorProcess:
-    """``python -m airflow_provider_chamelaion.simulator`` on a free loopback port, as a subprocess."""
+class SimulatorProcess(simulator_process.SimulatorProcess):
+    """The simulator in a subprocess (the package's harness), as every benchmark runs it: the malloc
+    tuning above, its log under ``benchmarks/.work``, and its CPU time readable."""
 
     def __init__(
         self,
@@ -94,104 +88,20 @@ class SimulatorProcess:
         tuned_malloc: bool = True,
         name: str = "simulator",
     ) -> None:
-        self.phases = phases
-        self.output_size = output_size
-        self.tuned_malloc = tuned_malloc
-        self.port = 0
-        self.api_key = API_KEY
-        self.log_path = WORK / f"{name}.log"
-        self._proc: subprocess.Popen[bytes] | None = None
-
-    @property
-    def origin(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    @property
-    def base_url(self) -> str:
-        return f"{self.origin}/api"
-
-    def connection_json(self) -> str:
-        return json.dumps({"conn_type": "chamelaion", "host": self.base_url, "password": self.api_key})
-
-    @property
-    def pid(self) -> int:
-        if self._proc is None:
-            raise RuntimeError("the simulator is not running")
-        return self._proc.pid
+        WORK.mkdir(parents=True, exist_ok=True)
+        super().__init__(
+            ["--phases", phases, "--output-size", str(output_size)],
+            api_key=API_KEY,
+            log=WORK / f"{name}.log",
+            env=child_env(**(SIMULATOR_MALLOC_ENV if tuned_malloc else {})),
+            cwd=ROOT,
+        )
 
     def cpu_seconds(self) -> float:
         """User + system CPU the simulator process has used so far."""
         with open(f"/proc/{self.pid}/stat") as handle:
             fields = handle.read().rsplit(")", 1)[1].split()
         return (int(fields[11]) + int(fields[12])) / CLK_TCK
-
-    def __enter__(self) -> SimulatorProcess:
-        WORK.mkdir(parents=True, exist_ok=True)
-        self.port = free_port()
-        env = child_env(**(SIMULATOR_MALLOC_ENV if self.tuned_malloc else {}))
-        command = [
-            PYTHON,
-            "-m",
-            "airflow_provider_chamelaion.simulator",
-            "--port",
-            str(self.port),
-            "--api-key",
-            self.api_key,
-            "--phases",
-            self.phases,
-            "--output-size",
-            str(self.output_size),
-        ]
-        with self.log_path.open("wb") as log_file:
-            self._proc = subprocess.Popen(
-                command, cwd=ROOT, env=env, stdout=log_file, stderr=subprocess.STDOUT, start_new_session=True
-            )
-        try:
-            self._wait_until_up()
-        except BaseException:
-            self.stop()
-            raise
-        return self
-
-    def _wait_until_up(self, seconds: float = 90.0) -> None:
-        deadline = time.monotonic() + seconds
-        while True:
-            if self._proc is not None and self._proc.poll() is not None:
-                raise RuntimeError(f"the simulator exited early:\n{self.log_path.read_text()[-2000:]}")
-            try:
-                with urllib.request.urlopen(f"{self.origin}/healthz", timeout=2) as response:  # noqa: S310
-                    if response.status == 200:
-                        return
-            except OSError:
-                if time.monotonic() > deadline:
-                    raise
-                time.sleep(0.1)
-
-    def stop(self) -> None:
-        proc, self._proc = self._proc, None
-        if proc is None or proc.poll() is not None:
-            return
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(10)
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
-
-    def call(self, method: str, path: str, body: Any = None) -> Any:
-        """One JSON API call with the key (for set-up, not measured)."""
-        data = None if body is None else json.dumps(body).encode()
-        request = urllib.request.Request(  # noqa: S310 - loopback URL we built
-            self.origin + path,
-            data=data,
-            method=method,
-            headers={"x-api-key": self.api_key, "Content-Type": "application/json"},
-        )
-        with urllib.request.urlopen(request, timeout=30) as response:  # noqa: S310
-            return json.loads(response.read())
 
     def create_job(self) -> str:
         body = {

@@ -9,17 +9,16 @@
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import secrets
 import shutil
-import socket
 import subprocess
 import sys
 import time
-import urllib.request
 from pathlib import Path
+
+from airflow_provider_chamelaion.simulator.process import SimulatorProcess
 
 ROOT = Path(__file__).resolve().parent.parent
 DEMO = ROOT / ".demo"
@@ -33,84 +32,20 @@ INTERESTING = re.compile(
 SIGNED_QUERY = re.compile(rb"[?&](sig|expires)=")
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def wait_until_up(url: str, seconds: float = 20) -> None:
-    deadline = time.monotonic() + seconds
-    while True:
-        try:
-            with urllib.request.urlopen(url, timeout=1) as response:  # noqa: S310 - loopback URL we built
-                if response.status == 200:
-                    return
-        except OSError:
-            if time.monotonic() > deadline:
-                raise
-            time.sleep(0.1)
-
-
 def main() -> int:
     started = time.monotonic()
     shutil.rmtree(DEMO, ignore_errors=True)
     (DEMO / "airflow").mkdir(parents=True)
     outputs = DEMO / "outputs"
-    port = free_port()
     api_key = f"demo-{secrets.token_hex(8)}"
-    base_url = f"http://127.0.0.1:{port}/api"
-
-    env = {
-        **os.environ,
-        "AIRFLOW_HOME": str(DEMO / "airflow"),
-        "AIRFLOW__CORE__DAGS_FOLDER": str(ROOT / "example_dags"),
-        "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
-        "AIRFLOW_CONN_CHAMELAION_DEFAULT": json.dumps(
-            {"conn_type": "chamelaion", "host": base_url, "password": api_key}
-        ),
-        "CHAMELAION_OUTPUT_DIR": str(outputs),
-        "CHAMELAION_POLL_INTERVAL": "1",
-    }
-    env.pop("AIRFLOW__CORE__UNIT_TEST_MODE", None)
-
-    print(f"==> Starting the Chamelaion simulator at {base_url}", flush=True)
-    simulator = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "airflow_provider_chamelaion.simulator",
-            "--port",
-            str(port),
-            "--api-key",
-            api_key,
-            "--phases",
-            "queued=2,running=3",
-            "--output-size",
-            str(2 * 1024 * 1024),
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=open(DEMO / "simulator.log", "wb"),  # noqa: SIM115 - closed with the process
+    simulator = SimulatorProcess(
+        ["--phases", "queued=2,running=3", "--output-size", str(2 * 1024 * 1024)],
+        api_key=api_key,
+        log=DEMO / "simulator.log",
     )
-    try:
-        wait_until_up(f"http://127.0.0.1:{port}/healthz")
-        print("==> Preparing a throwaway Airflow home in .demo/airflow (airflow db migrate)", flush=True)
-        subprocess.run(
-            [sys.executable, "-m", "airflow", "db", "migrate"],
-            env=env,
-            check=True,
-            stdout=open(DEMO / "db-migrate.log", "wb"),  # noqa: SIM115
-            stderr=subprocess.STDOUT,
-        )
-        print(f"==> airflow dags test {DAG_ID}  (full log: .demo/dags-test.log)", flush=True)
-        code = run_dag(env)
-        jobs = fetch_jobs(port)
-    finally:
-        simulator.terminate()
-        try:
-            simulator.wait(10)
-        except subprocess.TimeoutExpired:
-            simulator.kill()
+    print("==> Starting the Chamelaion simulator on a free loopback port", flush=True)
+    with simulator:
+        code, jobs = run_against(simulator, outputs)
     print(f"==> The simulator held {jobs['total']} jobs:")
     for job in jobs["data"]:
         print(f"    {job['reference_id']:<24} {job['status']:<10} {job['id']}")
@@ -132,6 +67,28 @@ def main() -> int:
     verdict = "succeeded" if code == 0 else f"FAILED (exit {code})"
     print(f"==> Demo {verdict} in {time.monotonic() - started:.0f} s; simulator stopped.")
     return code
+
+
+def run_against(simulator: SimulatorProcess, outputs: Path) -> tuple[int, dict]:
+    """``airflow dags test`` of the nightly DAG, the connection pointing at ``simulator``."""
+    print(f"    at {simulator.base_url}", flush=True)
+    env = {
+        **os.environ,
+        "AIRFLOW_HOME": str(DEMO / "airflow"),
+        "AIRFLOW__CORE__DAGS_FOLDER": str(ROOT / "example_dags"),
+        "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+        "AIRFLOW_CONN_CHAMELAION_DEFAULT": simulator.connection_json(),
+        "CHAMELAION_OUTPUT_DIR": str(outputs),
+        "CHAMELAION_POLL_INTERVAL": "1",
+    }
+    env.pop("AIRFLOW__CORE__UNIT_TEST_MODE", None)
+    print("==> Preparing a throwaway Airflow home in .demo/airflow (airflow db migrate)", flush=True)
+    with open(DEMO / "db-migrate.log", "wb") as log:
+        subprocess.run(
+            [sys.executable, "-m", "airflow", "db", "migrate"], env=env, check=True, stdout=log, stderr=log
+        )
+    print(f"==> airflow dags test {DAG_ID}  (full log: .demo/dags-test.log)", flush=True)
+    return run_dag(env), simulator.call("GET", "/_simulator/jobs")
 
 
 def run_dag(env: dict[str, str]) -> int:
@@ -189,11 +146,6 @@ def logs_with_signed_urls() -> list[str]:
         for path in logs
         if path.is_file() and SIGNED_QUERY.search(path.read_bytes())
     ]
-
-
-def fetch_jobs(port: int) -> dict:
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}/_simulator/jobs", timeout=5) as response:
-        return json.loads(response.read())
 
 
 if __name__ == "__main__":

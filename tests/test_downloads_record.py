@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from airflow_provider_chamelaion.batch.downloads import (
+from airflow_provider_chamelaion.batch.record import (
     Delivered,
     DownloadsRecord,
     holds_output,

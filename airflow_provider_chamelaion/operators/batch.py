@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
-from concurrent.futures import Future, ThreadPoolExecutor, as_completed
 from datetime import timedelta
 from fractions import Fraction
 from typing import TYPE_CHECKING, Any
@@ -20,15 +19,7 @@ from airflow_provider_chamelaion.batch.catalogue import (
     CatalogueSource,
     load_catalogue,
 )
-from airflow_provider_chamelaion.batch.downloads import (
-    FLUSH_EVERY_AT_LEAST,
-    RECORD_FOLDER,
-    DownloadsRecord,
-    holds_output,
-    newest_entries,
-    read_records,
-    record_name,
-)
+from airflow_provider_chamelaion.batch.download import BatchDownload
 from airflow_provider_chamelaion.batch.listing import JobLookup, find_jobs
 from airflow_provider_chamelaion.batch.manifest import (
     NOT_SUBMITTED,
@@ -40,15 +31,13 @@ from airflow_provider_chamelaion.batch.manifest import (
     load_manifest,
     save_manifest,
 )
-from airflow_provider_chamelaion.batch.submit import BatchSubmitter, SubmitReport, ThreadHooks
+from airflow_provider_chamelaion.batch.submit import BatchSubmitter, SubmitReport
 from airflow_provider_chamelaion.client.media import (
     StorageLocation,
     check_destination,
     check_storage_location,
-    file_sizes,
     storage_path,
 )
-from airflow_provider_chamelaion.client.models import LipsyncRequest
 from airflow_provider_chamelaion.exceptions import (
     ChamelaionConfigError,
     ChamelaionError,
@@ -70,9 +59,7 @@ from airflow_provider_chamelaion.utils.waiting import is_stale
 from airflow_provider_chamelaion.version_compat import BaseOperator
 
 if TYPE_CHECKING:
-    from pathlib import Path
-
-    from airflow_provider_chamelaion.version_compat import Context, ObjectStoragePath
+    from airflow_provider_chamelaion.version_compat import Context
 
 #: How many failed items a batch failure names.
 NAMED_FAILURES = 5
@@ -133,6 +120,12 @@ class LipsyncBatchGenerateOperator(ChamelaionHookMixin, BaseOperator):
         POST, naming the counts (default ``None``: no limit).
     :param plan_only: a dry run: look up what exists, write the plan as the manifest and the summary,
         submit nothing (``dry_run`` is the name of an Airflow operator method already).
+    :param download_to: also download every completed output into this local (absolute) or
+        object-storage directory (templated), in the task that resumes from the wait, as
+        :class:`LipsyncBatchDownloadOperator` would: one task fewer to start. Default: no download.
+    :param filename_template: with ``download_to``, the file name per row (templated; default
+        ``{reference_id}.mp4``).
+    :param download_concurrency: with ``download_to``, downloads at once (default 8).
     :param max_failure_rate: share of failed jobs (0 to 1) the task accepts without failing (default 0).
     :param page_size: listing page size to ask for (the server may apply less; default 100).
     :param poll_interval: seconds between poll cycles while waiting (default 30).
@@ -144,7 +137,7 @@ class LipsyncBatchGenerateOperator(ChamelaionHookMixin, BaseOperator):
         and ``failed`` (``plan_only`` adds ``plan``).
     """
 
-    template_fields: Sequence[str] = ("catalogue", "manifest_path")
+    template_fields: Sequence[str] = ("catalogue", "manifest_path", "download_to", "filename_template")
     ui_color = "#d5e8f5"
 
     def __init__(
@@ -159,6 +152,9 @@ class LipsyncBatchGenerateOperator(ChamelaionHookMixin, BaseOperator):
         max_in_flight: int | None = None,
         max_new_jobs: int | None = None,
         plan_only: bool = False,
+        download_to: StorageLocation | None = None,
+        filename_template: str = "{reference_id}.mp4",
+        download_concurrency: int = 8,
         max_failure_rate: float = 0.0,
         page_size: int = 100,
         poll_interval: float = 30,
@@ -180,6 +176,9 @@ class LipsyncBatchGenerateOperator(ChamelaionHookMixin, BaseOperator):
         self.max_in_flight = max_in_flight
         self.max_new_jobs = max_new_jobs
         self.plan_only = plan_only
+        self.download_to = download_to
+        self.filename_template = filename_template
+        self.download_concurrency = download_concurrency
         self.max_failure_rate = max_failure_rate
         self.page_size = page_size
         self.poll_interval = float(poll_interval)
@@ -198,6 +197,13 @@ class LipsyncBatchGenerateOperator(ChamelaionHookMixin, BaseOperator):
             max_in_flight=self.max_in_flight,
         )
         check_whole(self.task_id, minimum=0, max_new_jobs=self.max_new_jobs)
+        check_whole(self.task_id, download_concurrency=self.download_concurrency)
+        if self.download_to is not None:
+            if not self.wait_for_completion:
+                raise ChamelaionConfigError(
+                    f"{self.task_id}: download_to needs wait_for_completion=True (outputs exist once jobs finish)"
+                )
+            check_storage_location(self.download_to, f"{self.task_id}: download_to")
         if self.submit_rate is not None and (
             isinstance(self.submit_rate, bool)
             or not isinstance(self.submit_rate, (int, float))
@@ -499,6 +505,16 @@ class LipsyncBatchGenerateOperator(ChamelaionHookMixin, BaseOperator):
             "duplicates": sum(len(row.duplicates) for row in rows),
             **counts,
         }
+        if self.download_to is not None and check_failures:
+            summary["downloads"] = BatchDownload(
+                self.hook,
+                self.download_to,
+                filename_template=self.filename_template,
+                concurrency=self.download_concurrency,
+                record=BatchDownload.record_of(context["ti"]),
+                log=self.log,
+                field=f"{self.task_id}: filename_template",
+            ).run(rows)
         if plan is not None:
             summary["plan"] = plan
             self.log.info(
@@ -531,7 +547,7 @@ class LipsyncBatchDownloadOperator(ChamelaionHookMixin, BaseOperator):
     Files are named from ``filename_template`` (``str.format`` over the manifest row, default
     ``{reference_id}.mp4``) inside ``destination``. A file already at an output's name is skipped only
     when it is known to hold that row's job's complete output: the downloads record in
-    ``destination/.chamelaion-downloads/`` (see :mod:`~airflow_provider_chamelaion.batch.downloads`)
+    ``destination/.chamelaion-downloads/`` (see :mod:`~airflow_provider_chamelaion.batch.record`)
     says the name holds this ``request_id``'s output, and the file still has the size recorded. Anything
     else there (another job's output, a hand copy, an interrupted copy) is downloaded over, so a re-run
     downloads nothing twice and delivers exactly the manifest's jobs. On object storage, what is present
@@ -576,46 +592,14 @@ class LipsyncBatchDownloadOperator(ChamelaionHookMixin, BaseOperator):
         # saved. The rendered value is checked again when the task starts.
         check_storage_location(destination, f"{self.task_id}: destination")
 
-    def _file_name(self, row: ManifestRow) -> str:
-        try:
-            name = self.filename_template.format(**row.to_dict())
-        except (KeyError, IndexError, ValueError) as err:
-            raise ChamelaionConfigError(
-                f"{self.task_id}: filename_template {self.filename_template!r} cannot be filled from a manifest "
-                f"row ({err!r}); use fields such as {{reference_id}} and {{request_id}}"
-            ) from None
-        parts = name.split("/")
-        if not name or name.startswith("/") or any(part in ("", ".", "..") for part in parts):
-            raise ChamelaionConfigError(
-                f"{self.task_id}: filename_template gives {name!r} for {row.reference_id}: it must be a relative "
-                "path inside destination"
-            )
-        if parts[0] == RECORD_FOLDER:
-            raise ChamelaionConfigError(
-                f"{self.task_id}: filename_template gives {name!r} for {row.reference_id}, inside {RECORD_FOLDER}/, "
-                "where the downloads records are kept; use another folder"
-            )
-        return name
-
-    def _targets(self, location: Any) -> dict[str, ManifestRow]:
-        """The manifest's completed rows, by the file name each is written to."""
+    def _rows(self, location: Any) -> list[ManifestRow]:
         manifest = load_manifest(location)
         assert manifest is not None
         owner = self.manifest_path.get("owner") if isinstance(self.manifest_path, dict) else None
         if owner:
             # Handed the batch task's summary: the manifest at its path must still be that task's.
             manifest.check_owner(ManifestOwner.from_dict(owner), str(location))
-        rows = [row for row in manifest.rows if row.stage == "completed" and row.request_id]
-        targets: dict[str, ManifestRow] = {}
-        for row in rows:
-            name = self._file_name(row)
-            if name in targets:
-                raise ChamelaionConfigError(
-                    f"{self.task_id}: filename_template gives {name!r} for both {targets[name].reference_id} and "
-                    f"{row.reference_id}; include {{reference_id}} in it"
-                )
-            targets[name] = row
-        return targets
+        return manifest.rows
 
     def _manifest_location(self) -> Any:
         location = self.manifest_path
@@ -630,112 +614,16 @@ class LipsyncBatchDownloadOperator(ChamelaionHookMixin, BaseOperator):
     def execute(self, context: Context) -> dict[str, Any]:
         check_destination(self.destination)  # rendered now: before the manifest is read or anything fetched
         check_storage_location(self.destination, f"{self.task_id}: destination")
-        targets = self._targets(self._manifest_location())
-        directory = storage_path(self.destination)
-        # One listing (object storage) or a stat per name (local) tells what is there, records included.
-        sizes = file_sizes(directory, targets, folder=RECORD_FOLDER)
-        records = read_records(directory, sizes, self.log)
-        known = newest_entries(records.values())
-        todo = [
-            (name, row)
-            for name, row in targets.items()
-            if not holds_output(known, sizes, name, str(row.request_id))
-        ]
-        self.log.info(
-            "%d completed outputs in the manifest: %d already in %s, %d to download (%d of them over a file "
-            "not known to hold that job's complete output)",
-            len(targets),
-            len(targets) - len(todo),
-            directory,
-            len(todo),
-            sum(name in sizes for name, _ in todo),
-        )
-        ti = context["ti"]
-        own = record_name(ti.dag_id, ti.task_id, getattr(ti, "map_index", -1))
-        record = DownloadsRecord(
-            directory / own,
-            records.get(own, ()),
-            flush_every=max(FLUSH_EVERY_AT_LEAST, len(todo) // 10),
-        )
-        errors = self._download_all(directory, todo, record)
-        if errors:
-            named = "; ".join(f"{row.reference_id}: {err}" for row, err in errors[:NAMED_FAILURES])
-            raise ChamelaionError(
-                f"{len(errors)} of {len(todo)} downloads failed ({named}); a re-run downloads only the missing ones"
-            )
-        return {
-            "destination": str(directory),
-            "total": len(targets),
-            "downloaded": len(todo),
-            "skipped": len(targets) - len(todo),
-        }
-
-    def _download_all(
-        self,
-        directory: Path | ObjectStoragePath,
-        todo: list[tuple[str, ManifestRow]],
-        record: DownloadsRecord,
-    ) -> list[tuple[ManifestRow, BaseException]]:
-        """Download ``todo`` concurrently, recording each output delivered; return the failures."""
-        hooks = ThreadHooks(self.hook)
-        errors: list[tuple[ManifestRow, BaseException]] = []
-        step = max(1, len(todo) // 10)
-
-        def download(name: str, row: ManifestRow) -> int:
-            request = LipsyncRequest(
-                id=str(row.request_id),
-                status=row.status,
-                output_url=row.output_url,
-                reference_id=row.reference_id,
-            )
-            return hooks.get().save_output(request, directory / name, as_file=True).size
-
-        pool = ThreadPoolExecutor(self.concurrency, thread_name_prefix="chamelaion-download")
-        futures = {pool.submit(download, name, row): (name, row) for name, row in todo}
-        noted: set[Future[int]] = set()
-        try:
-            for done, future in enumerate(as_completed(futures), start=1):
-                noted.add(future)
-                name, row = futures[future]
-                try:
-                    size = future.result()
-                except Exception as err:
-                    errors.append((row, err))
-                else:
-                    self._note_delivered(record, name, row, size)
-                if done % step == 0 or done == len(todo):
-                    self.log.info(
-                        "Downloaded %d of %d (%d failed)", done - len(errors), len(todo), len(errors)
-                    )
-        finally:
-            # Stopped (a timeout, a kill, an error of ours): start no queued download, and record the
-            # ones that finished meanwhile before the record is written.
-            pool.shutdown(wait=False, cancel_futures=True)
-            for future in set(futures) - noted:
-                if future.done() and not future.cancelled() and future.exception() is None:
-                    self._note_delivered(record, *futures[future], future.result())
-            hooks.close()
-            self._write_record(record)
-        return errors
-
-    def _note_delivered(self, record: DownloadsRecord, name: str, row: ManifestRow, size: int) -> None:
-        try:
-            record.add(name, str(row.request_id), size)
-        except Exception as err:  # the output is delivered; only writing down that it is failed
-            self.log.warning(
-                "Could not write the downloads record %s (%s); trying again later", record.path, err
-            )
-
-    def _write_record(self, record: DownloadsRecord) -> None:
-        # Also when the task fails or is stopped: what was delivered stays known, so a retry skips it.
-        try:
-            record.flush()
-        except Exception as err:
-            self.log.warning(
-                "Could not write the downloads record %s (%s); a re-run downloads the outputs it lacks again",
-                record.path,
-                err,
-            )
+        rows = self._rows(self._manifest_location())
+        return BatchDownload(
+            self.hook,
+            self.destination,
+            filename_template=self.filename_template,
+            concurrency=self.concurrency,
+            record=BatchDownload.record_of(context["ti"]),
+            log=self.log,
+            field=f"{self.task_id}: filename_template",
+        ).run(rows)
 
 
 __all__ = ["LipsyncBatchDownloadOperator", "LipsyncBatchGenerateOperator"]

@@ -23,7 +23,6 @@ import json
 import os
 import secrets
 import signal
-import socket
 import sqlite3
 import subprocess
 import sys
@@ -36,6 +35,7 @@ from typing import IO, Any
 import psutil
 import requests
 
+from airflow_provider_chamelaion.simulator.process import free_port
 from airflow_provider_chamelaion.version_compat import AIRFLOW_V_3_0_PLUS
 
 COMPONENTS = (
@@ -54,12 +54,6 @@ _LAUNCHER = (
     "import os, signal, sys; signal.signal(signal.SIGINT, signal.SIG_DFL); "
     "os.execv(sys.argv[1], sys.argv[1:])"
 )
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @dataclass

@@ -476,3 +476,35 @@ def test_a_rendered_destination_is_checked_before_the_manifest_is_read_or_anythi
     with pytest.raises(ChamelaionConfigError, match=message):
         operator.execute(make_context())
     assert simulator.state.calls == []
+
+
+def test_the_batch_task_itself_downloads_when_given_download_to(simulator: Simulator, tmp_path: Path) -> None:
+    out = tmp_path / "dubs"
+    simulator.state.fail_next(1)
+
+    run = run_batch(
+        make_batch(tmp_path, items(6), max_failure_rate=0.5, download_to=str(out), download_concurrency=2),
+        make_context(),
+    )
+
+    assert run.error is None, run.error
+    assert run.summary is not None
+    assert run.summary["downloads"] == {"destination": str(out), "total": 5, "downloaded": 5, "skipped": 0}
+    assert len(outputs_in(out)) == 5
+    gets = output_gets(simulator)
+
+    cleared = run_batch(
+        make_batch(tmp_path, items(6), max_failure_rate=0.5, download_to=str(out)), make_context(try_number=2)
+    )
+
+    assert cleared.summary is not None
+    # The clear submits the failed item again and downloads its output; the five others are not fetched.
+    assert cleared.summary["downloads"] == {"destination": str(out), "total": 6, "downloaded": 1, "skipped": 5}
+    assert output_gets(simulator) == gets + 1
+
+
+def test_download_to_needs_the_wait_and_a_usable_place(tmp_path: Path) -> None:
+    with pytest.raises(ChamelaionConfigError, match="download_to needs wait_for_completion=True"):
+        make_batch(tmp_path, items(1), download_to=str(tmp_path), wait_for_completion=False)
+    with pytest.raises(ChamelaionConfigError, match=r"download_to 'dubs/' is a relative path"):
+        make_batch(tmp_path, items(1), download_to="dubs/")

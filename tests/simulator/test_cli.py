@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import json
+import os
 
 import pytest
 
@@ -33,3 +35,14 @@ def test_every_option_has_a_description(
     shown = capsys.readouterr().out
     assert "address to listen on" in shown
     assert "seconds a signed output_url stays valid" in shown
+
+
+def test_the_simulator_runs_in_a_subprocess_on_a_free_port_until_the_block_ends() -> None:
+    from airflow_provider_chamelaion.simulator.process import SimulatorProcess
+
+    with SimulatorProcess(["--phases", "queued=0"], api_key="k-1") as sim:
+        assert sim.call("GET", "/_simulator/jobs") == {"total": 0, "data": []}
+        assert json.loads(sim.connection_json())["host"] == f"http://127.0.0.1:{sim.port}/api"
+        pid = sim.pid
+    with pytest.raises(ProcessLookupError):
+        os.kill(pid, 0)  # stopped and reaped

@@ -26,6 +26,7 @@ from airflow_provider_chamelaion.exceptions import ChamelaionTransportError
 from airflow_provider_chamelaion.hooks.chamelaion import ChamelaionHook
 from airflow_provider_chamelaion.simulator import Fault, Simulator, SimulatorConfig
 from airflow_provider_chamelaion.simulator.__main__ import parse_args
+from airflow_provider_chamelaion.simulator.process import free_port
 from airflow_provider_chamelaion.simulator.state import RANDOM_GET_FAULTS, SimulatorState
 from tests.conftest import API_KEY, ROOT
 
@@ -988,12 +989,6 @@ def test_cli_fault_options() -> None:
     assert (faults[3].kind, faults[3].method, faults[3].path) == ("drop_after", "POST", "/generate")
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def _wait_until_listening(process: subprocess.Popen[str], port: int) -> None:
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
@@ -1008,7 +1003,7 @@ def _wait_until_listening(process: subprocess.Popen[str], port: int) -> None:
 
 
 def test_cli_runs_a_simulator_with_a_scripted_fault(tmp_path) -> None:
-    port = _free_port()
+    port = free_port()
     origin = f"http://127.0.0.1:{port}"
     process = subprocess.Popen(
         [
