@@ -109,14 +109,14 @@ def test_task_retry_after_a_lost_answer_and_a_failed_look_up_delivers_the_one_jo
     older = run(operator(retry_policy, reference_id="ep42-ja"), FakeTI(run_id="last-week"), None)
     store = FakeTaskStateStore()
     first = operator(retry_policy, reference_id="ep42-ja")
-    real_generate = first.hook.generate
+    real_generate = first.hook.submit
 
     def lose_the_answer_and_the_look_up(*args: Any, **kwargs: Any) -> str:
         simulator.state.add_fault(kind="drop_after", method="POST", path=GENERATE)
         simulator.state.add_fault(kind="status", status=401, method="GET", path=LIST)
         return real_generate(*args, **kwargs)
 
-    monkeypatch.setattr(first.hook, "generate", lose_the_answer_and_the_look_up)
+    monkeypatch.setattr(first.hook, "submit", lose_the_answer_and_the_look_up)
     with pytest.raises(ChamelaionAuthError):
         first.execute(make_context(FakeTI(try_number=1), state_store=store))
     [created] = [job for job in simulator.state.jobs if job != older["id"]]
