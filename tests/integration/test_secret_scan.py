@@ -279,6 +279,8 @@ def test_serialized_trigger_never_holds_the_key(simulator: Simulator) -> None:
         "end_time",
         "max_consecutive_errors",
         "still_waiting_interval",
+        "hook_params",
+        "try_number",
     }
     assert API_KEY not in repr(trigger)
 
