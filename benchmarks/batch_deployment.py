@@ -239,7 +239,7 @@ def run_scale(batch_sizes: list[int], per_item: int) -> dict[str, Any]:
         try:
             deployment.start()
             deployment.wait_until_healthy(timeout=240)
-            dags = ["bench_batch_file"] + (["bench_per_item"] if per_item else [])
+            dags = [dag for dag, _ in BATCH_DAGS] + (["bench_per_item"] if per_item else [])
             for dag_id in dags:
                 deadline = time.monotonic() + 240
                 while deployment.api_response("GET", f"/api/v2/dags/{dag_id}").status_code != 200:
@@ -253,18 +253,19 @@ def run_scale(batch_sizes: list[int], per_item: int) -> dict[str, Any]:
             assert trigger_and_wait(deployment, "bench_batch_file", {"catalogue": warm_up})[1] == "success"
             single = 0.0
             for items in batch_sizes:
-                catalogue = _write_catalogue(services, items, f"batch{items}")
-                for attempt in ("first run", "re-run"):
-                    print(f"[bench-scale] batch {items} {attempt} ...", flush=True)
-                    result = _scale_run(deployment, sim, "bench_batch_file", {"catalogue": catalogue})
-                    result.update(pattern="batch", items=items, attempt=attempt)
-                    print(
-                        f"[bench-scale] { ({k: v for k, v in result.items() if k != 'progress'}) }",
-                        flush=True,
-                    )
-                    runs.append(result)
-                    if not single:
-                        single = _single_stream_seconds(sim, services)
+                for dag_id, pattern in BATCH_DAGS:
+                    catalogue = _write_catalogue(services, items, f"{dag_id}-{items}")
+                    for attempt in ("first run", "re-run"):
+                        print(f"[bench-scale] {pattern} {items} {attempt} ...", flush=True)
+                        result = _scale_run(deployment, sim, dag_id, {"catalogue": catalogue})
+                        result.update(pattern=pattern, items=items, attempt=attempt)
+                        print(
+                            f"[bench-scale] { ({k: v for k, v in result.items() if k != 'progress'}) }",
+                            flush=True,
+                        )
+                        runs.append(result)
+                        if not single:
+                            single = _single_stream_seconds(sim, services)
             # Per-item: a first run and the re-run that checks reused jobs resume, not fail. At 1,000 items
             # a run takes most of an hour on two shared cores: BENCH_PER_ITEM_RERUN=0 skips the re-run.
             per_item_runs = (
@@ -305,6 +306,17 @@ def plot_progress(runs: list[dict[str, Any]], path: Path = SCALE_PLOT) -> None:
     fig.savefig(path, dpi=100)
     plt.close(fig)
 
+
+#: The batch DAGs measured (``BENCH_BATCH_DAGS`` picks some): the batch and its download task, and the
+#: batch that downloads in the task resuming from the wait (``download_to``).
+BATCH_DAGS = [
+    (dag, pattern)
+    for dag, pattern in (
+        ("bench_batch_file", "batch"),
+        ("bench_batch_one_task", "batch, download_to"),
+    )
+    if dag in os.environ.get("BENCH_BATCH_DAGS", "bench_batch_file,bench_batch_one_task").split(",")
+]
 
 SCALE_TITLE = "Catalogue backfill: batch vs per-item on PostgreSQL + Celery (2 workers) + S3"
 
@@ -360,7 +372,7 @@ def scale_goals(measured: dict[str, Any]) -> list[Goal]:
     goals: list[Goal] = []
     per_item = next((r for r in runs if r["pattern"] == "per-item"), None)
     for r in runs:
-        if r["pattern"] != "batch":
+        if not r["pattern"].startswith("batch"):
             continue
         n = r["items"]
         cpu = round(sum(r["cpu_s"].values()), 1)
@@ -368,7 +380,7 @@ def scale_goals(measured: dict[str, Any]) -> list[Goal]:
             floor = math.ceil(n / SCALE_K) * JOB_SECONDS + n * single
             goals.append(
                 Goal(
-                    f"batch {n:,}: wall time",
+                    f"{r['pattern']} {n:,}: wall time",
                     f"<= 1.25 x (ceil(N/K) x {JOB_SECONDS:.0f} s + N x {single * 1000:.0f} ms) = {1.25 * floor:.0f} s",
                     f"{r['wall_s']} s",
                     r["wall_s"] <= 1.25 * floor,
@@ -377,7 +389,7 @@ def scale_goals(measured: dict[str, Any]) -> list[Goal]:
             )
             goals.append(
                 Goal(
-                    f"batch {n:,}: task instances / trigger rows",
+                    f"{r['pattern']} {n:,}: task instances / trigger rows",
                     "<= 10 / <= 10",
                     f"{r['task_instances']} / {r['trigger_rows']}",
                     r["task_instances"] <= 10 and r["trigger_rows"] <= 10,
@@ -393,7 +405,7 @@ def scale_goals(measured: dict[str, Any]) -> list[Goal]:
                 )
                 goals.append(
                     Goal(
-                        f"batch {n:,}: Airflow CPU s vs per-item",
+                        f"{r['pattern']} {n:,}: Airflow CPU s vs per-item",
                         f"<= 1/20 of per-item ({label}: {scaled:.0f} s)",
                         f"{cpu} s",
                         cpu * 20 <= scaled,
@@ -404,7 +416,7 @@ def scale_goals(measured: dict[str, Any]) -> list[Goal]:
             downloads = r["calls_by_kind"].get("download", 0)
             goals.append(
                 Goal(
-                    f"batch {n:,} re-run",
+                    f"{r['pattern']} {n:,} re-run",
                     f"0 jobs, 0 downloads, <= N/40 = {n // 40} API calls",
                     f"{r['jobs_created']} jobs, {downloads} downloads, {r['api_calls']} calls",
                     r["jobs_created"] == 0 and downloads == 0 and r["api_calls"] <= n / 40,

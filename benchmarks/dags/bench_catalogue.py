@@ -66,3 +66,16 @@ with DAG(dag_id="bench_batch_file", **ARGS):  # type: ignore[arg-type]
     LipsyncBatchDownloadOperator(
         task_id="download", manifest_path=batch_file.output, destination=f"{OUT}/batch-file/", concurrency=8
     )
+
+# The same batch, its outputs downloaded by the task that resumes from the wait (``download_to``): one task
+# fewer to start.
+with DAG(dag_id="bench_batch_one_task", **ARGS):  # type: ignore[arg-type]
+    LipsyncBatchGenerateOperator(
+        task_id="backfill",
+        catalogue="{{ dag_run.conf['catalogue'] }}",
+        manifest_path=OUT + "/manifests/one-task/{{ run_id }}.jsonl",
+        poll_interval=POLL,
+        submit_concurrency=8,
+        download_to=f"{OUT}/batch-one-task/",
+        download_concurrency=8,
+    )
