@@ -17,6 +17,7 @@ from airflow_provider_chamelaion.batch.manifest import (
     load_manifest,
     save_manifest,
 )
+from airflow_provider_chamelaion.client.models import LipsyncRequest, Outcome
 from airflow_provider_chamelaion.client.settings import DEFAULT_CONN_ID
 from airflow_provider_chamelaion.exceptions import ChamelaionAPIError, ChamelaionConfigError, is_permanent
 from airflow_provider_chamelaion.version_compat import BaseTrigger, TriggerEvent
@@ -101,6 +102,8 @@ class LipsyncBatchTrigger(BaseTrigger):
         #: (jobs pending, API calls) of every poll cycle so far (for logs and tests).
         self.cycles: list[tuple[int, int]] = []
         self._horizon: tuple[int, int] | None = None
+        #: The rows whose job this batch submitted, by reference_id (for jobs another submitter made).
+        self._submitted: dict[str, ManifestRow] = {}
 
     def serialize(self) -> tuple[str, dict[str, Any]]:
         return (
@@ -150,6 +153,8 @@ class LipsyncBatchTrigger(BaseTrigger):
                     unseen.discard(request.id)
                     if row.in_flight:
                         deepest = max(deepest, position)
+                else:
+                    self._note_duplicate(request)
         # Next cycle, pages go no deeper than where jobs still in flight were seen (plus what was
         # created since): once most of a batch has finished, its rest costs a page or two, not a walk.
         self._horizon = (deepest, scan.total) if scan.total is not None and not unseen else None
@@ -161,6 +166,26 @@ class LipsyncBatchTrigger(BaseTrigger):
 
         await asyncio.gather(*(look_up(request_id) for request_id in sorted(unseen)))
         return scan.pages + len(unseen)
+
+    def _note_duplicate(self, request: LipsyncRequest) -> None:
+        """A live job of one of this batch's items that is not the batch's own: another submitter paid for
+        the item too (at the same moment, or since). Named in the manifest and the log, once."""
+        row = self._submitted.get(request.reference_id or "")
+        if (
+            row is None
+            or request.id == row.request_id
+            or request.id in row.duplicates
+            or request.outcome is Outcome.FAILED
+        ):
+            return
+        row.duplicates.append(request.id)
+        self.log.warning(
+            "Another live job %s has reference_id %r, whose job in this batch is %s: the item is paid twice "
+            "(both are in the manifest)",
+            request.id,
+            row.reference_id,
+            row.request_id,
+        )
 
     def _resume_for_wave(self, counts: dict[str, int]) -> bool:
         limit = self.resume_when_in_flight_at_most
@@ -183,6 +208,7 @@ class LipsyncBatchTrigger(BaseTrigger):
             manifest = await asyncio.to_thread(self._read)
             rows = manifest.rows
             by_id = {row.request_id: row for row in rows if row.request_id}
+            self._submitted = {row.reference_id: row for row in rows if row.source == "submitted"}
             hook = self._hook()
             reported: dict[str, int] | None = None
             failures = 0
