@@ -16,7 +16,7 @@ from airflow_provider_chamelaion.client.settings import (
 )
 from airflow_provider_chamelaion.exceptions import ChamelaionConfigError
 from airflow_provider_chamelaion.hooks.chamelaion import ChamelaionHook
-from tests.conftest import API_KEY
+from tests.harness.constants import API_KEY
 
 PUBLIC_API = "https://api.chamelaion.com/api"
 

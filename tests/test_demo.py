@@ -5,7 +5,7 @@ from __future__ import annotations
 import importlib.util
 from types import ModuleType
 
-from tests.conftest import ROOT
+from tests.harness.constants import ROOT
 
 
 def demo_module() -> ModuleType:

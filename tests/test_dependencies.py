@@ -25,7 +25,7 @@ from pathlib import Path
 
 from packaging.requirements import Requirement
 
-from tests.conftest import API_KEY, ROOT
+from tests.harness.constants import API_KEY, ROOT
 
 PACKAGE = ROOT / "airflow_provider_chamelaion"
 SIMULATOR = PACKAGE / "simulator"

@@ -16,7 +16,7 @@ from airflow_provider_chamelaion.utils.job_identity import (
     derived_reference_id,
     url_identity,
 )
-from tests.helpers.context import FakeTaskStateStore
+from tests.harness.context import FakeTaskStateStore
 
 RUN = "scheduled__2026-11-25T00:00:00+00:00"
 INPUTS = {"video": "https://cdn.test:443/ep42.mp4", "audio": "https://cdn.test:443/ja.wav"}

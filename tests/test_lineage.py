@@ -13,7 +13,7 @@ from airflow.providers.openlineage.extractors.base import DefaultExtractor
 
 from airflow_provider_chamelaion.operators.lipsync import LipsyncDownloadOperator, LipsyncGenerateOperator
 from airflow_provider_chamelaion.simulator import Simulator
-from tests.helpers.context import make_context
+from tests.harness.context import make_context
 
 
 def names(datasets: list[Any]) -> list[tuple[str, str]]:

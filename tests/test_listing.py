@@ -10,7 +10,7 @@ from airflow_provider_chamelaion.batch.listing import ListingScan, find_jobs
 from airflow_provider_chamelaion.client.models import RequestPage
 from airflow_provider_chamelaion.hooks.chamelaion import ChamelaionHook
 from airflow_provider_chamelaion.simulator import Simulator, SimulatorConfig
-from tests.conftest import API_KEY
+from tests.harness.constants import API_KEY
 
 
 @pytest.fixture

@@ -24,7 +24,7 @@ from airflow_provider_chamelaion.client.media import (
 from airflow_provider_chamelaion.exceptions import ChamelaionConfigError
 from airflow_provider_chamelaion.operators.lipsync import LipsyncDownloadOperator, LipsyncGenerateOperator
 from airflow_provider_chamelaion.version_compat import ObjectStoragePath
-from tests.helpers.context import make_context
+from tests.harness.context import make_context
 
 TEMPLATED_S3 = "s3://dubs/{{ ds }}/ep42-ja.mp4"
 
@@ -105,7 +105,7 @@ def test_destination_rendered_at_run_time_is_checked_before_any_http_call(
 
 
 def test_quickstart_object_storage_variant_is_an_import_error_so_nothing_runs(tmp_path: Path) -> None:
-    from tests.helpers.airflow_names import DagBag
+    from tests.harness.airflow_names import DagBag
 
     (tmp_path / "dub_episode.py").write_text(
         textwrap.dedent(

@@ -11,7 +11,7 @@ from airflow_provider_chamelaion.client.multipart import FilePart, MultipartBody
 from airflow_provider_chamelaion.exceptions import (
     ChamelaionConfigError,
 )
-from tests.hooks.mock_api import _parse_multipart
+from tests.harness.mock_api import _parse_multipart
 
 
 class TestMultipartBody:

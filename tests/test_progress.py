@@ -20,9 +20,9 @@ from airflow_provider_chamelaion.simulator import Simulator
 from airflow_provider_chamelaion.triggers.lipsync import LipsyncRequestTrigger
 from airflow_provider_chamelaion.utils import progress
 from airflow_provider_chamelaion.utils.progress import TransferProgress, WaitReporter
-from tests.helpers.logs import logged_messages
-from tests.helpers.triggers import collect, polls, wait_until
-from tests.hooks.mock_api import STORAGE_URL, UPLOAD_URL, _completed, _UploadCapture
+from tests.harness.logs import logged_messages
+from tests.harness.mock_api import STORAGE_URL, UPLOAD_URL, _completed, _UploadCapture
+from tests.harness.triggers import collect, polls, wait_until
 
 MIB = 1 << 20
 

@@ -23,7 +23,7 @@ import pytest
 import airflow_provider_chamelaion
 from airflow_provider_chamelaion.get_provider_info import get_provider_info
 from airflow_provider_chamelaion.hooks.chamelaion import ChamelaionHook
-from tests.conftest import ROOT
+from tests.harness.constants import ROOT
 
 DISTRIBUTION = "airflow-provider-chamelaion"
 HOOK_MODULE = "airflow_provider_chamelaion.hooks.chamelaion"

@@ -15,8 +15,8 @@ from airflow_provider_chamelaion.exceptions import (
     ChamelaionResponseError,
 )
 from airflow_provider_chamelaion.hooks.chamelaion import ChamelaionHook
-from tests.conftest import API_KEY, MOCK_BASE_URL
-from tests.hooks.mock_api import (
+from tests.harness.constants import API_KEY, MOCK_BASE_URL
+from tests.harness.mock_api import (
     ACCEPTED,
     AUDIO_URL,
     GENERATE_URL,

@@ -32,10 +32,11 @@ from airflow_provider_chamelaion.exceptions import (
 )
 from airflow_provider_chamelaion.hooks.chamelaion import ChamelaionHook, transport_error
 from airflow_provider_chamelaion.version_compat import sdk_amask_secret
-from tests.conftest import API_KEY, MOCK_BASE_URL, RecordedSleeps, connection_json
-from tests.helpers.loop_guard import forbid_sync_lookup_on_the_loop
-from tests.helpers.masking import fresh_masker
-from tests.helpers.scripted_server import Reply, ScriptedServer, scripted_server
+from tests.harness.constants import API_KEY, MOCK_BASE_URL, connection_json
+from tests.harness.loop_guard import forbid_sync_lookup_on_the_loop
+from tests.harness.masking import fresh_masker
+from tests.harness.retry import RecordedSleeps
+from tests.harness.scripted_server import Reply, ScriptedServer, scripted_server
 
 HAS_ASYNC_MASKING = sdk_amask_secret is not None
 REQUEST_ID = "6f82a2d8-a6d4-4e8a-a0fa-e8b09823a2d8"

@@ -19,8 +19,8 @@ from airflow_provider_chamelaion.exceptions import (
     ChamelaionTransportError,
 )
 from airflow_provider_chamelaion.hooks.chamelaion import ChamelaionHook
-from tests.conftest import API_KEY, MOCK_BASE_URL
-from tests.hooks.mock_api import (
+from tests.harness.constants import API_KEY, MOCK_BASE_URL
+from tests.harness.mock_api import (
     OUTPUT,
     REQUEST_ID,
     REQUEST_URL,

@@ -28,9 +28,9 @@ from airflow_provider_chamelaion.exceptions import (
 )
 from airflow_provider_chamelaion.hooks.chamelaion import ChamelaionHook
 from airflow_provider_chamelaion.simulator import Simulator
-from tests.conftest import API_KEY, MOCK_BASE_URL, connection_json
-from tests.helpers.masking import fresh_masker, redact
-from tests.hooks.mock_api import (
+from tests.harness.constants import API_KEY, MOCK_BASE_URL, connection_json
+from tests.harness.masking import fresh_masker, redact
+from tests.harness.mock_api import (
     AUDIO_URL,
     GENERATE_URL,
     REQUEST_ID,

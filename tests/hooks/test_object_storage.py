@@ -12,8 +12,7 @@ from airflow_provider_chamelaion.exceptions import (
     ChamelaionTransportError,
 )
 from airflow_provider_chamelaion.hooks.chamelaion import ChamelaionHook
-from tests.helpers.s3 import S3Server
-from tests.hooks.mock_api import (
+from tests.harness.mock_api import (
     OUTPUT,
     REQUEST_ID,
     STORAGE_URL,
@@ -22,6 +21,7 @@ from tests.hooks.mock_api import (
     _parse_multipart,
     _UploadCapture,
 )
+from tests.harness.s3 import S3Server
 
 
 class TestObjectStorage:

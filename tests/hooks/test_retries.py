@@ -18,7 +18,7 @@ from airflow_provider_chamelaion.exceptions import (
     ChamelaionTransportError,
 )
 from airflow_provider_chamelaion.hooks.chamelaion import ChamelaionHook
-from tests.hooks.mock_api import (
+from tests.harness.mock_api import (
     ACCEPTED,
     AUDIO_URL,
     GENERATE_URL,

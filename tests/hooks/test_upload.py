@@ -17,8 +17,8 @@ from airflow_provider_chamelaion.exceptions import (
     ChamelaionValidationError,
 )
 from airflow_provider_chamelaion.hooks.chamelaion import ChamelaionHook
-from tests.conftest import API_KEY
-from tests.hooks.mock_api import REQUEST_ID, UPLOAD_URL, _last, _parse_multipart, _UploadCapture
+from tests.harness.constants import API_KEY
+from tests.harness.mock_api import REQUEST_ID, UPLOAD_URL, _last, _parse_multipart, _UploadCapture
 
 
 class TestGenerateWithMedia:

@@ -18,8 +18,8 @@ from cryptography.fernet import Fernet
 
 from airflow_provider_chamelaion.batch.manifest import read_manifest
 from airflow_provider_chamelaion.simulator import Simulator, SimulatorConfig
-from tests.conftest import API_KEY, EXAMPLE_DAGS
-from tests.helpers.airflow_deployment import AirflowDeployment
+from tests.deployment.harness.airflow_deployment import AirflowDeployment
+from tests.harness.constants import API_KEY, EXAMPLE_DAGS
 from tests.integration.test_real_deployment import trigger_rows, wait_for
 
 DAG_ID = "chamelaion_catalogue_backfill"

@@ -18,7 +18,7 @@ import textwrap
 
 import pytest
 
-from tests.conftest import API_KEY, ROOT
+from tests.harness.constants import API_KEY, ROOT
 
 pytestmark = pytest.mark.usefixtures("airflow_db")
 

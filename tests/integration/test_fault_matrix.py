@@ -41,8 +41,9 @@ from airflow_provider_chamelaion.simulator import Simulator, SimulatorConfig
 from airflow_provider_chamelaion.simulator.state import CallRecord, Job
 from airflow_provider_chamelaion.triggers.lipsync import LipsyncRequestTrigger
 from airflow_provider_chamelaion.version_compat import TriggerEvent
-from tests.conftest import API_KEY, RecordedSleeps
-from tests.helpers.triggers import collect, only_event, polls, wait_until
+from tests.harness.constants import API_KEY
+from tests.harness.retry import RecordedSleeps
+from tests.harness.triggers import collect, only_event, polls, wait_until
 
 MAX_ATTEMPTS = RetryPolicy().max_attempts
 #: The read timeout of every hook in this module; a ``slow`` fault answers well after it.

@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import API_KEY, ROOT
+from tests.harness.constants import API_KEY, ROOT
 
 pytestmark = pytest.mark.usefixtures("airflow_db")
 
@@ -135,7 +135,7 @@ importlib_metadata.distributions = lambda **kw: (
 )
 from airflow_provider_chamelaion.simulator import Simulator, SimulatorConfig
 from airflow_provider_chamelaion.operators.lipsync import LipsyncDownloadOperator, LipsyncGenerateOperator
-from tests.helpers.context import make_context
+from tests.harness.context import make_context
 
 config = SimulatorConfig(api_key=os.environ["KEY"], phases=(), output_size=1024)
 with Simulator(config) as sim:

@@ -23,7 +23,7 @@ from pathlib import Path
 import pytest
 
 from airflow_provider_chamelaion.version_compat import AIRFLOW_V_3_0_PLUS
-from tests.conftest import API_KEY, ROOT
+from tests.harness.constants import API_KEY, ROOT
 
 pytestmark = pytest.mark.usefixtures("airflow_db")
 
@@ -37,7 +37,7 @@ import json, os, subprocess, sys
 import pendulum
 from airflow_provider_chamelaion.simulator import Simulator, SimulatorConfig
 from airflow_provider_chamelaion.version_compat import AIRFLOW_V_3_0_PLUS
-from tests.helpers.airflow_names import DagBag
+from tests.harness.airflow_names import DagBag
 
 day_1, day_2 = sys.argv[2], sys.argv[3]
 # Jobs complete at once: the sensor's first look finds the job done, so each run takes seconds.

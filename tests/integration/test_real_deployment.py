@@ -36,8 +36,8 @@ from cryptography.fernet import Fernet
 
 from airflow_provider_chamelaion.simulator import Simulator, SimulatorConfig
 from airflow_provider_chamelaion.version_compat import AIRFLOW_V_3_0_PLUS
-from tests.conftest import API_KEY, EXAMPLE_DAGS, ROOT
-from tests.helpers.airflow_deployment import AirflowDeployment
+from tests.deployment.harness.airflow_deployment import AirflowDeployment
+from tests.harness.constants import API_KEY, EXAMPLE_DAGS, ROOT
 
 DAG_ID = "chamelaion_nightly_localization"
 TASKS = ("submit", "wait", "download")

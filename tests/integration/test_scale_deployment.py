@@ -21,14 +21,14 @@ from typing import Any
 import pytest
 
 from airflow_provider_chamelaion.simulator import Simulator, SimulatorConfig
-from tests.conftest import API_KEY, EXAMPLE_DAGS
-from tests.helpers.scale_deployment import (
+from tests.deployment.harness.scale_deployment import (
     WORKERS,
     ScaleDeployment,
     ServicesUnavailable,
     ensure_debian_packages,
     scale_services,
 )
+from tests.harness.constants import API_KEY, EXAMPLE_DAGS
 from tests.integration.test_real_deployment import wait_for
 
 DAG_ID = "chamelaion_catalogue_backfill"

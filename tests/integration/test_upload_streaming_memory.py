@@ -1,7 +1,7 @@
 """Uploading a large file does not load it into memory.
 
 A ~400 MB video is uploaded by ``ChamelaionHook.generate_with_media`` in a fresh interpreter
-(tests/helpers/upload_child.py) and that process's peak RSS growth is measured. As a control, the same
+(tests/integration/children/upload_child.py) and that process's peak RSS growth is measured. As a control, the same
 upload through requests' own ``files=`` (which builds the body in memory) is measured the same way, to
 show the measurement does see buffering when there is some.
 """
@@ -18,11 +18,11 @@ from typing import Any
 import pytest
 
 from airflow_provider_chamelaion.simulator import Simulator
-from tests.conftest import ROOT
+from tests.harness.constants import ROOT
 
 pytestmark = pytest.mark.slow
 
-CHILD = ROOT / "tests" / "helpers" / "upload_child.py"
+CHILD = Path(__file__).resolve().parent / "children" / "upload_child.py"
 MIB = 1 << 20
 VIDEO_SIZE = 400 * MIB + 12345  # not a multiple of the 1 MiB upload chunk
 AUDIO_SIZE = 200 * 1024 + 7

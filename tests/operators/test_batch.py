@@ -21,10 +21,11 @@ from airflow_provider_chamelaion.operators.batch import (
     LipsyncBatchGenerateOperator,
 )
 from airflow_provider_chamelaion.simulator import Simulator, SimulatorConfig
-from tests.conftest import API_KEY, idle
-from tests.helpers.batch import FAST_RETRIES, run_batch
-from tests.helpers.context import RUN_ID, FakeTI, make_context
-from tests.helpers.logs import logged_text
+from tests.harness.batch import FAST_RETRIES, run_batch
+from tests.harness.constants import API_KEY
+from tests.harness.context import RUN_ID, FakeTI, make_context
+from tests.harness.logs import logged_text
+from tests.harness.simulator import idle
 
 QUEUED, RUNNING = 0.2, 0.3
 

@@ -13,10 +13,11 @@ from airflow_provider_chamelaion.exceptions import ChamelaionConfigError, Chamel
 from airflow_provider_chamelaion.hooks.chamelaion import ChamelaionHook
 from airflow_provider_chamelaion.operators.batch import LipsyncBatchDownloadOperator
 from airflow_provider_chamelaion.simulator import Simulator, SimulatorConfig
-from tests.conftest import API_KEY, idle
-from tests.helpers.batch import run_batch
-from tests.helpers.context import make_context
-from tests.helpers.s3 import S3Server
+from tests.harness.batch import run_batch
+from tests.harness.constants import API_KEY
+from tests.harness.context import make_context
+from tests.harness.s3 import S3Server
+from tests.harness.simulator import idle
 from tests.operators.test_batch import items, make_batch
 
 OUTPUT_SIZE = 3000
@@ -499,7 +500,12 @@ def test_the_batch_task_itself_downloads_when_given_download_to(simulator: Simul
 
     assert cleared.summary is not None
     # The clear submits the failed item again and downloads its output; the five others are not fetched.
-    assert cleared.summary["downloads"] == {"destination": str(out), "total": 6, "downloaded": 1, "skipped": 5}
+    assert cleared.summary["downloads"] == {
+        "destination": str(out),
+        "total": 6,
+        "downloaded": 1,
+        "skipped": 5,
+    }
     assert output_gets(simulator) == gets + 1
 
 

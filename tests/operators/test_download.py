@@ -19,8 +19,8 @@ from airflow_provider_chamelaion.hooks.chamelaion import ChamelaionHook
 from airflow_provider_chamelaion.operators.lipsync import LipsyncDownloadOperator
 from airflow_provider_chamelaion.simulator import Simulator
 from airflow_provider_chamelaion.version_compat import ObjectStoragePath
-from tests.conftest import idle
-from tests.helpers.context import make_context as fake_context
+from tests.harness.context import make_context as fake_context
+from tests.harness.simulator import idle
 
 if TYPE_CHECKING:
     from airflow_provider_chamelaion.version_compat import Context

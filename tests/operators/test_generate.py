@@ -30,10 +30,10 @@ from airflow_provider_chamelaion.hooks.chamelaion import ChamelaionHook
 from airflow_provider_chamelaion.operators.lipsync import LipsyncGenerateOperator
 from airflow_provider_chamelaion.simulator import Simulator
 from airflow_provider_chamelaion.triggers.lipsync import LipsyncRequestTrigger
-from tests.conftest import idle
-from tests.helpers.airflow_names import TaskDeferred
-from tests.helpers.context import TASK_ID, FakeTaskStateStore, FakeTI, make_context
-from tests.helpers.logs import logged_text
+from tests.harness.airflow_names import TaskDeferred
+from tests.harness.context import TASK_ID, FakeTaskStateStore, FakeTI, make_context
+from tests.harness.logs import logged_text
+from tests.harness.simulator import idle
 
 VIDEO = "https://media.test/ep42/video.mp4"
 AUDIO = "https://media.test/ep42/ja.wav"

@@ -29,10 +29,11 @@ from airflow_provider_chamelaion.version_compat import (
     AirflowSkipException,
     PokeReturnValue,
 )
-from tests.conftest import API_KEY, connection_json, idle
-from tests.helpers.airflow_names import TaskDeferred
-from tests.helpers.context import make_context as fake_context
-from tests.helpers.logs import logged_messages, logged_text
+from tests.harness.airflow_names import TaskDeferred
+from tests.harness.constants import API_KEY, connection_json
+from tests.harness.context import make_context as fake_context
+from tests.harness.logs import logged_messages, logged_text
+from tests.harness.simulator import idle
 
 if TYPE_CHECKING:
     from airflow_provider_chamelaion.version_compat import Context

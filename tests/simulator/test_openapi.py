@@ -24,7 +24,7 @@ from airflow_provider_chamelaion.client.inputs import JobInputs
 from airflow_provider_chamelaion.client.retry import RetryPolicy
 from airflow_provider_chamelaion.hooks.chamelaion import ChamelaionHook
 from airflow_provider_chamelaion.simulator import Simulator, SimulatorConfig
-from tests.conftest import API_KEY, ROOT
+from tests.harness.constants import API_KEY, ROOT
 
 OPENAPI = ROOT.parent / "shared" / "api" / "openapi.yaml"
 

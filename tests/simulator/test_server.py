@@ -28,7 +28,7 @@ from airflow_provider_chamelaion.simulator import Fault, Simulator, SimulatorCon
 from airflow_provider_chamelaion.simulator.__main__ import parse_args
 from airflow_provider_chamelaion.simulator.process import free_port
 from airflow_provider_chamelaion.simulator.state import RANDOM_GET_FAULTS, SimulatorState
-from tests.conftest import API_KEY, ROOT
+from tests.harness.constants import API_KEY, ROOT
 
 TIMEOUT = (5.0, 30.0)
 KEY = {"x-api-key": API_KEY}

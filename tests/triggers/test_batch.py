@@ -15,9 +15,9 @@ from airflow_provider_chamelaion.batch.manifest import ManifestRow, read_manifes
 from airflow_provider_chamelaion.hooks.chamelaion import ChamelaionHook
 from airflow_provider_chamelaion.simulator import Simulator, SimulatorConfig
 from airflow_provider_chamelaion.triggers.batch import LipsyncBatchTrigger
-from tests.conftest import API_KEY
-from tests.helpers.batch import run_trigger
-from tests.helpers.triggers import wait_until
+from tests.harness.batch import run_trigger
+from tests.harness.constants import API_KEY
+from tests.harness.triggers import wait_until
 
 
 @pytest.fixture

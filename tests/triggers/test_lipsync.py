@@ -18,10 +18,11 @@ from airflow_provider_chamelaion.client.retry import RetryPolicy
 from airflow_provider_chamelaion.hooks.chamelaion import ChamelaionHook
 from airflow_provider_chamelaion.simulator import Simulator
 from airflow_provider_chamelaion.triggers.lipsync import LipsyncRequestTrigger
-from tests.conftest import API_KEY, connection_json, idle
-from tests.helpers.loop_guard import forbid_sync_lookup_on_the_loop
-from tests.helpers.scripted_server import Reply, ScriptedServer, scripted_server
-from tests.helpers.triggers import collect, only_event, polls, wait_until
+from tests.harness.constants import API_KEY, connection_json
+from tests.harness.loop_guard import forbid_sync_lookup_on_the_loop
+from tests.harness.scripted_server import Reply, ScriptedServer, scripted_server
+from tests.harness.simulator import idle
+from tests.harness.triggers import collect, only_event, polls, wait_until
 
 CLASS_PATH = "airflow_provider_chamelaion.triggers.lipsync.LipsyncRequestTrigger"
 POLL = 0.05

@@ -32,8 +32,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from tests.helpers.airflow_deployment import COMPONENTS, AirflowDeployment, Component, free_port
-from tests.helpers.s3 import aws_env, filesystem
+from tests.deployment.harness.airflow_deployment import COMPONENTS, AirflowDeployment, Component, free_port
+from tests.harness.s3 import aws_env, filesystem
 
 PACKAGES = {"postgresql": "initdb", "redis-server": "redis-server"}
 BUCKET = "chamelaion"

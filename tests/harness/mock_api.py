@@ -13,7 +13,7 @@ import urllib3
 from requests_mock import Mocker
 
 from airflow_provider_chamelaion.client.models import LipsyncRequest
-from tests.conftest import MOCK_BASE_URL
+from tests.harness.constants import MOCK_BASE_URL
 
 GENERATE_URL = f"{MOCK_BASE_URL}/v1/lipsync/generate"
 UPLOAD_URL = f"{MOCK_BASE_URL}/v1/lipsync/generate-with-media"

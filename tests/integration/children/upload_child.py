@@ -1,4 +1,5 @@
-"""Run in a fresh interpreter by tests/test_upload_streaming_memory.py: upload two files, report memory.
+"""Run in a fresh interpreter by tests/integration/test_upload_streaming_memory.py: upload two files,
+report memory.
 
 Usage: ``python upload_child.py {hook|requests-files} VIDEO AUDIO``. The connection comes from
 ``AIRFLOW_CONN_CHAMELAION_DEFAULT`` in both modes. Everything the upload needs is imported and warmed

@@ -12,7 +12,7 @@ from typing import Any
 from airflow_provider_chamelaion.client.retry import RetryPolicy
 from airflow_provider_chamelaion.operators.batch import LipsyncBatchGenerateOperator
 from airflow_provider_chamelaion.triggers.batch import LipsyncBatchTrigger
-from tests.helpers.airflow_names import TaskDeferred
+from tests.harness.airflow_names import TaskDeferred
 
 #: A safety net so a broken trigger fails the test instead of hanging it; never a timing assertion.
 SAFETY_TIMEOUT = 300.0

@@ -10,7 +10,7 @@ from __future__ import annotations
 import sys
 
 from airflow_provider_chamelaion.operators.batch import LipsyncBatchGenerateOperator
-from tests.helpers.context import make_context
+from tests.harness.context import make_context
 
 
 def main(catalogue: str, manifest: str) -> None:
