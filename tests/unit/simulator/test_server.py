@@ -9,15 +9,12 @@ from __future__ import annotations
 
 import json
 import os
-import socket
-import subprocess
-import sys
 import time
 import tracemalloc
 from collections.abc import Callable, Iterator
 from datetime import datetime, timedelta, timezone
 from typing import Any
-from urllib.parse import parse_qs, quote, urlencode, urlsplit
+from urllib.parse import parse_qs, urlencode, urlsplit
 
 import pytest
 import requests
@@ -26,52 +23,29 @@ from airflow_provider_chamelaion.exceptions import ChamelaionTransportError
 from airflow_provider_chamelaion.hooks.chamelaion import ChamelaionHook
 from airflow_provider_chamelaion.simulator import Fault, Simulator, SimulatorConfig
 from airflow_provider_chamelaion.simulator.__main__ import parse_args
-from airflow_provider_chamelaion.simulator.process import free_port
 from airflow_provider_chamelaion.simulator.state import RANDOM_GET_FAULTS, SimulatorState
-from tests.harness.constants import API_KEY, ROOT
-
-TIMEOUT = (5.0, 30.0)
-KEY = {"x-api-key": API_KEY}
-VIDEO = {"type": "video", "url": "https://cdn.example.com/episodes/42.mp4"}
-AUDIO = {"type": "audio", "url": "https://cdn.example.com/dubs/42-ja.wav"}
-VALID_BODY: dict[str, Any] = {"inputs": [VIDEO, AUDIO]}
-#: The conftest simulator's phases: queued for 0.2 s, then running for 0.3 s.
-QUEUED, RUNNING = 0.2, 0.3
-
-
-def api(sim: Simulator, path: str) -> str:
-    return f"{sim.base_url}/v1/lipsync{path}"
-
-
-def post_generate(
-    sim: Simulator, body: Any = VALID_BODY, headers: dict[str, str] | None = None
-) -> requests.Response:
-    return requests.post(
-        api(sim, "/generate"), json=body, headers=KEY if headers is None else headers, timeout=TIMEOUT
-    )
+from tests.harness.constants import API_KEY
+from tests.harness.simulator import (
+    AUDIO,
+    KEY,
+    QUEUED,
+    RUNNING,
+    TIMEOUT,
+    VALID_BODY,
+    VIDEO,
+    FakeClock,
+    api,
+    fake_clock,
+    get_request,
+    list_requests,
+    new_job,
+    parse_time,
+    post_generate,
+)
 
 
 def upload_files(video: bytes = b"v" * 1000, audio: bytes = b"a" * 500) -> dict[str, tuple[str, bytes, str]]:
     return {"video": ("clip.mp4", video, "video/mp4"), "audio": ("dub.wav", audio, "audio/wav")}
-
-
-def get_request(sim: Simulator, id_or_reference: str) -> requests.Response:
-    return requests.get(
-        api(sim, f"/requests/{quote(id_or_reference, safe='')}"), headers=KEY, timeout=TIMEOUT
-    )
-
-
-def list_requests(sim: Simulator, **params: Any) -> requests.Response:
-    return requests.get(api(sim, "/requests"), params=params, headers=KEY, timeout=TIMEOUT)
-
-
-def new_job(sim: Simulator, reference_id: str | None = None) -> str:
-    return sim.state.create_job(reference_id=reference_id, source="urls", inputs={}).id
-
-
-def parse_time(value: str) -> datetime:
-    assert value.endswith("Z"), value
-    return datetime.fromisoformat(value.replace("Z", "+00:00"))
 
 
 def assert_error(response: requests.Response, status: int) -> str:
@@ -81,51 +55,6 @@ def assert_error(response: requests.Response, status: int) -> str:
     assert isinstance(message, str)
     assert message
     return message
-
-
-def make_config(**overrides: Any) -> SimulatorConfig:
-    settings: dict[str, Any] = {
-        "api_key": API_KEY,
-        "phases": (("queued", QUEUED), ("running", RUNNING)),
-        "output_size": 64 * 1024,
-    }
-    settings.update(overrides)
-    return SimulatorConfig(**settings)
-
-
-@pytest.fixture
-def make_simulator(simulator: Simulator) -> Callable[..., Simulator]:
-    """The session's simulator, emptied and given ``make_config(**overrides)`` for the rest of the test."""
-
-    def make(**overrides: Any) -> Simulator:
-        simulator.reset(make_config(**overrides))
-        return simulator
-
-    return make
-
-
-class FakeClock:
-    """Stands in for the simulator's monotonic clock; tests move it forward by hand."""
-
-    def __init__(self, start: float = 1000.0) -> None:
-        self.now = start
-
-    def __call__(self) -> float:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += seconds
-
-
-def fake_clock(sim: Simulator) -> FakeClock:
-    clock = FakeClock()
-    sim.state.clock = clock
-    return clock
-
-
-@pytest.fixture
-def clock(simulator: Simulator) -> FakeClock:
-    return fake_clock(simulator)
 
 
 def completed_job(sim: Simulator, clock: FakeClock) -> dict[str, Any]:
@@ -919,155 +848,6 @@ def test_random_faults_on_gets_cover_the_transient_range_but_not_outputs_or_heal
     assert {c.fault for c in sim.state.calls[calls_before:]} == {None}
 
 
-# -- the command line ---------------------------------------------------------------------------------
-
-
-def test_cli_parses_phases_and_faults() -> None:
-    args = parse_args(
-        [
-            "--phases",
-            "queued=1,running=2.5",
-            "--fault",
-            "status:503x3",
-            "--fault",
-            "status:429@/requests/x2",
-            "--fault",
-            "drop",
-        ]
-    )
-    assert args.phases == (("queued", 1.0), ("running", 2.5))
-    assert [(f.kind, f.status, f.path, f.times) for f in args.fault] == [
-        ("status", 503, None, 3),
-        ("status", 429, "/requests/", 2),
-        ("drop", 503, None, 1),
-    ]
-
-
-@pytest.mark.parametrize(
-    "argv",
-    [
-        ["--phases", "queued"],
-        ["--phases", "queued=soon"],
-        ["--fault", "explode"],
-        ["--fault", "status:abc"],
-        ["--fault", "slow,speed=5"],
-        ["--fault", "slow,delay=soon"],
-    ],
-)
-def test_cli_rejects_bad_arguments(argv: list[str], capsys: pytest.CaptureFixture[str]) -> None:
-    with pytest.raises(SystemExit) as exited:
-        parse_args(argv)
-    assert exited.value.code == 2
-    assert "error" in capsys.readouterr().err
-
-
-def test_cli_fault_path_may_contain_an_x() -> None:
-    """Only an ``x`` followed by digits at the very end is a count (it once swallowed any ``x``)."""
-    [inbox, counted] = parse_args(["--fault", "drop@/inbox", "--fault", "drop@/inboxx3"]).fault
-    assert (inbox.kind, inbox.path, inbox.times) == ("drop", "/inbox", 1)
-    assert (counted.path, counted.times) == ("/inbox", 3)
-
-
-def test_cli_fault_options() -> None:
-    faults = parse_args(
-        [
-            "--fault",
-            "status:429,retry_after=2@/requests/x2",
-            "--fault",
-            "slow,delay=5",
-            "--fault",
-            "truncate,cut_at=1000@/outputs/",
-            "--fault",
-            "drop_after,method=POST@/generate",
-        ]
-    ).fault
-    assert [(f.kind, f.status, f.retry_after, f.path, f.times) for f in faults[:1]] == [
-        ("status", 429, "2", "/requests/", 2)
-    ]
-    assert (faults[1].kind, faults[1].delay, faults[1].path) == ("slow", 5.0, None)
-    assert (faults[2].kind, faults[2].cut_at, faults[2].path) == ("truncate", 1000, "/outputs/")
-    assert (faults[3].kind, faults[3].method, faults[3].path) == ("drop_after", "POST", "/generate")
-
-
-def _wait_until_listening(process: subprocess.Popen[str], port: int) -> None:
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise AssertionError(f"the simulator exited with {process.returncode}: {process.communicate()}")
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=1):
-                return
-        except OSError:
-            time.sleep(0.1)
-    raise AssertionError("the simulator did not start listening within 60 s")
-
-
-def test_cli_runs_a_simulator_with_a_scripted_fault(tmp_path) -> None:
-    port = free_port()
-    origin = f"http://127.0.0.1:{port}"
-    process = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "airflow_provider_chamelaion.simulator",
-            "--port",
-            str(port),
-            "--api-key",
-            "K",
-            "--phases",
-            "queued=0.1,running=0.1",
-            "--fault",
-            "status:503x1",
-        ],
-        cwd=ROOT,
-        env={**os.environ, "AIRFLOW_HOME": str(tmp_path)},
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        # Wait for the socket, not for an HTTP answer: the unscoped scripted 503 matches every path,
-        # /healthz included, and the first HTTP call must be the one that meets it.
-        _wait_until_listening(process, port)
-        headers = {"x-api-key": "K"}
-
-        first = requests.get(f"{origin}/api/v1/lipsync/requests", headers=headers, timeout=TIMEOUT)
-        assert first.status_code == 503
-        assert "message" in first.json()
-
-        assert requests.get(f"{origin}/healthz", timeout=TIMEOUT).json() == {"status": "ok"}
-        assert (
-            requests.get(f"{origin}/api/v1/lipsync/requests", headers={}, timeout=TIMEOUT).status_code == 401
-        )
-        created = requests.post(
-            f"{origin}/api/v1/lipsync/generate", json=VALID_BODY, headers=headers, timeout=TIMEOUT
-        )
-        assert created.status_code == 200
-        request_id = created.json()["request_id"]
-
-        deadline = time.monotonic() + 30
-        status = None
-        while time.monotonic() < deadline:
-            status = requests.get(
-                f"{origin}/api/v1/lipsync/requests/{request_id}", headers=headers, timeout=TIMEOUT
-            ).json()["status"]
-            if status == "completed":
-                break
-            time.sleep(0.05)
-        assert status == "completed"
-
-        jobs = requests.get(f"{origin}/_simulator/jobs", timeout=TIMEOUT).json()
-        assert jobs["total"] == 1
-    finally:
-        process.terminate()
-        try:
-            stdout, _ = process.communicate(timeout=15)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            stdout, _ = process.communicate()
-    assert f"base URL http://127.0.0.1:{port}/api" in stdout
-
-
 # -- the API's clock ------------------------------------------------------------------------------------------
 
 
@@ -1088,25 +868,3 @@ def test_clock_offset_shifts_every_reported_time(
     assert parse_time(job["finished_at"]) - created == timedelta(seconds=QUEUED + RUNNING)
     [listed] = requests.get(api(sim, "/requests"), headers=KEY, timeout=TIMEOUT).json()["data"]
     assert listed["created_at"] == job["created_at"]
-
-
-@pytest.mark.parametrize(
-    ("argv", "seconds"),
-    [
-        (["--clock-offset", "-8h"], -8 * 3600.0),
-        (["--clock-offset=+30d"], 30 * 86400.0),
-        (["--clock-offset", "-1y"], -365 * 86400.0),
-        (["--clock-offset", "90"], 90.0),
-        (["--clock-offset", "-2w", "--port", "0"], -14 * 86400.0),
-        ([], 0.0),
-    ],
-)
-def test_cli_clock_offset(argv: list[str], seconds: float) -> None:
-    assert parse_args(argv).clock_offset == seconds
-
-
-@pytest.mark.parametrize("value", ["8 hours", "h", "-1.5x", ""])
-def test_cli_rejects_a_bad_clock_offset(value: str, capsys: pytest.CaptureFixture[str]) -> None:
-    with pytest.raises(SystemExit):
-        parse_args([f"--clock-offset={value}"])
-    assert "clock offset" in capsys.readouterr().err

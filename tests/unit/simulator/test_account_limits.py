@@ -13,7 +13,7 @@ import requests
 
 from airflow_provider_chamelaion.simulator import Simulator, SimulatorConfig
 from airflow_provider_chamelaion.simulator.__main__ import parse_args
-from tests.simulator.test_server import (
+from tests.harness.simulator import (
     KEY,
     TIMEOUT,
     VALID_BODY,
@@ -21,20 +21,10 @@ from tests.simulator.test_server import (
     fake_clock,
     get_request,
     list_requests,
-    make_config,
     new_job,
     parse_time,
     post_generate,
 )
-
-
-@pytest.fixture
-def make_simulator(simulator: Simulator) -> Callable[..., Simulator]:
-    def make(**overrides: Any) -> Simulator:
-        simulator.reset(make_config(**overrides))
-        return simulator
-
-    return make
 
 
 def statuses(sim: Simulator, job_ids: list[str]) -> list[str]:

@@ -1,22 +1,18 @@
-"""RetryPolicy: Retry-After parsing, wait computation, and which errors are retried."""
+"""RetryPolicy: wait computation, and which errors are retried."""
 
 from __future__ import annotations
 
 import logging
 import random
-from datetime import datetime, timedelta, timezone
 from typing import Any
 
 import pytest
 
 from airflow_provider_chamelaion.client import retry as retry_module
 from airflow_provider_chamelaion.client.retry import RetryPolicy
-from airflow_provider_chamelaion.client.wire import parse_retry_after
 from airflow_provider_chamelaion.exceptions import (
-    ChamelaionAPIError,
     ChamelaionAuthError,
     ChamelaionConfigError,
-    ChamelaionNotFoundError,
     ChamelaionRateLimitError,
     ChamelaionResponseError,
     ChamelaionServerError,
@@ -24,49 +20,6 @@ from airflow_provider_chamelaion.exceptions import (
     ChamelaionValidationError,
     error_for_status,
 )
-
-NOW = datetime(2026, 4, 7, 10, 0, 0, tzinfo=timezone.utc)
-
-
-class TestParseRetryAfter:
-    @pytest.mark.parametrize(
-        ("value", "expected"),
-        [
-            ("0", 0.0),
-            ("7", 7.0),
-            ("120", 120.0),
-            ("1.5", 1.5),
-            ("  3 ", 3.0),
-            ("-5", 0.0),
-        ],
-    )
-    def test_delta_seconds(self, value: str, expected: float) -> None:
-        assert parse_retry_after(value) == expected
-
-    def test_http_date_in_the_future(self) -> None:
-        assert parse_retry_after("Tue, 07 Apr 2026 10:00:30 GMT", now=NOW) == 30.0
-
-    def test_http_date_without_zone_is_utc(self) -> None:
-        assert parse_retry_after("Tue, 07 Apr 2026 10:01:00 -0000", now=NOW) == 60.0
-
-    def test_http_date_with_offset(self) -> None:
-        # 12:00:10 at +02:00 is 10:00:10 UTC.
-        assert parse_retry_after("Tue, 07 Apr 2026 12:00:10 +0200", now=NOW) == 10.0
-
-    def test_http_date_in_the_past_is_zero(self) -> None:
-        assert parse_retry_after("Tue, 07 Apr 2026 09:59:00 GMT", now=NOW) == 0.0
-
-    def test_http_date_uses_the_current_time_by_default(self) -> None:
-        assert parse_retry_after("Thu, 01 Jan 1970 00:00:00 GMT") == 0.0
-        far = datetime.now(timezone.utc) + timedelta(days=3650)
-        value = far.strftime("%a, %d %b %Y %H:%M:%S GMT")
-        seconds = parse_retry_after(value)
-        assert seconds is not None
-        assert seconds > 3600 * 24 * 365
-
-    @pytest.mark.parametrize("value", [None, "", "   ", "soon", "in a minute", "Tue, 99 Foo", "nan", "1,5"])
-    def test_absent_or_garbage_is_none(self, value: str | None) -> None:
-        assert parse_retry_after(value) is None
 
 
 def _rate_limited(retry_after: float | None) -> ChamelaionRateLimitError:
@@ -197,20 +150,6 @@ def test_is_retryable_matrix(error: BaseException, idempotent_retried: bool, pos
     policy = RetryPolicy()
     assert policy.is_retryable(error, idempotent=True) is idempotent_retried
     assert policy.is_retryable(error, idempotent=False) is post_retried
-
-
-def test_error_for_status_classes() -> None:
-    expected = {
-        401: ChamelaionAuthError,
-        403: ChamelaionAuthError,
-        404: ChamelaionNotFoundError,
-        422: ChamelaionValidationError,
-        429: ChamelaionRateLimitError,
-        503: ChamelaionServerError,
-        418: ChamelaionAPIError,
-    }
-    for status, cls in expected.items():
-        assert type(error_for_status(status, "m", method="GET", path="/p")) is cls
 
 
 class _Flaky:

@@ -15,13 +15,12 @@ from airflow_provider_chamelaion.exceptions import (
     ChamelaionError,
     LipsyncBatchFailedError,
 )
-from airflow_provider_chamelaion.hooks.chamelaion import ChamelaionHook
 from airflow_provider_chamelaion.operators.batch import (
     LipsyncBatchDownloadOperator,
     LipsyncBatchGenerateOperator,
 )
 from airflow_provider_chamelaion.simulator import Simulator, SimulatorConfig
-from tests.harness.batch import FAST_RETRIES, run_batch
+from tests.harness.batch import items, jobs_per_reference, make_batch, run_batch
 from tests.harness.constants import API_KEY
 from tests.harness.context import RUN_ID, FakeTI, make_context
 from tests.harness.logs import logged_text
@@ -37,35 +36,8 @@ def simulator_config() -> SimulatorConfig:
     )
 
 
-def items(count: int, prefix: str = "title") -> list[dict[str, Any]]:
-    return [
-        {
-            "video_url": f"https://cdn.example.com/{prefix}-{n}.mp4",
-            "audio_url": f"https://cdn.example.com/{prefix}-{n}-fr.wav",
-            "reference_id": f"{prefix}-{n}-fr",
-        }
-        for n in range(count)
-    ]
-
-
-def make_batch(tmp_path: Path, catalogue: Any, **kwargs: Any) -> LipsyncBatchGenerateOperator:
-    kwargs.setdefault("poll_interval", 0.1)
-    operator = LipsyncBatchGenerateOperator(
-        task_id="backfill", catalogue=catalogue, manifest_path=str(tmp_path / "manifest.jsonl"), **kwargs
-    )
-    operator.hook = ChamelaionHook(retry_policy=FAST_RETRIES)
-    return operator
-
-
 def manifest(tmp_path: Path) -> dict[str, dict[str, Any]]:
     return {row.reference_id: row.to_dict() for row in read_manifest(tmp_path / "manifest.jsonl")}
-
-
-def jobs_per_reference(simulator: Simulator) -> dict[str, int]:
-    counts: dict[str, int] = {}
-    for job in idle(simulator).state.jobs.values():
-        counts[job.reference_id or ""] = counts.get(job.reference_id or "", 0) + 1
-    return counts
 
 
 # -- validation -----------------------------------------------------------------------------------

@@ -25,6 +25,7 @@ from airflow_provider_chamelaion.client.retry import RetryPolicy
 from airflow_provider_chamelaion.hooks.chamelaion import ChamelaionHook
 from airflow_provider_chamelaion.simulator import Simulator, SimulatorConfig
 from tests.harness.constants import API_KEY, ROOT
+from tests.harness.simulator import AUDIO_URL, KEY, QUEUED, RUNNING, TIMEOUT, VALID_BODY, VIDEO_URL
 
 OPENAPI = ROOT.parent / "shared" / "api" / "openapi.yaml"
 
@@ -32,13 +33,6 @@ pytestmark = pytest.mark.skipif(
     not OPENAPI.is_file(),
     reason=f"the API contract {OPENAPI} is absent (shared/ must be checked out beside the repository)",
 )
-
-TIMEOUT = (5.0, 30.0)
-KEY = {"x-api-key": API_KEY}
-VIDEO_URL = "https://cdn.example.com/episodes/42.mp4"
-AUDIO_URL = "https://cdn.example.com/dubs/42-ja.wav"
-VALID_BODY = {"inputs": [{"type": "video", "url": VIDEO_URL}, {"type": "audio", "url": AUDIO_URL}]}
-QUEUED, RUNNING = 0.2, 0.3
 
 GENERATE = "/v1/lipsync/generate"
 GENERATE_WITH_MEDIA = "/v1/lipsync/generate-with-media"

@@ -31,12 +31,11 @@ from airflow_provider_chamelaion.operators.batch import (
 from airflow_provider_chamelaion.simulator import Simulator, SimulatorConfig
 from airflow_provider_chamelaion.triggers.batch import LipsyncBatchTrigger
 from tests.harness.airflow_names import TaskDeferred
-from tests.harness.batch import BatchRun, run_batch, run_trigger
+from tests.harness.batch import BatchRun, items, jobs_per_reference, make_batch, run_batch, run_trigger
 from tests.harness.constants import API_KEY
 from tests.harness.context import FakeTI, make_context
 from tests.harness.logs import logged_text
 from tests.harness.simulator import idle
-from tests.operators.test_batch import items, jobs_per_reference, make_batch
 
 RATE = 40  # POSTs a second the simulated account accepts: 120 items take about three seconds
 

@@ -24,6 +24,7 @@ import airflow_provider_chamelaion
 from airflow_provider_chamelaion.get_provider_info import get_provider_info
 from airflow_provider_chamelaion.hooks.chamelaion import ChamelaionHook
 from tests.harness.constants import ROOT
+from tests.harness.processes import answer, run_python
 
 DISTRIBUTION = "airflow-provider-chamelaion"
 HOOK_MODULE = "airflow_provider_chamelaion.hooks.chamelaion"
@@ -43,20 +44,10 @@ def validate(instance: Any, schema: dict[str, Any]) -> None:
     validator_class(schema).validate(instance)
 
 
-def run_python(code: str, tmp_path: Path) -> Any:
-    """Run ``code`` in a fresh interpreter (its own AIRFLOW_HOME); return the JSON it prints last."""
+def run_code(code: str, tmp_path: Path) -> Any:
+    """Run ``code`` in a fresh interpreter (its own AIRFLOW_HOME); return what it answers."""
     env = {**os.environ, "AIRFLOW_HOME": str(tmp_path / "airflow-home"), "PYTHONWARNINGS": "ignore"}
-    result = subprocess.run(
-        [sys.executable, "-c", code],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=180,
-        check=False,
-    )
-    assert result.returncode == 0, f"{result.stdout}\n{result.stderr}"
-    return json.loads(result.stdout.strip().splitlines()[-1])
+    return answer(run_python("-c", code, env=env, timeout=180))
 
 
 @pytest.fixture(scope="module")
@@ -207,9 +198,9 @@ before = set(sys.modules)
 import airflow_provider_chamelaion.get_provider_info as module
 info = module.get_provider_info()
 new = sorted(set(sys.modules) - before)
-print(json.dumps({"new": new, "package": info["package-name"]}))
+print("ANSWER " + json.dumps({"new": new, "package": info["package-name"]}))
 """
-    report = run_python(code, tmp_path)
+    report = run_code(code, tmp_path)
 
     assert report["package"] == DISTRIBUTION
     provider_modules = {name for name in report["new"] if name.split(".")[0] == "airflow_provider_chamelaion"}
@@ -241,7 +232,7 @@ with warnings.catch_warnings(record=True) as caught:
     widgets = {{}}
     if ui is not None:
         widgets = {{name: w.field for name, w in manager.connection_form_widgets.items() if "chamelaion" in name}}
-print(json.dumps({{
+print("ANSWER " + json.dumps({{
     "widgets": widgets,
     "version": provider.version,
     "ui": ui,
@@ -251,7 +242,7 @@ print(json.dumps({{
     "warnings": [str(w.message) for w in caught if "chamelaion" in str(w.message).lower()],
 }}))
 """
-    report = run_python(code, tmp_path)
+    report = run_code(code, tmp_path)
 
     assert report["version"] == airflow_provider_chamelaion.__version__
     assert report["warnings"] == [], "no deprecation (or other) warning about this provider"

@@ -13,12 +13,11 @@ from airflow_provider_chamelaion.exceptions import ChamelaionConfigError, Chamel
 from airflow_provider_chamelaion.hooks.chamelaion import ChamelaionHook
 from airflow_provider_chamelaion.operators.batch import LipsyncBatchDownloadOperator
 from airflow_provider_chamelaion.simulator import Simulator, SimulatorConfig
-from tests.harness.batch import run_batch
+from tests.harness.batch import items, make_batch, run_batch
 from tests.harness.constants import API_KEY
 from tests.harness.context import make_context
 from tests.harness.s3 import S3Server
 from tests.harness.simulator import idle
-from tests.operators.test_batch import items, make_batch
 
 OUTPUT_SIZE = 3000
 

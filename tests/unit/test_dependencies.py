@@ -16,8 +16,6 @@ the stricter test: it also fails if Airflow code the provider pulls in were to i
 from __future__ import annotations
 
 import ast
-import json
-import subprocess
 import sys
 import textwrap
 from importlib.metadata import requires
@@ -26,6 +24,7 @@ from pathlib import Path
 from packaging.requirements import Requirement
 
 from tests.harness.constants import API_KEY, ROOT
+from tests.harness.processes import answer, run_python
 
 PACKAGE = ROOT / "airflow_provider_chamelaion"
 SIMULATOR = PACKAGE / "simulator"
@@ -154,7 +153,7 @@ _CHILD = textwrap.dedent(
     except ImportError as err:
         simulator_error = str(err)
     server.shutdown()
-    print(json.dumps({
+    print("ANSWER " + json.dumps({
         "loaded": loaded,
         "sync_status": sync_status,
         "events": events,
@@ -166,15 +165,7 @@ _CHILD = textwrap.dedent(
 
 
 def test_provider_runs_without_the_simulator_extra() -> None:
-    result = subprocess.run(
-        [sys.executable, "-c", _CHILD, ",".join(SERVER_STACK), API_KEY],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        cwd=ROOT,
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
-    report = json.loads(result.stdout.strip().splitlines()[-1])
+    report = answer(run_python("-c", _CHILD, ",".join(SERVER_STACK), API_KEY, timeout=120))
     assert {
         "airflow_provider_chamelaion.hooks.chamelaion",
         "airflow_provider_chamelaion.client.session",
