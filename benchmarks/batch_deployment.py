@@ -2,8 +2,8 @@
 
 ``python -m benchmarks.batch_deployment [PER_ITEM [BATCH_SIZE ...]]`` (or ``python -m benchmarks batch``,
 sizes from ``BENCH_PER_ITEM`` and ``BENCH_BATCH_SIZES``) starts PostgreSQL, Redis and moto's S3 server
-(tests/deployment/harness/scale_deployment.py), an Airflow deployment with CeleryExecutor and two workers, and the
-simulator in this process. Each batch size runs ``bench_batch_file`` twice (the second is the re-run);
+(tests/deployment/harness/scale_deployment.py), an Airflow deployment with CeleryExecutor and two
+workers, and the simulator in this process. Each batch size runs ``bench_batch_file`` twice (the second is the re-run);
 the per-item pattern (``bench_per_item``) runs twice at ``PER_ITEM`` items. Writes
 ``benchmarks/results-batch.md`` and ``benchmarks/batch-scale.png``.
 

@@ -92,3 +92,25 @@ def fake_clock(sim: Simulator) -> FakeClock:
     clock = FakeClock()
     sim.state.clock = clock
     return clock
+
+
+class JobPins:
+    """Holds each job the simulator has created at ``running``, whatever its clock says, until released:
+    the test decides when the jobs may finish (e.g. only once a restarted triggerer polls them)."""
+
+    def __init__(self, sim: Simulator) -> None:
+        self.sim = sim
+        self.jobs: set[str] = set()
+
+    def pin_new(self) -> None:
+        """Pin every job created since the last call."""
+        for job_id in list(self.sim.state.jobs):
+            if job_id not in self.jobs:
+                self.sim.state.force_status(job_id, "running")
+                self.jobs.add(job_id)
+
+    def release(self) -> None:
+        """Let every pinned job go on by its clock (long over: they complete at once)."""
+        with self.sim.state.lock:
+            for job_id in self.jobs:
+                self.sim.state.jobs[job_id].forced_status = None

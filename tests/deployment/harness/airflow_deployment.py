@@ -9,8 +9,15 @@ stdout and stderr go to files, so that tests can read (and scan) them.
 
     with AirflowDeployment(tmp_path / "airflow", dags_folder=..., env={...}, output_dir=tmp_path) as af:
         af.wait_until_healthy()
-        af.api("POST", "/api/v2/dags/my_dag/dagRuns", json={"logical_date": None})
+        runs = DagRuns(af)
+        runs.wait_until_parsed("my_dag")
+        run_id = runs.trigger("my_dag", None)
         af.restart("triggerer")
+        state = runs.wait_until_ended("my_dag", run_id, timeout=120)
+
+:class:`DagRuns` triggers runs and reads their states through the REST API on Airflow 3, the CLI and the
+database on Airflow 2; :func:`db_rows` and :func:`trigger_rows` read the SQLite metadata database;
+:func:`wait_for` polls a condition with a deadline.
 
 Stopping sends SIGINT to every group (Airflow shuts down cleanly on it), then SIGKILL to whatever is
 left, including task processes that LocalExecutor workers put in process groups of their own.
@@ -27,16 +34,20 @@ import sqlite3
 import subprocess
 import sys
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, TypeVar
 
 import psutil
 import requests
+from cryptography.fernet import Fernet
 
 from airflow_provider_chamelaion.simulator.process import free_port
 from airflow_provider_chamelaion.version_compat import AIRFLOW_V_3_0_PLUS
+
+T = TypeVar("T")
 
 COMPONENTS = (
     ("api-server", "scheduler", "dag-processor", "triggerer")
@@ -126,8 +137,6 @@ class AirflowDeployment:
             for key, value in os.environ.items()
             if not key.startswith(("AIRFLOW", "PYTEST_", "CHAMELAION_", "_AIRFLOW"))
         }
-        from cryptography.fernet import Fernet
-
         self.fernet_key = Fernet.generate_key().decode()
         self.env: dict[str, str] = {
             **base,
@@ -376,11 +385,7 @@ class AirflowDeployment:
         while time.monotonic() < deadline:
             self.check_alive()
             with contextlib.suppress(sqlite3.Error):
-                con = sqlite3.connect(f"file:{self.db_path}?mode=ro", uri=True, timeout=30)
-                try:
-                    rows = con.execute("SELECT job_type FROM job WHERE state = 'running'").fetchall()
-                finally:
-                    con.close()
+                rows = db_rows(self.db_path, "SELECT job_type FROM job WHERE state = 'running'")
                 running = {job_type for (job_type,) in rows}
             if running >= set(wanted):
                 return {wanted[job]: {"status": "healthy"} for job in sorted(running & set(wanted))}
@@ -411,3 +416,125 @@ class AirflowDeployment:
         if response.status_code >= 400:
             raise RuntimeError(f"{method} {path}: HTTP {response.status_code}: {response.text[:2000]}")
         return response.json()
+
+
+# -- reading a deployment ------------------------------------------------------------------------------
+
+
+def wait_for(
+    what: str,
+    check: Callable[[], T | None],
+    timeout: float,
+    every: float = 0.5,
+    *,
+    diagnostics: Callable[[], str] | None = None,
+) -> T:
+    """Call ``check`` every ``every`` seconds until it returns something (not None, not False); return
+    that. After ``timeout`` seconds: TimeoutError, or an AssertionError that ends with ``diagnostics()``."""
+    deadline = time.monotonic() + timeout
+    while True:
+        result = check()
+        if result is not None and result is not False:
+            return result
+        if time.monotonic() > deadline:
+            message = f"timed out after {timeout} s waiting for {what}"
+            if diagnostics is not None:
+                raise AssertionError(f"{message}\n{diagnostics()}")
+            raise TimeoutError(message)
+        time.sleep(every)
+
+
+def db_rows(db: Path, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+    """Read-only query of the deployment's SQLite database (short, so writers are not held up)."""
+    con = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=30)
+    try:
+        return con.execute(sql, params).fetchall()
+    finally:
+        con.close()
+
+
+def trigger_rows(db: Path, fernet: Fernet) -> list[dict[str, Any]]:
+    """The trigger table, kwargs decrypted (Airflow stores them Fernet-encrypted)."""
+    rows = []
+    for trigger_id, classpath, kwargs, triggerer_id in db_rows(
+        db, "SELECT id, classpath, kwargs, triggerer_id FROM trigger"
+    ):
+        text = kwargs if kwargs.startswith("{") else fernet.decrypt(kwargs.encode()).decode()
+        rows.append(
+            {
+                "id": trigger_id,
+                "classpath": classpath,
+                "kwargs": text,
+                "encrypted_kwargs": kwargs,
+                "triggerer_id": triggerer_id,
+            }
+        )
+    return rows
+
+
+class DagRuns:
+    """Trigger DAG runs and read their states: the REST API on Airflow 3, the CLI and the database on 2."""
+
+    def __init__(self, deployment: AirflowDeployment) -> None:
+        self.deployment = deployment
+        self.db = deployment.db_path
+
+    def parsed(self, dag_ids: tuple[str, ...]) -> bool:
+        self.deployment.check_alive()
+        if not AIRFLOW_V_3_0_PLUS:
+            marks = ",".join("?" * len(dag_ids))
+            found = db_rows(self.db, f"SELECT dag_id FROM dag WHERE dag_id IN ({marks})", dag_ids)  # noqa: S608
+            return len(found) == len(dag_ids)
+        return all(
+            self.deployment.api_response("GET", f"/api/v2/dags/{dag_id}").status_code == 200
+            for dag_id in dag_ids
+        )
+
+    def wait_until_parsed(self, *dag_ids: str, timeout: float = 120) -> None:
+        """Wait until the DAG processor (Airflow 2: the scheduler) has stored every one of ``dag_ids``."""
+        wait_for(f"{', '.join(dag_ids)} to be parsed", lambda: self.parsed(dag_ids), timeout, every=1)
+
+    def is_paused(self, dag_id: str) -> bool:
+        if not AIRFLOW_V_3_0_PLUS:
+            return bool(db_rows(self.db, "SELECT is_paused FROM dag WHERE dag_id = ?", (dag_id,))[0][0])
+        return bool(self.deployment.api("GET", f"/api/v2/dags/{dag_id}")["is_paused"])
+
+    def trigger(self, dag_id: str, logical_date: datetime | None) -> str:
+        """A manual run; ``logical_date=None`` is a run without one (Airflow 3 only)."""
+        if AIRFLOW_V_3_0_PLUS:
+            body = {"logical_date": None if logical_date is None else logical_date.isoformat()}
+            return str(self.deployment.api("POST", f"/api/v2/dags/{dag_id}/dagRuns", json=body)["dag_run_id"])
+        assert logical_date is not None, "every Airflow 2 run has a logical date"
+        run_id = f"manual__{logical_date.isoformat()}"
+        self.deployment.cli(
+            "dags", "trigger", "--run-id", run_id, "--exec-date", logical_date.isoformat(), dag_id
+        )
+        return run_id
+
+    def state(self, dag_id: str, run_id: str) -> str:
+        if AIRFLOW_V_3_0_PLUS:
+            return str(self.deployment.api("GET", f"/api/v2/dags/{dag_id}/dagRuns/{run_id}")["state"])
+        rows = db_rows(self.db, "SELECT state FROM dag_run WHERE dag_id = ? AND run_id = ?", (dag_id, run_id))
+        return str(rows[0][0]) if rows else "none"
+
+    def wait_until_ended(self, dag_id: str, run_id: str, timeout: float) -> str:
+        """Wait until the run has succeeded or failed (every component still running); its state."""
+
+        def ended() -> str | None:
+            self.deployment.check_alive()
+            state = self.state(dag_id, run_id)
+            return state if state in ("success", "failed") else None
+
+        return wait_for(f"run {run_id} to end", ended, timeout, every=1)
+
+    def task_states(self, dag_id: str, run_id: str) -> dict[str, str]:
+        rows = db_rows(
+            self.db,
+            "SELECT task_id, state FROM task_instance WHERE dag_id = ? AND run_id = ?",
+            (dag_id, run_id),
+        )
+        return {str(task_id): str(state) for task_id, state in rows}
+
+    def links(self, dag_id: str, run_id: str, task_id: str) -> dict[str, Any]:
+        path = f"/api/v2/dags/{dag_id}/dagRuns/{run_id}/taskInstances/{task_id}/links"
+        return dict(self.deployment.api("GET", path)["extra_links"])

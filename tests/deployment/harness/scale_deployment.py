@@ -26,13 +26,13 @@ import shutil
 import subprocess
 import sys
 import tempfile
-import time
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from tests.deployment.harness.airflow_deployment import COMPONENTS, AirflowDeployment, Component, free_port
+from tests.harness.processes import wait_until_listening
 from tests.harness.s3 import aws_env, filesystem
 
 PACKAGES = {"postgresql": "initdb", "redis-server": "redis-server"}
@@ -79,19 +79,6 @@ def ensure_debian_packages() -> None:
             )
     if _missing_packages():
         raise ServicesUnavailable(f"apt installed nothing usable for {', '.join(_missing_packages())}")
-
-
-def _wait_port(port: int, what: str, process: subprocess.Popen[bytes] | None, timeout: float = 60) -> None:
-    import socket
-
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if process is not None and process.poll() is not None:
-            raise RuntimeError(f"{what} exited with {process.returncode}")
-        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=1):
-            return
-        time.sleep(0.2)
-    raise TimeoutError(f"{what} did not listen on 127.0.0.1:{port} in {timeout} s")
 
 
 @dataclass
@@ -204,8 +191,8 @@ def scale_services(output_dir: Path) -> Iterator[Services]:
             processes.append(
                 subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
             )
-        _wait_port(redis_port, "redis-server", processes[0])
-        _wait_port(s3_port, "moto_server", processes[1])
+        wait_until_listening(redis_port, "redis-server", processes[0])
+        wait_until_listening(s3_port, "moto_server", processes[1])
         services = Services(postgres.port, redis_port, s3_port)
         services.s3().mkdir(BUCKET)
         yield services

@@ -26,7 +26,6 @@ import re
 import shutil
 import sqlite3
 import time
-from collections.abc import Callable
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any, TypeVar
@@ -36,8 +35,15 @@ from cryptography.fernet import Fernet
 
 from airflow_provider_chamelaion.simulator import Simulator, SimulatorConfig
 from airflow_provider_chamelaion.version_compat import AIRFLOW_V_3_0_PLUS
-from tests.deployment.harness.airflow_deployment import AirflowDeployment
+from tests.deployment.harness.airflow_deployment import (
+    AirflowDeployment,
+    DagRuns,
+    db_rows,
+    trigger_rows,
+    wait_for,
+)
 from tests.harness.constants import API_KEY, EXAMPLE_DAGS, ROOT
+from tests.harness.simulator import JobPins
 
 DAG_ID = "chamelaion_nightly_localization"
 TASKS = ("submit", "wait", "download")
@@ -53,51 +59,12 @@ FIRED = "Trigger fired event" if AIRFLOW_V_3_0_PLUS else " fired: TriggerEvent<"
 T = TypeVar("T")
 
 
-def db_rows(db: Path, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
-    """Read-only query of the deployment's SQLite database (short, so writers are not held up)."""
-    con = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=30)
-    try:
-        return con.execute(sql, params).fetchall()
-    finally:
-        con.close()
-
-
 def db_dump(db: Path) -> str:
     con = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=30)
     try:
         return "\n".join(con.iterdump())
     finally:
         con.close()
-
-
-def trigger_rows(db: Path, fernet: Fernet) -> list[dict[str, Any]]:
-    """The trigger table, kwargs decrypted (Airflow stores them Fernet-encrypted)."""
-    rows = []
-    for trigger_id, classpath, kwargs, triggerer_id in db_rows(
-        db, "SELECT id, classpath, kwargs, triggerer_id FROM trigger"
-    ):
-        text = kwargs if kwargs.startswith("{") else fernet.decrypt(kwargs.encode()).decode()
-        rows.append(
-            {
-                "id": trigger_id,
-                "classpath": classpath,
-                "kwargs": text,
-                "encrypted_kwargs": kwargs,
-                "triggerer_id": triggerer_id,
-            }
-        )
-    return rows
-
-
-def wait_for(what: str, check: Callable[[], T | None], timeout: float, every: float = 0.5) -> T:
-    deadline = time.monotonic() + timeout
-    while True:
-        result = check()
-        if result is not None and result is not False:
-            return result
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"timed out after {timeout} s waiting for {what}")
-        time.sleep(every)
 
 
 def files_containing_secret(paths: list[Path]) -> list[str]:
@@ -132,14 +99,7 @@ def test_nightly_dag_survives_triggerer_restart_without_leaking_the_key(tmp_path
         )
         fernet = Fernet(deployment.fernet_key.encode())
         db = deployment.db_path
-        pinned: set[str] = set()
-
-        def pin_new_jobs() -> None:
-            """Hold every job at ``running`` (whatever its clock says) until released."""
-            for job_id in list(sim.state.jobs):
-                if job_id not in pinned:
-                    sim.state.force_status(job_id, "running")
-                    pinned.add(job_id)
+        pins = JobPins(sim)
 
         def polls_of(job_id: str, since: int = 0) -> int:
             with sim.state.lock:
@@ -158,27 +118,13 @@ def test_nightly_dag_survives_triggerer_restart_without_leaking_the_key(tmp_path
             health = deployment.wait_until_healthy(timeout=150)
             t_healthy = time.monotonic() - started
 
-            runs = f"/api/v2/dags/{DAG_ID}/dagRuns"
-
-            def dag_parsed() -> dict[str, Any] | None:
-                deployment.check_alive()
-                if not REST:
-                    found = db_rows(db, "SELECT is_paused FROM dag WHERE dag_id = ?", (DAG_ID,))
-                    return {"is_paused": bool(found[0][0])} if found else None
-                response = deployment.api_response("GET", f"/api/v2/dags/{DAG_ID}")
-                return response.json() if response.status_code == 200 else None
-
-            dag = wait_for("the DAG to be parsed", dag_parsed, timeout=120, every=1)
-            assert dag["is_paused"] is False
+            runs = DagRuns(deployment)
+            runs.wait_until_parsed(DAG_ID)
+            assert runs.is_paused(DAG_ID) is False
             logical_date = datetime.now(timezone.utc).replace(microsecond=0)
-            if REST:
-                run = deployment.api("POST", runs, json={"logical_date": logical_date.isoformat()})
-                run_id = run["dag_run_id"]
-            else:
-                deployment.cli("dags", "trigger", "--exec-date", logical_date.isoformat(), DAG_ID)
-                ((run_id,),) = db_rows(db, "SELECT run_id FROM dag_run WHERE dag_id = ?", (DAG_ID,))
+            run_id = runs.trigger(DAG_ID, logical_date)
             ds = logical_date.strftime("%Y-%m-%d")
-            tis_path = f"{runs}/{run_id}/taskInstances"
+            tis_path = f"/api/v2/dags/{DAG_ID}/dagRuns/{run_id}/taskInstances"
 
             def task_instances() -> list[dict[str, Any]]:
                 if REST:
@@ -198,30 +144,24 @@ def test_nightly_dag_survives_triggerer_restart_without_leaking_the_key(tmp_path
                     observed.setdefault((ti["task_id"], ti["map_index"]), set()).add(str(ti["state"]))
                 return list(tis)
 
-            def run_state() -> str:
-                if not REST:
-                    return str(db_rows(db, "SELECT state FROM dag_run WHERE run_id = ?", (run_id,))[0][0])
-                return str(deployment.api("GET", f"{runs}/{run_id}")["state"])
-
             # 1. Every wait deferred, each trigger assigned to the first triggerer and polling its job.
             def all_waits_deferred() -> list[dict[str, Any]] | None:
                 deployment.check_alive()
-                pin_new_jobs()
+                pins.pin_new()
                 waits = [ti for ti in task_instances() if ti["task_id"] == "wait" and ti["map_index"] >= 0]
-                assert run_state() not in ("failed", "success"), diagnostics()
+                assert runs.state(DAG_ID, run_id) not in ("failed", "success"), diagnostics()
                 if len(waits) != MAPPED or any(ti["state"] != "deferred" for ti in waits):
                     return None
                 triggers = trigger_rows(db, fernet)
                 if len(triggers) != MAPPED or any(row["triggerer_id"] is None for row in triggers):
                     return None
-                if any(polls_of(job_id) < 2 for job_id in pinned):  # the sensor's look + a trigger poll
+                if any(polls_of(job_id) < 2 for job_id in pins.jobs):  # the sensor's look + a trigger poll
                     return None
                 return triggers
 
-            try:
-                snapshots["deferred"] = wait_for("all four waits to defer", all_waits_deferred, timeout=150)
-            except TimeoutError as err:
-                raise AssertionError(f"{err}\n{diagnostics()}") from err
+            snapshots["deferred"] = wait_for(
+                "all four waits to defer", all_waits_deferred, 150, diagnostics=diagnostics
+            )
             t_deferred = time.monotonic() - started
             old_triggerers = {row["triggerer_id"] for row in snapshots["deferred"]}
 
@@ -241,27 +181,18 @@ def test_nightly_dag_survives_triggerer_restart_without_leaking_the_key(tmp_path
                     row["triggerer_id"] is None or row["triggerer_id"] in old_triggerers for row in triggers
                 ):
                     return None
-                if any(polls_of(job_id, since=mark) < 1 for job_id in pinned):
+                if any(polls_of(job_id, since=mark) < 1 for job_id in pins.jobs):
                     return None
                 return triggers
 
-            try:
-                snapshots["taken_over"] = wait_for("the new triggerer to take over", taken_over, timeout=120)
-            except TimeoutError as err:
-                raise AssertionError(f"{err}\n{diagnostics()}") from err
+            snapshots["taken_over"] = wait_for(
+                "the new triggerer to take over", taken_over, 120, diagnostics=diagnostics
+            )
             t_restarted = time.monotonic() - started
 
             # 3. Release the jobs: they finish at once (their clock has run out); the run must succeed.
-            with sim.state.lock:
-                for job_id in pinned:
-                    sim.state.jobs[job_id].forced_status = None
-
-            def finished() -> str | None:
-                deployment.check_alive()
-                state = run_state()
-                return state if state in ("success", "failed") else None
-
-            final_state = wait_for("the run to finish", finished, timeout=150, every=1)
+            pins.release()
+            final_state = runs.wait_until_ended(DAG_ID, run_id, timeout=150)
             t_finished = time.monotonic() - started
             final_tis = task_instances()
 
@@ -486,55 +417,6 @@ def db_dump_without(db: Path, tables: tuple[str, ...]) -> str:
     return "\n".join(line for line in db_dump(db).splitlines() if not line.startswith(skipped))
 
 
-class DagRuns:
-    """Trigger DAG runs and read their states: the REST API on Airflow 3, the CLI and the database on 2."""
-
-    def __init__(self, deployment: AirflowDeployment) -> None:
-        self.deployment = deployment
-        self.db = deployment.db_path
-
-    def parsed(self, dag_ids: tuple[str, ...]) -> bool:
-        self.deployment.check_alive()
-        if not REST:
-            marks = ",".join("?" * len(dag_ids))
-            found = db_rows(self.db, f"SELECT dag_id FROM dag WHERE dag_id IN ({marks})", dag_ids)  # noqa: S608
-            return len(found) == len(dag_ids)
-        return all(
-            self.deployment.api_response("GET", f"/api/v2/dags/{dag_id}").status_code == 200
-            for dag_id in dag_ids
-        )
-
-    def trigger(self, dag_id: str, logical_date: datetime | None) -> str:
-        """A manual run; ``logical_date=None`` is a run without one (Airflow 3 only)."""
-        if REST:
-            body = {"logical_date": None if logical_date is None else logical_date.isoformat()}
-            return str(self.deployment.api("POST", f"/api/v2/dags/{dag_id}/dagRuns", json=body)["dag_run_id"])
-        assert logical_date is not None, "every Airflow 2 run has a logical date"
-        run_id = f"manual__{logical_date.isoformat()}"
-        self.deployment.cli(
-            "dags", "trigger", "--run-id", run_id, "--exec-date", logical_date.isoformat(), dag_id
-        )
-        return run_id
-
-    def state(self, dag_id: str, run_id: str) -> str:
-        if REST:
-            return str(self.deployment.api("GET", f"/api/v2/dags/{dag_id}/dagRuns/{run_id}")["state"])
-        rows = db_rows(self.db, "SELECT state FROM dag_run WHERE dag_id = ? AND run_id = ?", (dag_id, run_id))
-        return str(rows[0][0]) if rows else "none"
-
-    def task_states(self, dag_id: str, run_id: str) -> dict[str, str]:
-        rows = db_rows(
-            self.db,
-            "SELECT task_id, state FROM task_instance WHERE dag_id = ? AND run_id = ?",
-            (dag_id, run_id),
-        )
-        return {str(task_id): str(state) for task_id, state in rows}
-
-    def links(self, dag_id: str, run_id: str, task_id: str) -> dict[str, Any]:
-        path = f"/api/v2/dags/{dag_id}/dagRuns/{run_id}/taskInstances/{task_id}/links"
-        return dict(self.deployment.api("GET", path)["extra_links"])
-
-
 @pytest.mark.slow
 @pytest.mark.timeout(600)
 def test_first_hour_no_signed_url_no_key_no_error_in_any_log_or_row(tmp_path: Path) -> None:
@@ -624,17 +506,14 @@ def test_first_hour_no_signed_url_no_key_no_error_in_any_log_or_row(tmp_path: Pa
                 state = runs.state(dag_id, run_id)
                 return state if state in ("success", "failed") else None
 
-            try:
-                state = wait_for(f"run {name}", done, timeout=180, every=0.5)
-            except TimeoutError as err:
-                raise AssertionError(f"{err}\n{deployment.diagnostics()}") from err
+            state = wait_for(f"run {name}", done, 180, diagnostics=deployment.diagnostics)
             finished[name] = (run_id, state, {task: "deferred" for task in deferred})
             assert state == "success", deployment.diagnostics(f"{name}: {runs.task_states(dag_id, run_id)}")
 
         try:
             deployment.start()
             deployment.wait_until_healthy(timeout=150)
-            wait_for("the DAGs to be parsed", lambda: runs.parsed((QUICKSTART, PRODUCER, CONSUMER)), 120, 1)
+            runs.wait_until_parsed(QUICKSTART, PRODUCER, CONSUMER)
             today = datetime.now(timezone.utc).replace(microsecond=0)
             yesterday = (today - timedelta(days=1)).replace(hour=0, minute=0, second=0)
             run_to_the_end("quickstart-yesterday", QUICKSTART, yesterday, 3, "wait")

@@ -21,6 +21,7 @@ from typing import Any
 import pytest
 
 from airflow_provider_chamelaion.simulator import Simulator, SimulatorConfig
+from tests.deployment.harness.airflow_deployment import DagRuns
 from tests.deployment.harness.scale_deployment import (
     WORKERS,
     ScaleDeployment,
@@ -29,7 +30,6 @@ from tests.deployment.harness.scale_deployment import (
     scale_services,
 )
 from tests.harness.constants import API_KEY, EXAMPLE_DAGS
-from tests.integration.test_real_deployment import wait_for
 
 DAG_ID = "chamelaion_catalogue_backfill"
 #: 400, not the shipped 2,000: each output costs moto about four S3 requests, and the test must stay
@@ -44,7 +44,7 @@ TASKS = [("backfill", 0), ("backfill", 1), ("chunks", -1), ("download", 0), ("do
 
 def run_dag(deployment: ScaleDeployment, sim: Simulator) -> dict[str, Any]:
     """Trigger one run and wait for it, sampling trigger rows; returns what the run cost."""
-    runs = f"/api/v2/dags/{DAG_ID}/dagRuns"
+    runs = DagRuns(deployment)
     calls_before, jobs_before = len(sim.state.calls), len(sim.state.jobs)
     triggers: set[int] = set()
     stop = threading.Event()
@@ -58,20 +58,15 @@ def run_dag(deployment: ScaleDeployment, sim: Simulator) -> dict[str, Any]:
 
     sampler = threading.Thread(target=sample, daemon=True)
     sampler.start()
-    logical_date = datetime.now(timezone.utc).isoformat()
-    run_id = deployment.api("POST", runs, json={"logical_date": logical_date})["dag_run_id"]
-
-    def finished() -> str | None:
-        deployment.check_alive()
-        state = str(deployment.api("GET", f"{runs}/{run_id}")["state"])
-        return state if state in ("success", "failed") else None
-
+    run_id = runs.trigger(DAG_ID, datetime.now(timezone.utc))
     try:
-        state = wait_for("the run to finish", finished, timeout=240, every=1)
+        state = runs.wait_until_ended(DAG_ID, run_id, timeout=240)
     finally:
         stop.set()
         sampler.join()
-    tis = deployment.api("GET", f"{runs}/{run_id}/taskInstances", params={"limit": 100})["task_instances"]
+    tis = deployment.api(
+        "GET", f"/api/v2/dags/{DAG_ID}/dagRuns/{run_id}/taskInstances", params={"limit": 100}
+    )["task_instances"]
     with sim.state.lock:
         calls = sim.state.calls[calls_before:]
         return {
@@ -122,12 +117,7 @@ def test_catalogue_backfill_on_postgres_celery_and_s3(tmp_path: Path) -> None:
         try:
             deployment.start()
             deployment.wait_until_healthy(timeout=180)
-
-            def dag_parsed() -> bool:
-                deployment.check_alive()
-                return deployment.api_response("GET", f"/api/v2/dags/{DAG_ID}").status_code == 200
-
-            wait_for("the DAG to be parsed", dag_parsed, timeout=120, every=1)
+            DagRuns(deployment).wait_until_parsed(DAG_ID)
             first = run_dag(deployment, sim)
             assert first["state"] == "success", diagnostics()
             second = run_dag(deployment, sim)

@@ -18,9 +18,9 @@ from cryptography.fernet import Fernet
 
 from airflow_provider_chamelaion.batch.manifest import read_manifest
 from airflow_provider_chamelaion.simulator import Simulator, SimulatorConfig
-from tests.deployment.harness.airflow_deployment import AirflowDeployment
+from tests.deployment.harness.airflow_deployment import AirflowDeployment, DagRuns, trigger_rows, wait_for
 from tests.harness.constants import API_KEY, EXAMPLE_DAGS
-from tests.integration.test_real_deployment import trigger_rows, wait_for
+from tests.harness.simulator import JobPins
 
 DAG_ID = "chamelaion_catalogue_backfill"
 ITEMS = 2000
@@ -46,14 +46,8 @@ def test_batch_backfill_survives_a_triggerer_restart(tmp_path: Path) -> None:
             },
         )
         fernet = Fernet(deployment.fernet_key.encode())
-        pinned: set[str] = set()
+        pins = JobPins(sim)
         seen_triggers: set[int] = set()
-
-        def pin_new_jobs() -> None:
-            for job_id in list(sim.state.jobs):
-                if job_id not in pinned:
-                    sim.state.force_status(job_id, "running")
-                    pinned.add(job_id)
 
         def list_calls(since: int = 0) -> int:
             with sim.state.lock:
@@ -65,35 +59,23 @@ def test_batch_backfill_survives_a_triggerer_restart(tmp_path: Path) -> None:
         try:
             deployment.start()
             deployment.wait_until_healthy(timeout=150)
-            runs = f"/api/v2/dags/{DAG_ID}/dagRuns"
-
-            def dag_parsed() -> bool:
-                deployment.check_alive()
-                return deployment.api_response("GET", f"/api/v2/dags/{DAG_ID}").status_code == 200
-
-            wait_for("the DAG to be parsed", dag_parsed, timeout=120, every=1)
-            logical_date = datetime.now(timezone.utc).replace(microsecond=0).isoformat()
-            run_id = deployment.api("POST", runs, json={"logical_date": logical_date})["dag_run_id"]
-
-            def run_state() -> str:
-                return str(deployment.api("GET", f"{runs}/{run_id}")["state"])
+            runs = DagRuns(deployment)
+            runs.wait_until_parsed(DAG_ID)
+            run_id = runs.trigger(DAG_ID, datetime.now(timezone.utc).replace(microsecond=0))
 
             def both_batches_deferred() -> list[dict[str, Any]] | None:
                 deployment.check_alive()
-                pin_new_jobs()
-                assert run_state() not in ("failed", "success"), diagnostics()
+                pins.pin_new()
+                assert runs.state(DAG_ID, run_id) not in ("failed", "success"), diagnostics()
                 triggers = trigger_rows(deployment.db_path, fernet)
                 seen_triggers.update(row["id"] for row in triggers)
-                if len(pinned) < ITEMS or len(triggers) != CHUNKS:
+                if len(pins.jobs) < ITEMS or len(triggers) != CHUNKS:
                     return None
                 if any(row["triggerer_id"] is None for row in triggers) or list_calls() < 2 * CHUNKS:
                     return None
                 return triggers
 
-            try:
-                deferred = wait_for("both batches to defer", both_batches_deferred, timeout=240)
-            except TimeoutError as err:
-                raise AssertionError(f"{err}\n{diagnostics()}") from err
+            deferred = wait_for("both batches to defer", both_batches_deferred, 240, diagnostics=diagnostics)
             old = {row["triggerer_id"] for row in deferred}
             assert all(len(row["kwargs"]) < 1000 for row in deferred), "trigger kwargs stay small"
 
@@ -110,23 +92,12 @@ def test_batch_backfill_survives_a_triggerer_restart(tmp_path: Path) -> None:
                 )
                 return taken and list_calls(since=mark) >= CHUNKS
 
-            try:
-                wait_for("the new triggerer to take over", taken_over, timeout=120)
-            except TimeoutError as err:
-                raise AssertionError(f"{err}\n{diagnostics()}") from err
-            with sim.state.lock:
-                for job_id in pinned:
-                    sim.state.jobs[job_id].forced_status = None
-
-            def finished() -> str | None:
-                deployment.check_alive()
-                state = run_state()
-                return state if state in ("success", "failed") else None
-
-            final_state = wait_for("the run to finish", finished, timeout=240, every=1)
-            tis = deployment.api("GET", f"{runs}/{run_id}/taskInstances", params={"limit": 100})[
-                "task_instances"
-            ]
+            wait_for("the new triggerer to take over", taken_over, 120, diagnostics=diagnostics)
+            pins.release()
+            final_state = runs.wait_until_ended(DAG_ID, run_id, timeout=240)
+            tis = deployment.api(
+                "GET", f"/api/v2/dags/{DAG_ID}/dagRuns/{run_id}/taskInstances", params={"limit": 100}
+            )["task_instances"]
         finally:
             deployment.stop()
         jobs = list(sim.state.jobs.values())
