@@ -4,9 +4,9 @@ report memory.
 Usage: ``python upload_child.py {hook|requests-files} VIDEO AUDIO``. The connection comes from
 ``AIRFLOW_CONN_CHAMELAION_DEFAULT`` in both modes. Everything the upload needs is imported and warmed
 up (a small upload of AUDIO as both parts) before the baseline is taken, so the reported growth is the
-big upload's own. Prints one JSON object on stdout::
+big upload's own. Answers (``tests.harness.processes``) with one line on stdout::
 
-    {"request_id": ..., "warmup_request_id": ..., "before_kib": ..., "after_kib": ..., "growth_kib": ...}
+    ANSWER {"mode": ..., "request_id": ..., "warmup_request_id": ..., "before_kib": ..., "after_kib": ..., "growth_kib": ...}
 
 ``before_kib``/``after_kib`` are the process's peak RSS (``ru_maxrss``, KiB on Linux).
 """
@@ -72,7 +72,7 @@ def main(argv: list[str]) -> int:
         "after_kib": after,
         "growth_kib": after - before,
     }
-    sys.stdout.write(json.dumps(report) + "\n")
+    sys.stdout.write("ANSWER " + json.dumps(report) + "\n")
     return 0
 
 
