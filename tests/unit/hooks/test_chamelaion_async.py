@@ -5,9 +5,7 @@ shared session used (and closed) as documented."""
 from __future__ import annotations
 
 import asyncio
-import json
 import pickle
-import socket
 import threading
 from collections.abc import AsyncIterator
 from types import SimpleNamespace
@@ -31,6 +29,7 @@ from airflow_provider_chamelaion.exceptions import (
     ChamelaionValidationError,
 )
 from airflow_provider_chamelaion.hooks.chamelaion import ChamelaionHook, transport_error
+from airflow_provider_chamelaion.simulator.process import free_port
 from airflow_provider_chamelaion.version_compat import sdk_amask_secret
 from tests.harness.constants import API_KEY, MOCK_BASE_URL, connection_json
 from tests.harness.loop_guard import forbid_sync_lookup_on_the_loop
@@ -65,13 +64,6 @@ async def server(monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[ScriptedServe
 @pytest.fixture
 def hook(server: ScriptedServer, retry_policy: RetryPolicy) -> ChamelaionHook:
     return ChamelaionHook(retry_policy=retry_policy, timeout=(2.0, READ_TIMEOUT))
-
-
-def refused_port() -> int:
-    """A loopback port nothing listens on."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 class TestAgetRequest:
@@ -245,7 +237,7 @@ class TestAsyncRetries:
     async def test_connection_refused_after_all_attempts_was_never_sent(
         self, monkeypatch: pytest.MonkeyPatch, retry_policy: RetryPolicy, sleeps: RecordedSleeps
     ) -> None:
-        url = f"http://127.0.0.1:{refused_port()}/api"
+        url = f"http://127.0.0.1:{free_port()}/api"  # nothing listens there
         monkeypatch.setenv("AIRFLOW_CONN_CHAMELAION_DEFAULT", connection_json(url))
         with pytest.raises(ChamelaionTransportError) as info:
             await ChamelaionHook(retry_policy=retry_policy).aget_request(REQUEST_ID)
@@ -465,7 +457,7 @@ class TestAsyncSettings:
     async def test_missing_key(self, monkeypatch: pytest.MonkeyPatch, server: ScriptedServer) -> None:
         monkeypatch.setenv(
             "AIRFLOW_CONN_CHAMELAION_ASYNC_NOKEY",
-            json.dumps({"conn_type": "chamelaion", "host": server.base_url}),
+            connection_json(server.base_url, password=None),
         )
         with pytest.raises(ChamelaionConfigError, match="'chamelaion_async_nokey' has no API key"):
             await ChamelaionHook("chamelaion_async_nokey").aget_settings()

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import pickle
 from pathlib import Path
@@ -254,7 +253,7 @@ class TestSecrets:
     def test_config_errors_never_hold_the_key(self, monkeypatch: pytest.MonkeyPatch) -> None:
         monkeypatch.setenv(
             "AIRFLOW_CONN_CHAMELAION_DEFAULT",
-            json.dumps({"conn_type": "chamelaion", "host": "ftp://x.test", "password": API_KEY}),
+            connection_json("ftp://x.test"),
         )
         with pytest.raises(ChamelaionConfigError) as info:
             ChamelaionHook().get_settings()
