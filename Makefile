@@ -1,16 +1,19 @@
 # Two commands do all set-up on a fresh machine with only Python 3.10+ and git:
 #   make demo   - the nightly localization DAG end to end against the local simulator
 #   make test   - ruff, mypy and the whole test suite
+# and for the inner loop, make test-fast: ruff and the unit tests (tests/unit) only.
 SHELL := /bin/bash
 PYTHON ?= python3
-# make install (and so make test, make demo) installs the [simulator] extra: tests and demo run it.
+# make install (and so make test, make demo) installs the [simulator] extra (tests and demo run it) and
+# every dependency group: test, deployment (Celery, PostgreSQL drivers, moto: tests/deployment) and bench.
+# For unit work alone, `uv sync` installs the test group (the default) and the simulator with it.
 # uv must never try to download a Python build: use the machine's.
 export UV_PYTHON_DOWNLOADS := never
 UV := $(or $(shell command -v uv 2>/dev/null),$(CURDIR)/.tools/bin/uv)
 VENV := $(CURDIR)/.venv
 BIN := $(VENV)/bin
 
-.PHONY: install test test-compat lint typecheck pytest demo bench clean
+.PHONY: install test test-fast test-compat lint typecheck pytest demo bench clean
 
 # uv from PyPI when the machine has none, in a private venv (works on externally-managed Pythons).
 $(CURDIR)/.tools/bin/uv:
@@ -18,7 +21,7 @@ $(CURDIR)/.tools/bin/uv:
 	$(CURDIR)/.tools/bin/python -m pip install --quiet --disable-pip-version-check uv
 
 $(VENV)/.installed: pyproject.toml uv.lock | $(UV)
-	$(UV) sync --frozen --extra simulator --python $(PYTHON)
+	$(UV) sync --frozen --extra simulator --all-groups --python $(PYTHON)
 	touch $@
 
 install: $(VENV)/.installed
@@ -34,6 +37,10 @@ pytest: install
 	$(BIN)/pytest
 
 test: lint typecheck pytest
+
+# The inner loop: lint and the unit tests only (no mypy, no integration or deployment tests).
+test-fast: lint
+	$(BIN)/pytest tests/unit -q
 
 # The provider on the latest release of every supported Airflow line (2.11.2, 3.0.6, 3.1.8, 3.2.2, 3.3.0),
 # each in its own venv from ci/compat/airflow-<version>.txt, plus the built wheel installed as users do

@@ -2,8 +2,8 @@
 
 ``python -m benchmarks.batch_deployment [PER_ITEM [BATCH_SIZE ...]]`` (or ``python -m benchmarks batch``,
 sizes from ``BENCH_PER_ITEM`` and ``BENCH_BATCH_SIZES``) starts PostgreSQL, Redis and moto's S3 server
-(tests/helpers/scale_deployment.py), an Airflow deployment with CeleryExecutor and two workers, and the
-simulator in this process. Each batch size runs ``bench_batch_file`` twice (the second is the re-run);
+(tests/deployment/harness/scale_deployment.py), an Airflow deployment with CeleryExecutor and two
+workers, and the simulator in this process. Each batch size runs ``bench_batch_file`` twice (the second is the re-run);
 the per-item pattern (``bench_per_item``) runs twice at ``PER_ITEM`` items. Writes
 ``benchmarks/results-batch.md`` and ``benchmarks/batch-scale.png``.
 
@@ -29,7 +29,7 @@ import psutil
 
 from airflow_provider_chamelaion.simulator import Simulator, SimulatorConfig
 from benchmarks.common import Goal, Section, table
-from tests.helpers.airflow_deployment import AirflowDeployment
+from tests.deployment.harness.airflow_deployment import AirflowDeployment
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benchmarks" / "results-batch.md"
@@ -209,7 +209,7 @@ def _single_stream_seconds(sim: Simulator, services: Any, samples: int = 20) -> 
 
 def run_scale(batch_sizes: list[int], per_item: int) -> dict[str, Any]:
     """Batch at each of ``batch_sizes`` (and a re-run), then per-item at ``per_item`` items, once."""
-    from tests.helpers.scale_deployment import ScaleDeployment, scale_services
+    from tests.deployment.harness.scale_deployment import ScaleDeployment, scale_services
 
     work = Path(tempfile.mkdtemp(prefix="chamelaion-bench-scale-"))
     config = SimulatorConfig(
@@ -460,7 +460,7 @@ def scale_lines(measured: dict[str, Any]) -> list[str]:
     return [
         f"`python -m benchmarks batch` (or `python -m benchmarks.batch_deployment`) on "
         f"{datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC, {measured['seconds']:.0f} s in all. Deployment "
-        "(tests/helpers/scale_deployment.py): PostgreSQL 15 metadata DB, CeleryExecutor with a Redis "
+        "(tests/deployment/harness/scale_deployment.py): PostgreSQL 15 metadata DB, CeleryExecutor with a Redis "
         "broker, two Celery workers (8 slots each, no shared local disk), API server, scheduler "
         "(parallelism 32), DAG processor and triggerer; catalogue, manifests and outputs on S3 (moto's "
         "server mode). Simulator, the same for every run: jobs 10 s (queued 2 s, running 8 s), account "

@@ -1,4 +1,8 @@
-"""Shared fixtures. Airflow reads its environment at import time, so it is set up here first."""
+"""The Airflow environment every test runs in, and the shared fixtures.
+
+Airflow reads its environment at import time, so it is set up here, before anything imports Airflow.
+Shared helpers and constants are in ``tests.harness``; this file holds only set-up and fixtures.
+"""
 
 from __future__ import annotations
 
@@ -7,22 +11,16 @@ import subprocess
 import sys
 import tempfile
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
 # The shared helpers assert too: have pytest rewrite their asserts as it does the tests'.
-pytest.register_assert_rewrite("tests.helpers.context", "tests.helpers.dags", "tests.helpers.triggers")
+pytest.register_assert_rewrite("tests.harness")
 
 #: Fixtures kept beside their helpers: ``s3_server`` (moto's S3 server, skipped where moto is missing).
-pytest_plugins = ["tests.helpers.s3"]
+pytest_plugins = ["tests.harness.s3"]
 
-ROOT = Path(__file__).resolve().parent.parent
-EXAMPLE_DAGS = ROOT / "example_dags"
-#: A distinctive key: the secret scans search every output for it.
-API_KEY = "sk-chmln-TEST-9f4e2a7c1b8d"
-#: The public API's base URL as the requests-mock tests see it.
-MOCK_BASE_URL = "https://api.chamelaion.test/api"
+from tests.harness.constants import API_KEY, EXAMPLE_DAGS, MOCK_BASE_URL, connection_json  # noqa: E402
 
 # Guarded: this module must configure Airflow once per process even if imported under two names.
 if "CHAMELAION_TESTS_AIRFLOW_HOME" not in os.environ:
@@ -37,16 +35,7 @@ os.environ["CHAMELAION_POLL_INTERVAL"] = "0.3"
 from airflow_provider_chamelaion.client.retry import RetryPolicy  # noqa: E402
 from airflow_provider_chamelaion.hooks.chamelaion import ChamelaionHook  # noqa: E402
 from airflow_provider_chamelaion.simulator import Simulator, SimulatorConfig  # noqa: E402
-
-
-class RecordedSleeps(list):
-    """Stands in for time.sleep/asyncio.sleep in a RetryPolicy: records each wait, waits not."""
-
-    def __call__(self, seconds: float) -> None:
-        self.append(seconds)
-
-    async def async_sleep(self, seconds: float) -> None:
-        self.append(seconds)
+from tests.harness.retry import RecordedSleeps  # noqa: E402
 
 
 @pytest.fixture
@@ -58,15 +47,6 @@ def sleeps() -> RecordedSleeps:
 def retry_policy(sleeps: RecordedSleeps) -> RetryPolicy:
     """The default policy's decisions, with waits recorded instead of slept."""
     return RetryPolicy(sleep=sleeps, async_sleep=sleeps.async_sleep)
-
-
-def connection_json(host: str, password: str | None = API_KEY) -> str:
-    import json
-
-    payload = {"conn_type": "chamelaion", "host": host}
-    if password is not None:
-        payload["password"] = password
-    return json.dumps(payload)
 
 
 @pytest.fixture
@@ -117,12 +97,6 @@ def simulator(
     monkeypatch.setenv("AIRFLOW_CONN_CHAMELAION_DEFAULT", simulator_server.connection_json())
     yield simulator_server
     simulator_server.reset()
-
-
-def idle(simulator: Simulator) -> Simulator:
-    """``simulator``, once every call made so far has been answered (statuses final)."""
-    simulator.state.wait_idle()
-    return simulator
 
 
 @pytest.fixture

@@ -33,8 +33,8 @@ from airflow_provider_chamelaion.operators.batch import (
 from airflow_provider_chamelaion.operators.lipsync import LipsyncDownloadOperator, LipsyncGenerateOperator
 from airflow_provider_chamelaion.sensors.lipsync import LipsyncRequestSensor
 from airflow_provider_chamelaion.simulator import Simulator
-from tests.conftest import ROOT
-from tests.helpers.context import make_context
+from tests.harness.constants import ROOT
+from tests.harness.context import make_context
 
 if TYPE_CHECKING:
     from airflow_provider_chamelaion.version_compat import Context

@@ -17,12 +17,12 @@ import pytest
 
 from airflow_provider_chamelaion.batch.manifest import read_manifest
 from airflow_provider_chamelaion.simulator import Simulator, SimulatorConfig
-from tests.conftest import API_KEY, ROOT, idle
-from tests.helpers.batch import run_batch
-from tests.helpers.context import make_context
-from tests.operators.test_batch import items, make_batch
+from tests.harness.batch import items, make_batch, run_batch
+from tests.harness.constants import API_KEY, ROOT
+from tests.harness.context import make_context
+from tests.harness.simulator import idle
 
-CHILD = ROOT / "tests" / "helpers" / "batch_child.py"
+CHILD = Path(__file__).resolve().parent / "children" / "batch_child.py"
 
 
 @pytest.fixture

@@ -10,15 +10,13 @@ Airflow has fixed the button: update the README's Connection section.
 
 from __future__ import annotations
 
-import json
 import os
-import subprocess
-import sys
 import textwrap
 
 import pytest
 
-from tests.conftest import API_KEY, ROOT
+from tests.harness.constants import API_KEY
+from tests.harness.processes import answer, answer_line, run_python
 
 pytestmark = pytest.mark.usefixtures("airflow_db")
 
@@ -54,18 +52,9 @@ def test_row_button_is_refused_by_airflow_and_the_rest_test_works() -> None:
         "AIRFLOW__CORE__TEST_CONNECTION": "Enabled",
         "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_ALL_ADMINS": "True",
     }
-    result = subprocess.run(
-        [sys.executable, "-c", textwrap.dedent(SCRIPT)],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
-    assert result.returncode == 0, result.stderr[-5000:]
-    [line] = [line for line in result.stdout.splitlines() if line.startswith("ANSWER ")]
-    answers = json.loads(line.removeprefix("ANSWER "))
+    result = run_python("-c", textwrap.dedent(SCRIPT), env=env, timeout=300)
+    line = answer_line(result)
+    answers = answer(result)
     assert answers["stored_port"] is None
     status, body = answers["button"]
     assert (status, body["detail"]) == (

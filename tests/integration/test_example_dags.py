@@ -18,8 +18,8 @@ from airflow_provider_chamelaion.version_compat import (
     AIRFLOW_V_3_1_PLUS,
     AIRFLOW_V_3_3_PLUS,
 )
-from tests.conftest import API_KEY, EXAMPLE_DAGS
-from tests.helpers.dags import load_dag_file, repair_airflow2_dag_test
+from tests.harness.constants import API_KEY, EXAMPLE_DAGS
+from tests.harness.dags import load_dag_file, repair_airflow2_dag_test
 
 EXAMPLE_FILES = sorted(EXAMPLE_DAGS.glob("example_*.py"))
 _module_names = itertools.count()
@@ -60,7 +60,7 @@ def trigger_runs(monkeypatch: pytest.MonkeyPatch) -> list[str]:
 
 
 def test_example_dags_load_without_errors() -> None:
-    from tests.helpers.airflow_names import DagBag
+    from tests.harness.airflow_names import DagBag
 
     bag = DagBag(dag_folder=str(EXAMPLE_DAGS))
     assert bag.import_errors == {}

@@ -14,7 +14,6 @@ from __future__ import annotations
 import asyncio
 import email.utils
 import json
-import socket
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -38,11 +37,13 @@ from airflow_provider_chamelaion.exceptions import (
 from airflow_provider_chamelaion.hooks.chamelaion import ChamelaionHook
 from airflow_provider_chamelaion.operators.lipsync import LipsyncGenerateOperator
 from airflow_provider_chamelaion.simulator import Simulator, SimulatorConfig
+from airflow_provider_chamelaion.simulator.process import free_port
 from airflow_provider_chamelaion.simulator.state import CallRecord, Job
 from airflow_provider_chamelaion.triggers.lipsync import LipsyncRequestTrigger
 from airflow_provider_chamelaion.version_compat import TriggerEvent
-from tests.conftest import API_KEY, RecordedSleeps
-from tests.helpers.triggers import collect, only_event, polls, wait_until
+from tests.harness.constants import API_KEY, connection_json
+from tests.harness.retry import RecordedSleeps
+from tests.harness.triggers import collect, only_event, polls, wait_until
 
 MAX_ATTEMPTS = RetryPolicy().max_attempts
 #: The read timeout of every hook in this module; a ``slow`` fault answers well after it.
@@ -567,13 +568,8 @@ def test_connection_refused_is_retried_even_for_a_post(
     monkeypatch: pytest.MonkeyPatch, sleeps: RecordedSleeps
 ) -> None:
     """Nothing listening: the request certainly never reached a server, so even a POST is sent again."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    monkeypatch.setenv(
-        "AIRFLOW_CONN_CHAMELAION_DEFAULT",
-        json.dumps({"conn_type": "chamelaion", "host": f"http://127.0.0.1:{port}/api", "password": API_KEY}),
-    )
+    nothing_listening = f"http://127.0.0.1:{free_port()}/api"
+    monkeypatch.setenv("AIRFLOW_CONN_CHAMELAION_DEFAULT", connection_json(nothing_listening))
     hook = make_hook(sleeps)
 
     with pytest.raises(ChamelaionTransportError) as info:

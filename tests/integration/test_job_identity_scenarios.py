@@ -17,8 +17,9 @@ from airflow_provider_chamelaion.exceptions import ChamelaionAuthError
 from airflow_provider_chamelaion.hooks.chamelaion import ChamelaionHook
 from airflow_provider_chamelaion.operators.lipsync import LipsyncGenerateOperator
 from airflow_provider_chamelaion.simulator import Simulator, SimulatorConfig
-from tests.conftest import API_KEY, idle
-from tests.helpers.context import FakeTaskStateStore, FakeTI, make_context
+from tests.harness.constants import API_KEY
+from tests.harness.context import FakeTaskStateStore, FakeTI, make_context
+from tests.harness.simulator import idle
 
 DAY = 86400.0
 CLOCK_OFFSETS = {

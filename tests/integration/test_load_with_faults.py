@@ -15,8 +15,8 @@ from pathlib import Path
 import pytest
 
 from airflow_provider_chamelaion.simulator import Simulator, SimulatorConfig
-from tests.conftest import API_KEY
-from tests.helpers.dags import load_dag_file
+from tests.harness.constants import API_KEY
+from tests.harness.dags import load_dag_file
 
 DAGS = Path(__file__).resolve().parent / "dags"
 DAG_FILE = DAGS / "chamelaion_load_with_faults.py"

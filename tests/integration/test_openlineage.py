@@ -10,15 +10,14 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
 import textwrap
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.conftest import API_KEY, ROOT
+from tests.harness.constants import API_KEY, ROOT
+from tests.harness.processes import answer, run_python
 
 pytestmark = pytest.mark.usefixtures("airflow_db")
 
@@ -55,19 +54,14 @@ def run_script(script: str, args: list[str], env: dict[str, str], folder: Path) 
     """Run ``script`` as a file (``dag.test()`` needs a DAG file it can serialize) in a fresh interpreter."""
     path = folder / "script_dag.py"
     path.write_text(textwrap.dedent(script))
-    result = subprocess.run(
-        [sys.executable, str(path), *args],
-        cwd=ROOT,
+    result = run_python(
+        str(path),
+        *args,
         env={**os.environ, "KEY": API_KEY, "PYTHONWARNINGS": "ignore", "PYTHONPATH": str(ROOT), **env},
-        capture_output=True,
-        text=True,
         timeout=300,
-        check=False,
     )
-    assert result.returncode == 0, f"{result.stdout[-3000:]}\n{result.stderr[-5000:]}"
-    [line] = [line for line in result.stdout.splitlines() if line.startswith("ANSWER ")]
-    answer: dict[str, Any] = json.loads(line.removeprefix("ANSWER "))
-    return answer
+    answered: dict[str, Any] = answer(result)
+    return answered
 
 
 def complete_events(events_file: Path) -> dict[str, dict[str, Any]]:
@@ -135,7 +129,7 @@ importlib_metadata.distributions = lambda **kw: (
 )
 from airflow_provider_chamelaion.simulator import Simulator, SimulatorConfig
 from airflow_provider_chamelaion.operators.lipsync import LipsyncDownloadOperator, LipsyncGenerateOperator
-from tests.helpers.context import make_context
+from tests.harness.context import make_context
 
 config = SimulatorConfig(api_key=os.environ["KEY"], phases=(), output_size=1024)
 with Simulator(config) as sim:

@@ -7,23 +7,21 @@ Trigger button starts one) and a run of the next day. What its comments promise 
 day, the same day pays once, ``catchup=False``.
 
 (The first Quickstart wrote to ``s3://``: on a plain install it paid for a job, then failed. Its
-object-storage variant is now refused when the DAG is parsed: tests/test_media.py.)
+object-storage variant is now refused when the DAG is parsed: tests/unit/client/test_media.py.)
 """
 
 from __future__ import annotations
 
-import json
 import os
 import re
-import subprocess
-import sys
 import textwrap
 from pathlib import Path
 
 import pytest
 
 from airflow_provider_chamelaion.version_compat import AIRFLOW_V_3_0_PLUS
-from tests.conftest import API_KEY, ROOT
+from tests.harness.constants import API_KEY, ROOT
+from tests.harness.processes import answer, run_python
 
 pytestmark = pytest.mark.usefixtures("airflow_db")
 
@@ -37,7 +35,7 @@ import json, os, subprocess, sys
 import pendulum
 from airflow_provider_chamelaion.simulator import Simulator, SimulatorConfig
 from airflow_provider_chamelaion.version_compat import AIRFLOW_V_3_0_PLUS
-from tests.helpers.airflow_names import DagBag
+from tests.harness.airflow_names import DagBag
 
 day_1, day_2 = sys.argv[2], sys.argv[3]
 # Jobs complete at once: the sensor's first look finds the job done, so each run takes seconds.
@@ -93,31 +91,18 @@ def test_quickstart_runs_as_written(tmp_path: Path) -> None:
     # Only where the output lands moves, into this test's folder.
     code = quickstart_code()
     (dags / "dub_episode.py").write_text(code.replace("/tmp/dubs/", f"{tmp_path}/dubs/"))
-    result = subprocess.run(
-        [sys.executable, "-c", textwrap.dedent(RUNNER), str(dags), DAY_1, DAY_2],
-        cwd=ROOT,
-        env={
-            **os.environ,
-            "KEY": API_KEY,
-            "AIRFLOW__CORE__DAGS_FOLDER": str(dags),
-            "PYTHONWARNINGS": "ignore",
-        },
-        capture_output=True,
-        text=True,
-        timeout=600,
-        check=False,
+    env = {**os.environ, "KEY": API_KEY, "AIRFLOW__CORE__DAGS_FOLDER": str(dags), "PYTHONWARNINGS": "ignore"}
+    answered = answer(
+        run_python("-c", textwrap.dedent(RUNNER), str(dags), DAY_1, DAY_2, env=env, timeout=600)
     )
-    assert result.returncode == 0, result.stdout[-5000:] + result.stderr[-5000:]
-    [line] = [line for line in result.stdout.splitlines() if line.startswith("ANSWER ")]
-    answer = json.loads(line.removeprefix("ANSWER "))
-    assert answer["catchup"] is False
-    assert answer["jobs_after_cli"] == 1
-    assert answer["states"] == ["success", "success"]
+    assert answered["catchup"] is False
+    assert answered["jobs_after_cli"] == 1
+    assert answered["states"] == ["success", "success"]
     if AIRFLOW_V_3_0_PLUS:
-        assert answer["again_logical_date"] is None  # `{{ ds }}` is undefined there: DAY still renders
+        assert answered["again_logical_date"] is None  # `{{ ds }}` is undefined there: DAY still renders
     # The same day paid once (the second run reused its job); the next day paid for its own.
-    assert answer["references"] == [f"ep42-ja-{DAY_1}", f"ep42-ja-{DAY_2}"]
-    assert answer["posts"] == 2
+    assert answered["references"] == [f"ep42-ja-{DAY_1}", f"ep42-ja-{DAY_2}"]
+    assert answered["posts"] == 2
     for day in (DAY_1, DAY_2):
         assert (tmp_path / "dubs" / day / "ep42-ja.mp4").stat().st_size == 2048
     assert sorted(path.name for path in (tmp_path / "dubs").iterdir()) == [DAY_1, DAY_2]

@@ -35,8 +35,8 @@ from airflow_provider_chamelaion.sensors.lipsync import LipsyncRequestSensor
 from airflow_provider_chamelaion.simulator import Simulator, SimulatorConfig
 from airflow_provider_chamelaion.triggers.lipsync import LipsyncRequestTrigger
 from airflow_provider_chamelaion.version_compat import AIRFLOW_V_3_0_PLUS
-from tests.conftest import API_KEY, EXAMPLE_DAGS
-from tests.helpers.dags import load_dag_file, repair_airflow2_dag_test
+from tests.harness.constants import API_KEY, EXAMPLE_DAGS
+from tests.harness.dags import load_dag_file, repair_airflow2_dag_test
 
 KEY = API_KEY.encode()
 #: (table, columns) of the metadata DB where task data (and so a leaked key) would land.

@@ -1,28 +1,25 @@
 """Uploading a large file does not load it into memory.
 
 A ~400 MB video is uploaded by ``ChamelaionHook.generate_with_media`` in a fresh interpreter
-(tests/helpers/upload_child.py) and that process's peak RSS growth is measured. As a control, the same
+(tests/integration/children/upload_child.py) and that process's peak RSS growth is measured. As a control, the same
 upload through requests' own ``files=`` (which builds the body in memory) is measured the same way, to
 show the measurement does see buffering when there is some.
 """
 
 from __future__ import annotations
 
-import json
 import os
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from airflow_provider_chamelaion.simulator import Simulator
-from tests.conftest import ROOT
+from tests.harness.processes import answer, run_python
 
 pytestmark = pytest.mark.slow
 
-CHILD = ROOT / "tests" / "helpers" / "upload_child.py"
+CHILD = Path(__file__).resolve().parent / "children" / "upload_child.py"
 MIB = 1 << 20
 VIDEO_SIZE = 400 * MIB + 12345  # not a multiple of the 1 MiB upload chunk
 AUDIO_SIZE = 200 * 1024 + 7
@@ -61,22 +58,11 @@ def run_child(
         "AIRFLOW_CONN_CHAMELAION_DEFAULT": simulator.connection_json(),
         "PYTHONUNBUFFERED": "1",
     }
-    result = subprocess.run(
-        [sys.executable, str(CHILD), mode, str(video), str(audio)],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
+    report: dict[str, Any] = answer(
+        run_python(str(CHILD), mode, str(video), str(audio), env=env, timeout=300)
     )
-    assert result.returncode == 0, f"{mode} child failed:\n{result.stdout}\n{result.stderr}"
-    for line in reversed(result.stdout.splitlines()):
-        if line.startswith("{"):
-            report: dict[str, Any] = json.loads(line)
-            if report.get("mode") == mode:
-                return report
-    raise AssertionError(f"{mode} child printed no report:\n{result.stdout}\n{result.stderr}")
+    assert report["mode"] == mode
+    return report
 
 
 def test_hook_upload_streams_and_requests_files_control_buffers(
