@@ -76,7 +76,7 @@ nitpicky = True
 #: The internal modules (see the API page): references into them are plain text.
 INTERNAL = (
     r"airflow_provider_chamelaion\.(version_compat|get_provider_info|utils|operators\.common"
-    r"|client\.(wire|media|multipart|session|settings)|batch\.(listing|submit|downloads)"
+    r"|client\.(wire|media|multipart|session|settings)|batch\.(listing|submit|download|record)"
     r"|simulator\.(state|server|app|process))(\..*)?"
 )
 nitpick_ignore_regex = [
