@@ -499,7 +499,12 @@ def test_the_batch_task_itself_downloads_when_given_download_to(simulator: Simul
 
     assert cleared.summary is not None
     # The clear submits the failed item again and downloads its output; the five others are not fetched.
-    assert cleared.summary["downloads"] == {"destination": str(out), "total": 6, "downloaded": 1, "skipped": 5}
+    assert cleared.summary["downloads"] == {
+        "destination": str(out),
+        "total": 6,
+        "downloaded": 1,
+        "skipped": 5,
+    }
     assert output_gets(simulator) == gets + 1
 
 
