@@ -1,19 +1,19 @@
 # Two commands do all set-up on a fresh machine with only Python 3.10+ and git:
 #   make demo   - the nightly localization DAG end to end against the local simulator
-#   make test   - ruff, mypy and the whole test suite
+#   make test   - ruff, mypy, the docs build and the whole test suite
 # and for the inner loop, make test-fast: ruff and the unit tests (tests/unit) only.
 SHELL := /bin/bash
 PYTHON ?= python3
 # make install (and so make test, make demo) installs the [simulator] extra (tests and demo run it) and
-# every dependency group: test, deployment (Celery, PostgreSQL drivers, moto: tests/deployment) and bench.
-# For unit work alone, `uv sync` installs the test group (the default) and the simulator with it.
+# every dependency group: test, deployment (Celery, PostgreSQL drivers, moto: tests/deployment), bench
+# and docs. For unit work alone, `uv sync` installs the test group (the default) and the simulator with it.
 # uv must never try to download a Python build: use the machine's.
 export UV_PYTHON_DOWNLOADS := never
 UV := $(or $(shell command -v uv 2>/dev/null),$(CURDIR)/.tools/bin/uv)
 VENV := $(CURDIR)/.venv
 BIN := $(VENV)/bin
 
-.PHONY: install test test-fast test-compat lint typecheck pytest demo bench clean
+.PHONY: install test test-fast test-compat lint typecheck pytest docs demo bench clean
 
 # uv from PyPI when the machine has none, in a private venv (works on externally-managed Pythons).
 $(CURDIR)/.tools/bin/uv:
@@ -36,7 +36,12 @@ typecheck: install
 pytest: install
 	$(BIN)/pytest
 
-test: lint typecheck pytest
+# The user docs (docs/, Sphinx + MyST): every warning is an error, nitpicky references included, so a
+# moved module, a renamed class or a howto marker gone from an example DAG fails here.
+docs: install
+	$(BIN)/sphinx-build -W --keep-going -n -E -q -b html docs docs/_build/html
+
+test: lint typecheck docs pytest
 
 # The inner loop: lint and the unit tests only (no mypy, no integration or deployment tests).
 test-fast: lint
@@ -56,4 +61,4 @@ bench: install
 	$(BIN)/python -m benchmarks
 
 clean:
-	rm -rf $(VENV) .tools .demo .compat .pytest_cache .mypy_cache .ruff_cache benchmarks/.work
+	rm -rf $(VENV) .tools .demo .compat .pytest_cache .mypy_cache .ruff_cache benchmarks/.work docs/_build

@@ -99,7 +99,7 @@ class ChamelaionNotFoundError(ChamelaionAPIError):
 
 
 class ChamelaionValidationError(ChamelaionAPIError):
-    """400, 413 or 422: the API rejected the input."""
+    """400, 409, 413, 415 or 422: the API rejected the input."""
 
 
 class ChamelaionRateLimitError(ChamelaionAPIError):

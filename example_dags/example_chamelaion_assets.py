@@ -8,8 +8,8 @@ Two DAGs:
 * ``chamelaion_publish_dubbed_episode`` is scheduled on ``DUBBED_EPISODES``: Airflow runs it after every
   new episode, and its task reads which file landed from the asset event.
 
-On Airflow 2.x, ``Asset`` (imported from the provider's compat module) is ``airflow.datasets.Dataset``
-and ``inlet_events`` works the same way.
+On Airflow 2.x, ``Asset`` is ``airflow.datasets.Dataset`` (imported under that name below) and
+``inlet_events`` works the same way.
 """
 
 from __future__ import annotations

@@ -16,7 +16,7 @@ page by page, which is cheaper, and walks the listing safely:
 "Not found in the listing" decides whether a batch pays for a job, so :func:`find_jobs` claims it only
 after a walk to the end that saw as many distinct jobs as the listing holds; otherwise it looks the
 missing items up one by one. :func:`read_newest` reads what was created since a known job, for the
-submission guard of :mod:`.batch_submit`. The batch trigger's polls use :class:`ListingScan` too.
+submission guard of :mod:`.submit`. The batch trigger's polls use :class:`ListingScan` too.
 """
 
 from __future__ import annotations

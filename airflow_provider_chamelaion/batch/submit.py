@@ -2,7 +2,7 @@
 never paying twice.
 
 Used by :class:`~airflow_provider_chamelaion.operators.batch.LipsyncBatchGenerateOperator`. Every POST
-goes through :meth:`ChamelaionHook.generate` and the one retry policy (:mod:`.retry`), which looks a lost
+goes through :meth:`ChamelaionHook.generate` and the one retry policy (:mod:`~airflow_provider_chamelaion.client.retry`), which looks a lost
 answer's ``reference_id`` up before ever sending that POST again. What a batch adds on top:
 
 * **One pace** (:class:`SubmitPacer`): the submitters take turns ``1 / rate`` seconds apart, the rate

@@ -1,7 +1,7 @@
 """The one retry policy shared by the hook's sync (requests) and async (aiohttp) paths.
 
 Both paths first turn whatever went wrong into a typed :class:`~.exceptions.ChamelaionAPIError` (HTTP
-statuses in :mod:`.wire`, transport failures of either library in the hook's ``transport_error``), then
+statuses in :mod:`~airflow_provider_chamelaion.client.wire`, transport failures of either library in the hook's ``transport_error``), then
 hand it to the same :class:`RetryPolicy` (``call`` for sync code, ``acall`` for async code), so "what is
 retried and how long to wait" is decided here and only here:
 

@@ -2,8 +2,8 @@
 
 Two HTTP stacks, one per world: ``requests`` for the sync path (workers: submit, upload, download,
 list) and ``aiohttp`` for the async path (the triggerer: ``aget_request``), always through the event
-loop's shared session of :mod:`.shared_session`. Both libraries' failures are classified here, by
-:func:`transport_error`, into one :class:`~airflow_provider_chamelaion.exceptions.ChamelaionTransportError`
+loop's shared session (:mod:`~airflow_provider_chamelaion.client.session`). Both libraries' failures
+are classified here, by ``transport_error``, into one :class:`~airflow_provider_chamelaion.exceptions.ChamelaionTransportError`
 that says whether the server may have seen the request; retries are then decided by the one
 :class:`~airflow_provider_chamelaion.client.retry.RetryPolicy`.
 """

@@ -431,7 +431,7 @@ class LipsyncGenerateOperator(ChamelaionHookMixin, BaseOperator):
         return str(request["id"])
 
     def get_openlineage_facets_on_complete(self, task_instance: Any) -> OperatorLineage:
-        """OpenLineage: the input media (URLs or files) in, the lip-sync job out (see :mod:`..lineage`)."""
+        """OpenLineage: the input media (URLs or files) in, the lip-sync job out (see :mod:`~airflow_provider_chamelaion.utils.lineage`)."""
         from airflow_provider_chamelaion.utils import lineage
 
         sources = (self.video_file, self.audio_file) if self.upload_mode else (self.video_url, self.audio_url)
@@ -500,7 +500,7 @@ class LipsyncDownloadOperator(ChamelaionHookMixin, BaseOperator):
         return str(written)
 
     def get_openlineage_facets_on_complete(self, task_instance: Any) -> OperatorLineage:
-        """OpenLineage: the lip-sync job in, the file written out (see :mod:`..lineage`)."""
+        """OpenLineage: the lip-sync job in, the file written out (see :mod:`~airflow_provider_chamelaion.utils.lineage`)."""
         from airflow_provider_chamelaion.utils import lineage
 
         request_id, written = self._lineage

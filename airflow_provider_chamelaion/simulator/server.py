@@ -89,6 +89,7 @@ class Simulator:
 
     @property
     def port(self) -> int:
+        """The port it listens on (a free one when 0 was asked for); known once started."""
         if self._socket is None:
             raise RuntimeError("the simulator is not started")
         return int(self._socket.getsockname()[1])

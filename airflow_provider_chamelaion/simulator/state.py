@@ -130,7 +130,7 @@ class SimulatorConfig:
     :param fault_rate: fraction of calls answered with a random transient fault.
     :param clock_offset: seconds added to every time the API reports (``created_at``, ``started_at``,
         ``finished_at``), e.g. ``-8 * 3600`` for an API clock eight hours behind the client's; see
-        :func:`parse_clock_offset` for the CLI's ``-8h``/``+30d``/``-1y`` form.
+        :func:`~airflow_provider_chamelaion.simulator.state.parse_clock_offset` for the CLI's ``-8h``/``+30d``/``-1y`` form.
     :param max_concurrent_jobs: the account's concurrency limit: at most this many jobs are processed
         at once, in creation order; the rest stay ``queued`` (``None``: no limit).
     :param post_rate_limit: at most this many POSTs per second are accepted; above it a POST is

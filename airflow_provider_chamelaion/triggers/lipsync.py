@@ -42,7 +42,7 @@ class LipsyncRequestTrigger(BaseTrigger):
     :param max_consecutive_errors: transient failed polls in a row that end the wait with ``error``.
     :param still_waiting_interval: seconds between "still waiting" lines while the status stays the same.
     :param hook_params: the deferring task's ``hook_params`` (timeouts, attempts), for the trigger's hook.
-    :param try_number: the try that deferred, echoed in the event (see :func:`..utils.waiting.is_stale`).
+    :param try_number: the try that deferred, echoed in the event (see :func:`~airflow_provider_chamelaion.utils.waiting.is_stale`).
     """
 
     def __init__(

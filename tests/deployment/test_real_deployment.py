@@ -386,7 +386,7 @@ PRODUCER, CONSUMER = "chamelaion_dub_episode", "chamelaion_publish_dubbed_episod
 SIGNED_QUERY = re.compile(rb"[?&](sig|expires)=")
 #: A line logged at ERROR (or worse): Airflow 3's JSON task logs, structlog's console lines, Airflow 2's.
 ERROR_LINE = re.compile(rb'"level": ?"(error|critical)"|\[(error|critical)\s*\]| (ERROR|CRITICAL) - ')
-#: What the metadata database may hold the whole signed URL in (README, Secrets): XComs (the sensor's
+#: What the metadata database may hold the whole signed URL in (docs/secrets.md): XComs (the sensor's
 #: return value, the generate operator's ``request``, the extra link's ``_link_LipsyncOutputLink``).
 URL_KEEPING_TABLES = ("xcom",)
 SQLITE_FILES = ("airflow.db", "airflow.db-wal", "airflow.db-shm", "airflow.db-journal")
@@ -422,7 +422,7 @@ def db_dump_without(db: Path, tables: tuple[str, ...]) -> str:
 def test_first_hour_no_signed_url_no_key_no_error_in_any_log_or_row(tmp_path: Path) -> None:
     """The README's Quickstart, verbatim, and the assets example on a real deployment (scheduler,
     triggerer, DAG processor, API server on Airflow 3), every wait deferred: then no file under the
-    Airflow home, no process output and no metadata row (XComs aside, README: Secrets) holds a signed
+    Airflow home, no process output and no metadata row (XComs aside, docs/secrets.md) holds a signed
     output URL's query or the API key, and no task of these successful runs logged an ERROR line.
 
     Runs, one at a time (apache/airflow#67287): the Quickstart for yesterday (its job held running

@@ -1,11 +1,11 @@
-"""The UI's Test button on a connection row, and the REST test the README recommends instead.
+"""The UI's Test button on a connection row, and the REST test docs/connections.md recommends instead.
 
 Airflow 3.3.2's UI builds the row's test request with ``port: Number(row.port)``: a connection stored
 without a port (every Chamelaion connection: the Base URL carries it) is sent as ``port: 0``, and the API
 server refuses a port that differs from the stored one unless credentials come with it. Nothing in the
 provider runs before that refusal, so the provider cannot fix it; the same request without ``port``
-(what the README shows) reaches ``ChamelaionHook.test_connection``. If this first assertion ever fails,
-Airflow has fixed the button: update the README's Connection section.
+(what docs/connections.md shows) reaches ``ChamelaionHook.test_connection``. If this first assertion ever fails,
+Airflow has fixed the button: update docs/connections.md.
 """
 
 from __future__ import annotations

@@ -240,7 +240,7 @@ def test_api_key_never_leaks_running_the_example_dags(
         for column in ("task_instance.next_kwargs", "trigger.kwargs"):
             assert not any(SIGNED_QUERY.search(str(value)) for value in snapshot[column]), column
     assert SIGNED_QUERY.search(str(final["xcom.value"])), "XCom keeps the whole URL: the search works"
-    # (At DEBUG, urllib3 logs each request line, the signed download URL's included: README, Secrets.)
+    # (At DEBUG, urllib3 logs each request line, the signed download URL's included: docs/secrets.md.)
     for record in caplog.records:
         if record.levelno >= logging.INFO:
             assert not SIGNED_QUERY.search(record.getMessage()), record.getMessage()
