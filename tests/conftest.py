@@ -11,6 +11,7 @@ import subprocess
 import sys
 import tempfile
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -20,12 +21,15 @@ pytest.register_assert_rewrite("tests.harness")
 #: Fixtures kept beside their helpers: ``s3_server`` (moto's S3 server, skipped where moto is missing).
 pytest_plugins = ["tests.harness.s3"]
 
-from tests.harness.constants import API_KEY, EXAMPLE_DAGS, MOCK_BASE_URL, connection_json  # noqa: E402
+from tests.harness.constants import API_KEY, EXAMPLE_DAGS, MOCK_BASE_URL, ROOT, connection_json  # noqa: E402
 
 # Guarded: this module must configure Airflow once per process even if imported under two names.
-if "CHAMELAION_TESTS_AIRFLOW_HOME" not in os.environ:
-    os.environ["CHAMELAION_TESTS_AIRFLOW_HOME"] = tempfile.mkdtemp(prefix="chamelaion-tests-airflow-")
-_AIRFLOW_HOME = os.environ["CHAMELAION_TESTS_AIRFLOW_HOME"]
+# One AIRFLOW_HOME (and SQLite metadata DB) per pytest-xdist worker: workers inherit the controller's
+# environment, so each keys its own (PYTEST_XDIST_WORKER is set before conftest.py is imported).
+_HOME_VARIABLE = "CHAMELAION_TESTS_AIRFLOW_HOME" + os.environ.get("PYTEST_XDIST_WORKER", "").upper()
+if _HOME_VARIABLE not in os.environ:
+    os.environ[_HOME_VARIABLE] = tempfile.mkdtemp(prefix="chamelaion-tests-airflow-")
+_AIRFLOW_HOME = os.environ[_HOME_VARIABLE]
 os.environ["AIRFLOW_HOME"] = _AIRFLOW_HOME
 os.environ["AIRFLOW__CORE__DAGS_FOLDER"] = str(EXAMPLE_DAGS)
 os.environ["AIRFLOW__CORE__LOAD_EXAMPLES"] = "False"
@@ -36,6 +40,17 @@ from airflow_provider_chamelaion.client.retry import RetryPolicy  # noqa: E402
 from airflow_provider_chamelaion.hooks.chamelaion import ChamelaionHook  # noqa: E402
 from airflow_provider_chamelaion.simulator import Simulator, SimulatorConfig  # noqa: E402
 from tests.harness.retry import RecordedSleeps  # noqa: E402
+
+# The compatibility legs test the wheel users install, not the source tree (ci/compat/test-compat).
+if os.environ.get("CHAMELAION_TESTS_INSTALLED_PROVIDER") == "1":
+    import airflow_provider_chamelaion
+
+    _provider = Path(airflow_provider_chamelaion.__file__).resolve().parent
+    if _provider == ROOT / "airflow_provider_chamelaion":
+        raise pytest.UsageError(
+            f"the provider was imported from the source tree ({_provider}), not from the installed wheel: "
+            "run the venv's pytest (not python -m pytest) with --import-mode=append"
+        )
 
 
 @pytest.fixture

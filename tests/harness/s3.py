@@ -68,8 +68,11 @@ class _RequestLog(logging.Handler):
 @pytest.fixture(scope="session")
 def s3_server() -> Iterator[S3Server]:
     """moto's S3 server on a free loopback port; AWS_* variables point boto, s3fs and Airflow at it."""
-    pytest.importorskip("s3fs")
-    moto_server = pytest.importorskip("moto.server")
+    why = (
+        "needs moto's S3 server and s3fs (the deployment dependency group; the compatibility legs have them)"
+    )
+    pytest.importorskip("s3fs", reason=why)
+    moto_server = pytest.importorskip("moto.server", reason=why)
     server = moto_server.ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
     server.start()
     host, port = server.get_host_and_port()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import importlib
 import json
 import time
 from collections.abc import Callable
@@ -44,3 +45,10 @@ def only_event(events: list[TriggerEvent]) -> dict[str, Any]:
 def polls(simulator: Simulator, request_id: str) -> list[CallRecord]:
     """The status polls of ``request_id`` the simulator has logged so far."""
     return simulator.state.calls_to("GET", f"/requests/{request_id}$")
+
+
+def class_at(classpath: str) -> Any:
+    """The class a serialized trigger or link names, found as Airflow finds it (its import helper moved
+    between lines: ``airflow.utils.module_loading``, ``airflow.sdk.module_loading``, ``airflow.sdk._shared``)."""
+    module, _, name = classpath.rpartition(".")
+    return getattr(importlib.import_module(module), name)

@@ -14,11 +14,23 @@ import os
 import textwrap
 
 import pytest
+from packaging.version import Version
 
+from airflow_provider_chamelaion.version_compat import AIRFLOW_VERSION
 from tests.harness.constants import API_KEY
 from tests.harness.processes import answer, answer_line, run_python
 
-pytestmark = pytest.mark.usefixtures("airflow_db")
+pytestmark = [
+    pytest.mark.usefixtures("airflow_db"),
+    # Measured on the compatibility legs: 3.2.2 and 3.3.0 accept this request (the button works there),
+    # 3.1.8's API refuses the script's unauthenticated client, 3.0.6 tests only what the request carries
+    # (no stored key merged in, so the README's REST test finds no key).
+    pytest.mark.skipif(
+        Version("3.3.2") > AIRFLOW_VERSION,
+        reason="reproduces Airflow 3.3.2's connection-test endpoint (the UI's port 0 refused, stored "
+        "credentials merged into a request without them); earlier releases answer otherwise",
+    ),
+]
 
 SCRIPT = """
 import json, os

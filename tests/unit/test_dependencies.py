@@ -164,8 +164,19 @@ _CHILD = textwrap.dedent(
 )
 
 
+def _imported_by_airflow(modules: tuple[str, ...]) -> set[str]:
+    """Which of ``modules`` ``import airflow`` itself imports on this line (Airflow 3.0's imports fastapi
+    and starlette: it masks its config's secrets through the task SDK's comms models)."""
+    probe = "import sys, airflow; print(','.join(sorted(m.split('.')[0] for m in sys.modules)))"
+    result = run_python("-c", probe, timeout=120)
+    return set(modules) & set(result.stdout.strip().splitlines()[-1].split(","))
+
+
 def test_provider_runs_without_the_simulator_extra() -> None:
-    report = answer(run_python("-c", _CHILD, ",".join(SERVER_STACK), API_KEY, timeout=120))
+    # What Airflow itself imports cannot be blocked (nor told apart from the provider's own imports).
+    blocked = [module for module in SERVER_STACK if module not in _imported_by_airflow(SERVER_STACK)]
+    assert "uvicorn" in blocked  # no line's Airflow imports it
+    report = answer(run_python("-c", _CHILD, ",".join(blocked), API_KEY, timeout=120))
     assert {
         "airflow_provider_chamelaion.hooks.chamelaion",
         "airflow_provider_chamelaion.client.session",

@@ -8,7 +8,10 @@ big upload's own. Answers (``tests.harness.processes``) with one line on stdout:
 
     ANSWER {"mode": ..., "request_id": ..., "warmup_request_id": ..., "before_kib": ..., "after_kib": ..., "growth_kib": ...}
 
-``before_kib``/``after_kib`` are the process's peak RSS (``ru_maxrss``, KiB on Linux).
+``before_kib``/``after_kib`` are the process's peak RSS in KiB: ``VmHWM`` in ``/proc/self/status``, this
+process's own high-water mark. Not ``ru_maxrss``: Linux carries it over from the parent across fork and
+exec, so a child of a pytest process grown to 600 MiB starts at 600 MiB and its own growth is hidden
+(measured: the control then "grew" 283 MiB, however much it buffered).
 """
 
 from __future__ import annotations
@@ -21,7 +24,14 @@ from collections.abc import Callable
 
 
 def peak_rss_kib() -> int:
-    return int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
+    try:
+        with open("/proc/self/status") as status:
+            for line in status:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1])  # "VmHWM:   13568 kB"
+    except OSError:
+        pass
+    return int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)  # no /proc: KiB on Linux
 
 
 def hook_uploader() -> Callable[[str, str], str]:

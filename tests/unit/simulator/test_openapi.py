@@ -163,7 +163,11 @@ class Captured:
 
 
 class BodyCapture:
-    """ASGI middleware in front of the simulator: keeps every request exactly as it arrived."""
+    """ASGI middleware in front of the simulator: keeps every request exactly as it arrived.
+
+    A request is kept before its answer is sent: a client that has its answer finds it captured (kept
+    after the app returned, it raced the test's next line).
+    """
 
     def __init__(self, app: Any) -> None:
         self.app = app
@@ -181,18 +185,31 @@ class BodyCapture:
                 chunks.append(message.get("body", b""))
             return message
 
-        try:
-            await self.app(scope, recording_receive, send)
-        finally:
-            self.captured.append(
-                Captured(
-                    method=scope["method"],
-                    path=scope["path"],
-                    query=scope.get("query_string", b"").decode(),
-                    headers={name.decode().lower(): value.decode() for name, value in scope["headers"]},
-                    body=b"".join(chunks),
+        kept = False
+
+        def keep() -> None:
+            nonlocal kept
+            if not kept:
+                kept = True
+                self.captured.append(
+                    Captured(
+                        method=scope["method"],
+                        path=scope["path"],
+                        query=scope.get("query_string", b"").decode(),
+                        headers={name.decode().lower(): value.decode() for name, value in scope["headers"]},
+                        body=b"".join(chunks),
+                    )
                 )
-            )
+
+        async def keeping_send(message: Any) -> None:
+            if message["type"] == "http.response.start":
+                keep()
+            await send(message)
+
+        try:
+            await self.app(scope, recording_receive, keeping_send)
+        finally:
+            keep()
 
 
 @pytest.fixture

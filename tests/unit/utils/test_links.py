@@ -5,7 +5,6 @@ The link as Airflow stores it after a real run is checked in tests/integration/t
 
 from __future__ import annotations
 
-import importlib
 from types import SimpleNamespace
 from typing import Any
 
@@ -16,6 +15,7 @@ from airflow_provider_chamelaion.sensors.lipsync import LipsyncRequestSensor
 from airflow_provider_chamelaion.utils import links
 from airflow_provider_chamelaion.utils.links import LipsyncOutputLink, output_link, signed_url_expiry
 from airflow_provider_chamelaion.version_compat import BaseOperatorLink
+from tests.harness.triggers import class_at
 
 NOW = 1_767_225_600.0  # 2026-01-01T00:00:00Z
 SIMULATOR_URL = "http://127.0.0.1:8089/outputs/r-1.mp4?expires={}&sig=5f2b9c"
@@ -137,6 +137,5 @@ def test_the_link_is_registered_in_the_provider_info() -> None:
     from airflow_provider_chamelaion.get_provider_info import get_provider_info
 
     [path] = get_provider_info()["extra-links"]
-    module, _, name = path.rpartition(".")
-    assert getattr(importlib.import_module(module), name) is LipsyncOutputLink
+    assert class_at(path) is LipsyncOutputLink
     assert issubclass(LipsyncOutputLink, BaseOperatorLink)
