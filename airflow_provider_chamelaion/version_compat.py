@@ -36,8 +36,9 @@ AIRFLOW_V_3_3_PLUS = Version("3.3.0") <= AIRFLOW_VERSION
 MASKING_SENDS_THE_SECRET = AIRFLOW_V_3_0_PLUS and not AIRFLOW_V_3_1_PLUS
 
 
-def _first(name: str, *modules: str) -> Any:
-    """``name`` from the first of ``modules`` that has it (newest path first)."""
+def import_first(name: str, *modules: str) -> Any:
+    """``name`` from the first of ``modules`` that has it (newest path first). Public for the tests'
+    own Airflow names, which are looked up the same way."""
     for module_name in modules:
         try:
             module = importlib.import_module(module_name)
@@ -74,32 +75,38 @@ if TYPE_CHECKING:
     from airflow.sdk.log import mask_secret as airflow_mask_secret
     from airflow.triggers.base import BaseTrigger, TriggerEvent
 else:
-    BaseHook = _first("BaseHook", "airflow.sdk", "airflow.hooks.base")
-    BaseOperator = _first("BaseOperator", "airflow.sdk", "airflow.models.baseoperator")
-    BaseSensorOperator = _first("BaseSensorOperator", "airflow.sdk", "airflow.sensors.base")
-    BaseOperatorLink = _first("BaseOperatorLink", "airflow.sdk", "airflow.models.baseoperatorlink")
-    PokeReturnValue = _first("PokeReturnValue", "airflow.sdk", "airflow.sensors.base")
-    conf = _first("conf", "airflow.sdk", "airflow.configuration")
+    BaseHook = import_first("BaseHook", "airflow.sdk", "airflow.hooks.base")
+    BaseOperator = import_first("BaseOperator", "airflow.sdk", "airflow.models.baseoperator")
+    BaseSensorOperator = import_first("BaseSensorOperator", "airflow.sdk", "airflow.sensors.base")
+    BaseOperatorLink = import_first("BaseOperatorLink", "airflow.sdk", "airflow.models.baseoperatorlink")
+    PokeReturnValue = import_first("PokeReturnValue", "airflow.sdk", "airflow.sensors.base")
+    conf = import_first("conf", "airflow.sdk", "airflow.configuration")
 
-    AirflowException = _first("AirflowException", "airflow.sdk.exceptions", "airflow.exceptions")
-    AirflowNotFoundException = _first(
+    AirflowException = import_first("AirflowException", "airflow.sdk.exceptions", "airflow.exceptions")
+    AirflowNotFoundException = import_first(
         "AirflowNotFoundException", "airflow.sdk.exceptions", "airflow.exceptions"
     )
-    AirflowFailException = _first("AirflowFailException", "airflow.sdk.exceptions", "airflow.exceptions")
-    AirflowSensorTimeout = _first("AirflowSensorTimeout", "airflow.sdk.exceptions", "airflow.exceptions")
-    AirflowSkipException = _first("AirflowSkipException", "airflow.sdk.exceptions", "airflow.exceptions")
+    AirflowFailException = import_first(
+        "AirflowFailException", "airflow.sdk.exceptions", "airflow.exceptions"
+    )
+    AirflowSensorTimeout = import_first(
+        "AirflowSensorTimeout", "airflow.sdk.exceptions", "airflow.exceptions"
+    )
+    AirflowSkipException = import_first(
+        "AirflowSkipException", "airflow.sdk.exceptions", "airflow.exceptions"
+    )
 
-    airflow_mask_secret = _first("mask_secret", "airflow.sdk.log", "airflow.utils.log.secrets_masker")
+    airflow_mask_secret = import_first("mask_secret", "airflow.sdk.log", "airflow.utils.log.secrets_masker")
     from airflow.triggers.base import BaseTrigger, TriggerEvent
 
     # Type-only names: a runtime import of them (``from ... import Context``) still works.
-    Context = _first("Context", "airflow.sdk", "airflow.utils.context")
-    XComArg = _first("XComArg", "airflow.sdk", "airflow.models.xcom_arg")
+    Context = import_first("Context", "airflow.sdk", "airflow.utils.context")
+    XComArg = import_first("XComArg", "airflow.sdk", "airflow.models.xcom_arg")
 
 
 def _optional(name: str, *modules: str) -> Any:
     try:
-        return _first(name, *modules)
+        return import_first(name, *modules)
     except ImportError:
         return None
 
@@ -119,13 +126,15 @@ _LAZY: dict[str, tuple[str, ...]] = {
 
 def __getattr__(name: str) -> Any:
     if name in _LAZY:
-        value = _first(name, *_LAZY[name])
+        value = import_first(name, *_LAZY[name])
         globals()[name] = value
         return value
     if name == "Asset":
         # 2.x calls it Dataset (airflow.datasets); 3.x deprecates that name.
         value = (
-            _first("Asset", "airflow.sdk") if AIRFLOW_V_3_0_PLUS else _first("Dataset", "airflow.datasets")
+            import_first("Asset", "airflow.sdk")
+            if AIRFLOW_V_3_0_PLUS
+            else import_first("Dataset", "airflow.datasets")
         )
         globals()[name] = value
         return value
@@ -159,5 +168,6 @@ __all__ = [
     "airflow_mask_secret",
     "conf",
     "has_fs",
+    "import_first",
     "sdk_amask_secret",
 ]

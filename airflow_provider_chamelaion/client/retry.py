@@ -112,27 +112,28 @@ class RetryPolicy:
         backoff = min(self.max_backoff, self.initial_backoff * 2 ** max(0, retry_number - 1))
         return backoff * (1 - self.jitter) + random.uniform(0, backoff * self.jitter)
 
-    def _retry_delay(
-        self, error: BaseException, attempt: int, *, idempotent: bool, what: str
-    ) -> float | None:
-        """Seconds to wait before trying again after ``attempt`` failed with ``error``; ``None``: give up."""
-        if attempt >= self.max_attempts or not self.is_retryable(error, idempotent=idempotent):
-            return None
+    def _after_failure(
+        self, error: BaseException, attempt: int, *, idempotent: bool, what: str, can_look: bool
+    ) -> tuple[float, bool]:
+        """The one decision after ``attempt`` failed with ``error``, for both paths: wait this many seconds,
+        then look for what the attempt did before sending it again (``True``) or send it again
+        (``False``). Re-raises ``error`` when the call has failed for good."""
+        logger = self.logger or log
+        if attempt < self.max_attempts and self.is_retryable(error, idempotent=idempotent):
+            delay = self.wait_before_retry(error, attempt)
+            logger.warning(
+                "%s failed (attempt %d of %d), retrying in %.1f s: %s",
+                what,
+                attempt,
+                self.max_attempts,
+                delay,
+                error,
+            )
+            return delay, False
+        if not can_look or idempotent or not self.may_have_acted(error):
+            raise error
         delay = self.wait_before_retry(error, attempt)
-        (self.logger or log).warning(
-            "%s failed (attempt %d of %d), retrying in %.1f s: %s",
-            what,
-            attempt,
-            self.max_attempts,
-            delay,
-            error,
-        )
-        return delay
-
-    def _reconcile_delay(self, error: BaseException, attempt: int, *, what: str) -> float:
-        """Seconds to wait before looking for what a call whose answer was lost did."""
-        delay = self.wait_before_retry(error, attempt)
-        (self.logger or log).warning(
+        logger.warning(
             "%s may or may not have reached Chamelaion (attempt %d of %d): %s; looking for its result "
             "in %.1f s before sending it again",
             what,
@@ -141,7 +142,13 @@ class RetryPolicy:
             error,
             delay,
         )
-        return delay
+        return delay, True
+
+    def _found_nothing(self, error: BaseException, attempt: int, *, what: str) -> None:
+        """After a look found nothing the lost attempt did: send it again, unless the attempts are used up."""
+        if attempt >= self.max_attempts:
+            raise error
+        (self.logger or log).warning("%s left nothing on the server; sending it again", what)
 
     def call(
         self,
@@ -163,19 +170,15 @@ class RetryPolicy:
             try:
                 return attempt()
             except Exception as error:
-                delay = self._retry_delay(error, number, idempotent=idempotent, what=what)
-                if delay is None:
-                    if reconcile is None or idempotent or not self.may_have_acted(error):
-                        raise
-                    self.sleep(self._reconcile_delay(error, number, what=what))
+                delay, look = self._after_failure(
+                    error, number, idempotent=idempotent, what=what, can_look=reconcile is not None
+                )
+                self.sleep(delay)
+                if look and reconcile is not None:
                     found = reconcile(error)
                     if found is not None:
                         return found
-                    if number >= self.max_attempts:
-                        raise
-                    (self.logger or log).warning("%s left nothing on the server; sending it again", what)
-            if delay is not None:
-                self.sleep(delay)
+                    self._found_nothing(error, number, what=what)
             number += 1
 
     async def acall(
@@ -197,19 +200,15 @@ class RetryPolicy:
             try:
                 return await attempt(*args)
             except Exception as error:
-                delay = self._retry_delay(error, number, idempotent=idempotent, what=what)
-                if delay is None:
-                    if reconcile is None or idempotent or not self.may_have_acted(error):
-                        raise
-                    await self.async_sleep(self._reconcile_delay(error, number, what=what))
+                delay, look = self._after_failure(
+                    error, number, idempotent=idempotent, what=what, can_look=reconcile is not None
+                )
+                await self.async_sleep(delay)
+                if look and reconcile is not None:
                     found = await reconcile(error)
                     if found is not None:
                         return found
-                    if number >= self.max_attempts:
-                        raise
-                    (self.logger or log).warning("%s left nothing on the server; sending it again", what)
-            if delay is not None:
-                await self.async_sleep(delay)
+                    self._found_nothing(error, number, what=what)
             number += 1
 
 

@@ -7,31 +7,20 @@ DAGs and operators in tests: ``DagBag`` (3.3 moved it to the DAG processor) and 
 
 from __future__ import annotations
 
-import importlib
 from typing import TYPE_CHECKING, Any
 
-
-def _first(name: str, *modules: str) -> Any:
-    for module_name in modules:
-        try:
-            module = importlib.import_module(module_name)
-        except ImportError:
-            continue
-        if hasattr(module, name):
-            return getattr(module, name)
-    raise ImportError(f"cannot import {name} from any of {', '.join(modules)}")
-
+from airflow_provider_chamelaion.version_compat import import_first
 
 if TYPE_CHECKING:
     from airflow.dag_processing.dagbag import DagBag
     from airflow.sdk.exceptions import TaskDeferred
 else:
-    TaskDeferred = _first("TaskDeferred", "airflow.sdk.exceptions", "airflow.exceptions")
+    TaskDeferred = import_first("TaskDeferred", "airflow.sdk.exceptions", "airflow.exceptions")
 
 
 def __getattr__(name: str) -> Any:
     if name == "DagBag":  # loads the DAG processor's modules: only when a test asks for it
-        return _first("DagBag", "airflow.dag_processing.dagbag", "airflow.models.dagbag")
+        return import_first("DagBag", "airflow.dag_processing.dagbag", "airflow.models.dagbag")
     raise AttributeError(name)
 
 
