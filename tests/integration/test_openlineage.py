@@ -24,7 +24,7 @@ pytestmark = pytest.mark.usefixtures("airflow_db")
 DAG_SCRIPT = """
 import json, os, sys
 import pendulum
-from airflow.sdk import DAG
+from airflow import DAG  # as users write it on every line (2.11 has no airflow.sdk)
 from airflow_provider_chamelaion.operators.lipsync import LipsyncDownloadOperator, LipsyncGenerateOperator
 
 with DAG("chamelaion_lineage", schedule=None, start_date=pendulum.datetime(2026, 11, 1, tz="UTC")) as dag:
