@@ -9,14 +9,13 @@ from __future__ import annotations
 
 import collections
 import os
-import time
 from pathlib import Path
 
 import pytest
 
 from airflow_provider_chamelaion.simulator import Simulator, SimulatorConfig
 from tests.harness.constants import API_KEY
-from tests.harness.dags import load_dag_file
+from tests.harness.processes import answer, run_python
 
 DAGS = Path(__file__).resolve().parent / "dags"
 DAG_FILE = DAGS / "chamelaion_load_with_faults.py"
@@ -39,40 +38,23 @@ def simulator_config() -> SimulatorConfig:
     )
 
 
-@pytest.fixture
-def test_dags_folder(monkeypatch: pytest.MonkeyPatch, airflow_db: str) -> Path:
-    """Point the default ``dags-folder`` bundle at tests/integration/dags, so dag.test() finds the DAG file there."""
-    import airflow.settings
-
-    monkeypatch.setenv("AIRFLOW__CORE__DAGS_FOLDER", str(DAGS))
-    monkeypatch.setattr(airflow.settings, "DAGS_FOLDER", str(DAGS))
-    monkeypatch.setenv("CHAMELAION_LOAD_TASKS", str(TASKS))
-    monkeypatch.setenv("CHAMELAION_POLL_INTERVAL", str(POLL_INTERVAL))
-    return DAGS
+CHILD = Path(__file__).resolve().parent / "children" / "load_child.py"
 
 
 def test_200_mapped_deferrable_tasks_survive_random_faults(
-    test_dags_folder: Path, simulator: Simulator, capsys: pytest.CaptureFixture[str]
+    simulator: Simulator, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from airflow.models.taskinstance import TaskInstance
-    from airflow.utils.session import create_session
-
-    module = load_dag_file(DAG_FILE, "chamelaion_load_with_faults_dag")
-    assert module.TASKS == TASKS
-
-    started = time.monotonic()
-    run = module.dag.test()
-    runtime = time.monotonic() - started
-
-    with create_session() as session:
-        tis = (
-            session.query(TaskInstance)
-            .filter(TaskInstance.dag_id == module.dag.dag_id, TaskInstance.run_id == run.run_id)
-            .all()
-        )
-        states = collections.Counter(str(ti.state) for ti in tis)
-        tries = collections.Counter(ti.try_number for ti in tis)
-        map_indexes = sorted(ti.map_index for ti in tis)
+    env = {
+        **os.environ,
+        "AIRFLOW_HOME": str(tmp_path / "airflow"),
+        "AIRFLOW__CORE__DAGS_FOLDER": str(DAGS),
+        "AIRFLOW_CONN_CHAMELAION_DEFAULT": simulator.connection_json(),
+        "CHAMELAION_LOAD_TASKS": str(TASKS),
+        "CHAMELAION_POLL_INTERVAL": str(POLL_INTERVAL),
+        "PYTHONUNBUFFERED": "1",
+    }
+    run = answer(run_python(str(CHILD), str(DAG_FILE), env=env, timeout=1200))
+    states, tries, map_indexes = run["states"], run["tries"], run["map_indexes"]
 
     state = simulator.state
     faults = [call for call in state.calls if call.fault]
@@ -81,17 +63,17 @@ def test_200_mapped_deferrable_tasks_survive_random_faults(
     jobs = list(state.jobs.values())
     summary = (
         f"\nload with faults: {TASKS} mapped tasks, fault_rate={FAULT_RATE}, seed={SEED}: "
-        f"runtime {runtime:.1f} s, run {run.state}, task states {dict(states)}, tries {dict(tries)}, "
+        f"runtime {run['runtime_s']} s, run {run['state']}, task states {states}, tries {tries}, "
         f"{len(jobs)} jobs, {len(api_calls)} API calls, {len(faults)} faults injected {dict(by_kind)}"
     )
     with capsys.disabled():
         print(summary)
 
-    assert run.state == "success", summary
+    assert run["tasks"] == TASKS
+    assert run["state"] == "success", summary
     assert map_indexes == list(range(TASKS)), summary
     assert states == {"success": TASKS}, summary
     assert len(jobs) == TASKS, summary
     assert len({job.reference_id for job in jobs}) == TASKS
     assert all(state.status_of(job)[0] == "completed" for job in jobs)
     assert faults, "a 5 % fault rate over this many calls must inject some faults"
-    assert os.environ["CHAMELAION_LOAD_TASKS"] == str(TASKS)
