@@ -3,6 +3,11 @@
 The simulator answers 5 % of API calls with a random transient fault (503, 502 with an HTML page, 429,
 a dropped connection, a slow answer; POSTs only ever get a 429). Every mapped task must still succeed,
 and the simulator must hold exactly one job per task: no task paid twice.
+
+``CHAMELAION_TESTS_LOAD_TASKS`` sets the number of tasks (default 200). The compatibility legs set 50:
+``dag.test()`` on Airflow 3.0 to 3.2 runs each task and each resumption through the in-process
+execution API one after another, a few seconds each (measured: 371 s for 200 tasks on 3.0.6, 832 s
+on 3.2.2, against about 80 s on 3.3), which alone would take a leg past CI's budget.
 """
 
 from __future__ import annotations
@@ -19,7 +24,7 @@ from tests.harness.processes import answer, run_python
 
 DAGS = Path(__file__).resolve().parent / "dags"
 DAG_FILE = DAGS / "chamelaion_load_with_faults.py"
-TASKS = 200
+TASKS = int(os.environ.get("CHAMELAION_TESTS_LOAD_TASKS", "200"))
 FAULT_RATE = 0.05
 SEED = 20261125
 POLL_INTERVAL = 0.2
@@ -41,7 +46,7 @@ def simulator_config() -> SimulatorConfig:
 CHILD = Path(__file__).resolve().parent / "children" / "load_child.py"
 
 
-def test_200_mapped_deferrable_tasks_survive_random_faults(
+def test_mapped_deferrable_tasks_survive_random_faults(
     simulator: Simulator, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     env = {
